@@ -1,0 +1,560 @@
+//! The round engine: one implementation of a federated round, driven by both runtimes.
+//!
+//! A runtime calls [`Engine::begin_round`] with the clients it can reach, delivers the returned
+//! [`RoundTask`] to the selected clients however it likes (threads, gRPC), hands each outcome to
+//! [`Engine::submit`] in whatever order outcomes arrive, and calls [`Engine::end_round`] when the round
+//! closes. The engine feeds updates to the strategy in ascending client id through a reorder buffer,
+//! so the aggregate never depends on arrival order or thread count.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fedsim_data::FederatedData;
+use fedsim_nn::{Model, Scratch};
+use rand::seq::index;
+
+use crate::participation::Participation;
+use crate::report::{RoundRecord, RunWriter, Summary, model_hash};
+use crate::rng::{Purpose, stream};
+use crate::strategy::Reporter;
+use crate::train::ClientData;
+use crate::{
+    ClientId, ClientState, CoreError, LocalTrainer, Payload, Scenario, Strategy, StrategyError,
+    TrainConfig,
+};
+
+/// What the runtime must deliver to the selected clients of a round.
+#[derive(Debug, Clone)]
+pub struct RoundTask {
+    /// Round index, 0-based.
+    pub round: u64,
+    /// Selected clients, ascending.
+    pub selected: Vec<ClientId>,
+    /// The task every selected client receives.
+    pub broadcast: Arc<Payload>,
+}
+
+/// The result of one selected client.
+#[derive(Debug, Clone)]
+pub enum ClientOutcome {
+    /// The client's update.
+    Update {
+        /// The update.
+        payload: Payload,
+        /// The client's number of training samples.
+        num_samples: u64,
+    },
+    /// The client did not report (disconnected, timed out, rejected); the reason is logged.
+    Dropped(String),
+}
+
+/// Byte counts measured by a runtime on the wire; when absent, payload sizes are used.
+#[derive(Debug, Clone, Default)]
+pub struct RoundIo {
+    /// Seconds the runtime spent waiting for local training.
+    pub train_time: Duration,
+    /// Measured uplink bytes.
+    pub wire_bytes_up: Option<u64>,
+    /// Measured downlink bytes.
+    pub wire_bytes_down: Option<u64>,
+    /// Runtime-specific metrics for the round's record.
+    pub extra: Vec<(String, f64)>,
+}
+
+#[derive(Debug)]
+struct RoundState {
+    round: u64,
+    selected: Vec<ClientId>,
+    next: usize,
+    pending: BTreeMap<ClientId, ClientOutcome>,
+    reported: Vec<ClientId>,
+    dropped: Vec<(ClientId, String)>,
+    bytes_up: u64,
+    broadcast_len: u64,
+    started: Instant,
+    aggregate_time: Duration,
+}
+
+/// Everything needed to continue a run after a crash: the state between two rounds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Snapshot {
+    /// Rounds completed.
+    pub next_round: u64,
+    /// Global model.
+    pub global: Vec<f32>,
+    /// The strategy's server state.
+    pub strategy_state: Payload,
+    /// The participation model's state.
+    pub participation_state: Vec<u8>,
+    /// Running summary (JSON).
+    pub summary_json: String,
+    /// Per-client participation counts.
+    pub participation_counts: Vec<u32>,
+}
+
+/// Runs federated rounds: owns the global model, the strategy's server half, the participation model
+/// and the outputs.
+pub struct Engine {
+    scenario: Scenario,
+    data: Arc<FederatedData>,
+    model: Box<dyn Model>,
+    strategy: Box<dyn Strategy>,
+    participation: Box<dyn Participation>,
+    global: Vec<f32>,
+    next_round: u64,
+    current: Option<RoundState>,
+    summary: Summary,
+    writer: Option<RunWriter>,
+    train_eval_indices: Option<Vec<u32>>,
+    participation_counts: Vec<u32>,
+    started: Instant,
+    runtime: String,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("scenario", &self.scenario.name)
+            .field("round", &self.next_round)
+            .finish()
+    }
+}
+
+/// Builds the model a scenario describes for its data.
+pub fn build_model(scenario: &Scenario, data: &FederatedData) -> Result<Box<dyn Model>, CoreError> {
+    Ok(scenario.model.build(&data.train.input_spec())?)
+}
+
+/// Runs one client's local update: the single place where a client's random stream is derived, so the
+/// simulator and a client process compute bit-identical updates.
+#[allow(clippy::too_many_arguments)]
+pub fn run_client(
+    strategy: &dyn Strategy,
+    model: &dyn Model,
+    data: ClientData<'_>,
+    train: &TrainConfig,
+    seed: u64,
+    round: u64,
+    client: ClientId,
+    state: &mut ClientState,
+    task: &Payload,
+    scratch: &mut Scratch,
+) -> Result<Payload, StrategyError> {
+    let rng = stream(seed, Purpose::LocalTraining, round, client as u64);
+    let mut trainer = LocalTrainer::new(model, data, train, round, client, rng, scratch);
+    strategy.local_update(&mut trainer, state, task)
+}
+
+impl Engine {
+    /// An engine for `scenario` on loaded `data`, with the initial global model drawn from the seed.
+    pub fn new(
+        scenario: Scenario,
+        data: Arc<FederatedData>,
+        runtime: &str,
+    ) -> Result<Self, CoreError> {
+        scenario.validate().map_err(CoreError::Scenario)?;
+        if data.partition.num_clients() != scenario.clients {
+            return Err(CoreError::Scenario(format!(
+                "the partition has {} clients but the scenario says clients = {}",
+                data.partition.num_clients(),
+                scenario.clients
+            )));
+        }
+        let model = build_model(&scenario, &data)?;
+        let mut strategy = scenario.strategy.build();
+        let participation = scenario
+            .participation
+            .build(scenario.clients, scenario.seed);
+        let global = model.init_params(crate::rng::stream_key(
+            scenario.seed,
+            Purpose::ModelInit,
+            0,
+            0,
+        ));
+        strategy.init(&global, scenario.clients);
+        let train_eval_indices = train_eval_indices(&scenario, &data);
+        let summary = Summary {
+            scenario: scenario.name.clone(),
+            strategy: strategy.name(),
+            runtime: runtime.to_string(),
+            num_params: global.len(),
+            ..Summary::default()
+        };
+        Ok(Self {
+            participation_counts: vec![0; scenario.clients],
+            scenario,
+            data,
+            model,
+            strategy,
+            participation,
+            global,
+            next_round: 0,
+            current: None,
+            summary,
+            writer: None,
+            train_eval_indices,
+            started: Instant::now(),
+            runtime: runtime.to_string(),
+        })
+    }
+
+    /// Writes results into `dir` (created if needed).
+    pub fn write_to(&mut self, dir: &Path) -> Result<(), CoreError> {
+        self.writer = Some(RunWriter::create(dir, &self.scenario.to_toml(), false)?);
+        Ok(())
+    }
+
+    /// The scenario.
+    pub fn scenario(&self) -> &Scenario {
+        &self.scenario
+    }
+
+    /// The model.
+    pub fn model(&self) -> &dyn Model {
+        self.model.as_ref()
+    }
+
+    /// The strategy (for running client halves).
+    pub fn strategy(&self) -> &dyn Strategy {
+        self.strategy.as_ref()
+    }
+
+    /// The data.
+    pub fn data(&self) -> &Arc<FederatedData> {
+        &self.data
+    }
+
+    /// The current global model.
+    pub fn global(&self) -> &[f32] {
+        &self.global
+    }
+
+    /// Index of the next round to run (0-based).
+    pub fn next_round(&self) -> u64 {
+        self.next_round
+    }
+
+    /// Whether all rounds have run.
+    pub fn is_done(&self) -> bool {
+        self.next_round >= self.scenario.rounds
+    }
+
+    /// The running summary.
+    pub fn summary(&self) -> &Summary {
+        &self.summary
+    }
+
+    /// A client's data view.
+    pub fn client_data(&self, client: ClientId) -> ClientData<'_> {
+        ClientData {
+            dataset: &self.data.train,
+            indices: self.data.partition.client(client as usize),
+        }
+    }
+
+    /// Starts the next round: selects clients among `available` (ascending) and builds their task.
+    ///
+    /// # Panics
+    /// If a round is already open.
+    pub fn begin_round(&mut self, available: &[ClientId]) -> RoundTask {
+        assert!(
+            self.current.is_none(),
+            "begin_round called twice without end_round"
+        );
+        let round = self.next_round;
+        let selected = self.participation.select(round, available);
+        self.strategy.begin_round(round, &selected, &self.global);
+        let broadcast = Arc::new(self.strategy.broadcast(round, &self.global));
+        self.current = Some(RoundState {
+            round,
+            selected: selected.clone(),
+            next: 0,
+            pending: BTreeMap::new(),
+            reported: Vec::new(),
+            dropped: Vec::new(),
+            bytes_up: 0,
+            broadcast_len: broadcast.encoded_len() as u64,
+            started: Instant::now(),
+            aggregate_time: Duration::ZERO,
+        });
+        RoundTask {
+            round,
+            selected,
+            broadcast,
+        }
+    }
+
+    /// Hands in one selected client's outcome, in any order. An update that fails validation is
+    /// dropped (and the error returned so a network runtime can tell the client); the round goes on.
+    pub fn submit(&mut self, client: ClientId, outcome: ClientOutcome) -> Result<(), CoreError> {
+        let num_params = self.global.len();
+        let state = self
+            .current
+            .as_mut()
+            .ok_or_else(|| CoreError::Scenario("no round is open".into()))?;
+        if state.selected.binary_search(&client).is_err() {
+            return Err(StrategyError::InvalidUpdate {
+                client,
+                msg: format!("not selected in round {}", state.round),
+            }
+            .into());
+        }
+        if state.pending.contains_key(&client)
+            || state.reported.contains(&client)
+            || state.dropped.iter().any(|(c, _)| *c == client)
+        {
+            return Err(StrategyError::InvalidUpdate {
+                client,
+                msg: "duplicate result for this round".into(),
+            }
+            .into());
+        }
+        let mut result = Ok(());
+        let outcome = match outcome {
+            ClientOutcome::Update {
+                payload,
+                num_samples,
+            } => match self.strategy.validate_update(client, &payload, num_params) {
+                Ok(()) => {
+                    state.bytes_up += payload.encoded_len() as u64;
+                    ClientOutcome::Update {
+                        payload,
+                        num_samples,
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(round = state.round, client, error = %e, "update rejected");
+                    let msg = e.to_string();
+                    result = Err(e.into());
+                    ClientOutcome::Dropped(msg)
+                }
+            },
+            d => d,
+        };
+        state.pending.insert(client, outcome);
+        self.drain(false)?;
+        result
+    }
+
+    /// Feeds buffered outcomes to the strategy in ascending client id, as far as they are contiguous
+    /// (or all of them when `all`).
+    fn drain(&mut self, all: bool) -> Result<(), CoreError> {
+        let Some(state) = self.current.as_mut() else {
+            return Ok(());
+        };
+        let t0 = Instant::now();
+        while state.next < state.selected.len() {
+            let c = state.selected[state.next];
+            let Some(outcome) = state.pending.remove(&c) else {
+                if all {
+                    state
+                        .dropped
+                        .push((c, "did not report before the round closed".into()));
+                    state.next += 1;
+                    continue;
+                }
+                break;
+            };
+            state.next += 1;
+            match outcome {
+                ClientOutcome::Update {
+                    payload,
+                    num_samples,
+                } => {
+                    match self
+                        .strategy
+                        .accept(Reporter { id: c, num_samples }, payload)
+                    {
+                        Ok(()) => state.reported.push(c),
+                        Err(e) => {
+                            tracing::warn!(round = state.round, client = c, error = %e, "update rejected");
+                            state.dropped.push((c, e.to_string()));
+                        }
+                    }
+                }
+                ClientOutcome::Dropped(reason) => {
+                    tracing::info!(round = state.round, client = c, %reason, "client dropped from round");
+                    state.dropped.push((c, reason));
+                }
+            }
+        }
+        state.aggregate_time += t0.elapsed();
+        Ok(())
+    }
+
+    /// Closes the round: clients that have not reported are dropped, the strategy updates the global
+    /// model, the model is evaluated when due, and the round's record is written and returned.
+    pub fn end_round(&mut self, io: RoundIo) -> Result<RoundRecord, CoreError> {
+        self.drain(true)?;
+        let Some(mut state) = self.current.take() else {
+            return Err(CoreError::Scenario(
+                "end_round without an open round".into(),
+            ));
+        };
+        let t0 = Instant::now();
+        self.strategy
+            .finish_round(state.round, &mut self.global, &state.reported);
+        state.aggregate_time += t0.elapsed();
+        for &c in &state.reported {
+            self.participation_counts[c as usize] += 1;
+        }
+        self.next_round += 1;
+
+        let mut rec = RoundRecord {
+            round: self.next_round,
+            selected: state.selected.len(),
+            participants: state.reported.len(),
+            bytes_up: io.wire_bytes_up.unwrap_or(state.bytes_up),
+            bytes_down: io
+                .wire_bytes_down
+                .unwrap_or(state.broadcast_len * state.selected.len() as u64),
+            time_train_s: io.train_time.as_secs_f64(),
+            time_aggregate_s: state.aggregate_time.as_secs_f64(),
+            ..RoundRecord::default()
+        };
+        rec.participant_ids = std::mem::take(&mut state.reported);
+        rec.extra.extend(self.strategy.round_metrics());
+        rec.extra.extend(io.extra);
+        if !state.dropped.is_empty() {
+            rec.extra
+                .insert("dropped".into(), state.dropped.len() as f64);
+        }
+
+        let due = self.next_round % self.scenario.eval.every == 0 || self.is_done();
+        if due {
+            let t = Instant::now();
+            self.evaluate_into(&mut rec);
+            rec.time_eval_s = t.elapsed().as_secs_f64();
+        }
+        rec.time_round_s = state.started.elapsed().as_secs_f64();
+        rec.wall_s = self.started.elapsed().as_secs_f64();
+        self.summary.observe(&rec, &self.scenario.eval.targets);
+        if let Some(w) = self.writer.as_mut() {
+            w.round(&rec)?;
+        }
+        Ok(rec)
+    }
+
+    fn evaluate_into(&self, rec: &mut RoundRecord) {
+        let chunk = self.scenario.eval.batch_size;
+        let test = crate::eval::evaluate(
+            self.model.as_ref(),
+            &self.global,
+            &self.data.test,
+            None,
+            chunk,
+        );
+        if test.count > 0 {
+            rec.test_accuracy = Some(test.accuracy());
+            rec.test_loss = Some(test.mean_loss());
+            let per_class = test.class_accuracy();
+            rec.worst_class_accuracy = per_class.iter().flatten().copied().reduce(f64::min);
+            rec.class_accuracy = Some(per_class);
+        }
+        if self.scenario.eval.train_loss {
+            let ix = self.train_eval_indices.as_deref();
+            let train = crate::eval::evaluate(
+                self.model.as_ref(),
+                &self.global,
+                &self.data.train,
+                ix,
+                chunk,
+            );
+            if train.count > 0 {
+                rec.train_loss = Some(train.mean_loss());
+                rec.train_accuracy = Some(train.accuracy());
+            }
+        }
+    }
+
+    /// The state between rounds, for a checkpoint.
+    ///
+    /// # Panics
+    /// If a round is open.
+    pub fn snapshot(&self) -> Snapshot {
+        assert!(self.current.is_none(), "snapshot during a round");
+        Snapshot {
+            next_round: self.next_round,
+            global: self.global.clone(),
+            strategy_state: self.strategy.save_state(),
+            participation_state: self.participation.save_state(),
+            summary_json: serde_json::to_string(&self.summary).unwrap_or_default(),
+            participation_counts: self.participation_counts.clone(),
+        }
+    }
+
+    /// Continues from a snapshot taken by [`Engine::snapshot`] for the same scenario.
+    pub fn restore(&mut self, snap: Snapshot) -> Result<(), CoreError> {
+        let bad =
+            |m: String| CoreError::Scenario(format!("checkpoint does not match the scenario: {m}"));
+        if snap.global.len() != self.global.len() {
+            return Err(bad(format!(
+                "{} parameters, model has {}",
+                snap.global.len(),
+                self.global.len()
+            )));
+        }
+        if snap.participation_counts.len() != self.scenario.clients {
+            return Err(bad(format!(
+                "{} clients, scenario has {}",
+                snap.participation_counts.len(),
+                self.scenario.clients
+            )));
+        }
+        if snap.next_round > self.scenario.rounds {
+            return Err(bad(format!(
+                "round {} beyond the scenario's {} rounds",
+                snap.next_round, self.scenario.rounds
+            )));
+        }
+        self.strategy.load_state(snap.strategy_state)?;
+        self.participation
+            .load_state(&snap.participation_state)
+            .map_err(bad)?;
+        self.summary = serde_json::from_str(&snap.summary_json).map_err(|e| bad(e.to_string()))?;
+        self.global = snap.global;
+        self.next_round = snap.next_round;
+        self.participation_counts = snap.participation_counts;
+        Ok(())
+    }
+
+    /// Finishes the run: writes `summary.json` and `model.bin` and returns the summary.
+    pub fn finish(&mut self) -> Result<Summary, CoreError> {
+        self.summary.final_model_hash = model_hash(&self.global);
+        self.summary.total_wall_s = self.started.elapsed().as_secs_f64();
+        self.summary.runtime = self.runtime.clone();
+        if self.scenario.clients <= 100_000 {
+            self.summary.participation_counts = self.participation_counts.clone();
+        }
+        if let Some(w) = self.writer.as_mut() {
+            w.finish(&self.summary, &self.global)?;
+        }
+        Ok(self.summary.clone())
+    }
+}
+
+/// The training samples used for the global training loss: `None` means every row of the training set.
+fn train_eval_indices(scenario: &Scenario, data: &FederatedData) -> Option<Vec<u32>> {
+    let p = &data.partition;
+    let covers_all = p.total() == data.train.len();
+    let cap = scenario.eval.train_loss_samples;
+    if covers_all && (cap == 0 || cap >= data.train.len()) {
+        return None;
+    }
+    let mut union: Vec<u32> = (0..p.num_clients())
+        .flat_map(|k| p.client(k).iter().copied())
+        .collect();
+    union.sort_unstable();
+    if cap > 0 && cap < union.len() {
+        let mut rng = stream(scenario.seed, Purpose::Data, u64::MAX, 0);
+        let mut pick: Vec<u32> = index::sample(&mut rng, union.len(), cap)
+            .into_iter()
+            .map(|i| union[i])
+            .collect();
+        pick.sort_unstable();
+        union = pick;
+    }
+    Some(union)
+}

@@ -1,0 +1,239 @@
+//! FedAvg (McMahan et al., AISTATS 2017), `../shared/algorithms.md` §1.
+//!
+//! Client: E epochs (or Q steps) of minibatch SGD from the global model; sends `Δ = w − x`.
+//! Server: `x ← x + η_g · Σ_k (n_k / Σ_j n_j) Δ_k` over the clients that reported (data-size weights,
+//! normalised by the reporting clients' total), or uniform weights with `weighting = "uniform"`.
+//! Memory: one running sum of the model's size, whatever the number of clients.
+
+use serde::{Deserialize, Serialize};
+
+use super::{ClientState, Reporter, Strategy, StrategyError, dense};
+use crate::{ClientId, LocalTrainer, Payload};
+
+/// How client updates are weighted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Weighting {
+    /// By number of local samples `n_k` (McMahan).
+    #[default]
+    Samples,
+    /// Every reporting client equally.
+    Uniform,
+}
+
+/// FedAvg settings (`[strategy] kind = "fedavg"`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FedAvgConfig {
+    /// Server learning rate η_g (1 is plain averaging).
+    #[serde(default = "one")]
+    pub server_lr: f32,
+    /// Aggregation weights.
+    #[serde(default)]
+    pub weighting: Weighting,
+}
+
+fn one() -> f32 {
+    1.0
+}
+
+impl Default for FedAvgConfig {
+    fn default() -> Self {
+        Self {
+            server_lr: 1.0,
+            weighting: Weighting::Samples,
+        }
+    }
+}
+
+impl FedAvgConfig {
+    /// Checks values, naming the bad key.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(self.server_lr.is_finite() && self.server_lr > 0.0) {
+            return Err(format!(
+                "strategy.server_lr must be positive, got {}",
+                self.server_lr
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// FedAvg's running aggregate.
+#[derive(Debug)]
+pub struct FedAvg {
+    config: FedAvgConfig,
+    dim: usize,
+    sum: Vec<f64>,
+    weight_sum: f64,
+}
+
+impl FedAvg {
+    /// A new FedAvg instance.
+    pub fn new(config: FedAvgConfig) -> Self {
+        Self {
+            config,
+            dim: 0,
+            sum: Vec::new(),
+            weight_sum: 0.0,
+        }
+    }
+}
+
+impl Strategy for FedAvg {
+    fn name(&self) -> String {
+        "fedavg".into()
+    }
+
+    fn init(&mut self, global: &[f32], _num_clients: usize) {
+        self.dim = global.len();
+    }
+
+    fn broadcast(&self, _round: u64, global: &[f32]) -> Payload {
+        dense::model_task(global)
+    }
+
+    fn begin_round(&mut self, _round: u64, _selected: &[ClientId], global: &[f32]) {
+        self.dim = global.len();
+        self.sum.clear();
+        self.sum.resize(self.dim, 0.0);
+        self.weight_sum = 0.0;
+    }
+
+    fn accept(&mut self, reporter: Reporter, mut update: Payload) -> Result<(), StrategyError> {
+        let delta = dense::take_delta(reporter.id, &mut update, self.dim)?;
+        let w = match self.config.weighting {
+            Weighting::Samples => reporter.num_samples as f64,
+            Weighting::Uniform => 1.0,
+        };
+        if w > 0.0 {
+            for (s, d) in self.sum.iter_mut().zip(&delta) {
+                *s += w * *d as f64;
+            }
+            self.weight_sum += w;
+        }
+        Ok(())
+    }
+
+    fn finish_round(&mut self, _round: u64, global: &mut [f32], _reported: &[ClientId]) {
+        if self.weight_sum <= 0.0 {
+            return;
+        }
+        let scale = self.config.server_lr as f64 / self.weight_sum;
+        for (x, s) in global.iter_mut().zip(&self.sum) {
+            *x += (scale * s) as f32;
+        }
+    }
+
+    fn local_update(
+        &self,
+        trainer: &mut LocalTrainer<'_>,
+        _state: &mut ClientState,
+        task: &Payload,
+    ) -> Result<Payload, StrategyError> {
+        let n = trainer.model.num_params();
+        let global = dense::task_model(task, n)?;
+        let mut local = global.clone();
+        trainer.sgd(&mut local, None);
+        Ok(dense::delta_update(&local, &global))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::TensorData;
+    use proptest::prelude::{prop, prop_assert, proptest};
+
+    fn run(config: FedAvgConfig, global: &[f32], updates: &[(u64, Vec<f32>)]) -> Vec<f32> {
+        let mut s = FedAvg::new(config);
+        s.init(global, updates.len());
+        s.begin_round(0, &[], global);
+        for (i, (n, d)) in updates.iter().enumerate() {
+            let p = Payload::new().with(dense::DELTA, TensorData::vector(d.clone()));
+            s.accept(
+                Reporter {
+                    id: i as u32,
+                    num_samples: *n,
+                },
+                p,
+            )
+            .unwrap();
+        }
+        let mut g = global.to_vec();
+        s.finish_round(0, &mut g, &[]);
+        g
+    }
+
+    proptest! {
+        #[test]
+        fn identical_updates_aggregate_to_that_update(
+            delta in prop::collection::vec(-10.0f32..10.0, 1..20),
+            sizes in prop::collection::vec(1u64..1000, 1..8),
+        ) {
+            let global = vec![0.0f32; delta.len()];
+            let ups: Vec<_> = sizes.iter().map(|&n| (n, delta.clone())).collect();
+            let g = run(FedAvgConfig::default(), &global, &ups);
+            for (a, b) in g.iter().zip(&delta) {
+                prop_assert!((a - b).abs() <= 1e-5 * b.abs().max(1.0));
+            }
+        }
+
+        #[test]
+        fn weights_sum_to_one(sizes in prop::collection::vec(1u64..1000, 1..8), c in -5.0f32..5.0) {
+            // Every client sends the same constant vector c: the weighted mean must be c exactly
+            // when the weights sum to one.
+            let global = vec![1.0f32; 3];
+            let ups: Vec<_> = sizes.iter().map(|&n| (n, vec![c; 3])).collect();
+            for weighting in [Weighting::Samples, Weighting::Uniform] {
+                let g = run(FedAvgConfig { server_lr: 1.0, weighting }, &global, &ups);
+                for v in g {
+                    prop_assert!((v - (1.0 + c)).abs() < 1e-5);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn data_size_weighting() {
+        let g = run(
+            FedAvgConfig::default(),
+            &[0.0],
+            &[(1, vec![1.0]), (3, vec![5.0])],
+        );
+        assert_eq!(g, vec![4.0]);
+        let g = run(
+            FedAvgConfig {
+                weighting: Weighting::Uniform,
+                ..Default::default()
+            },
+            &[0.0],
+            &[(1, vec![1.0]), (3, vec![5.0])],
+        );
+        assert_eq!(g, vec![3.0]);
+    }
+
+    #[test]
+    fn no_reports_keep_the_model() {
+        let g = run(FedAvgConfig::default(), &[2.0, 3.0], &[]);
+        assert_eq!(g, vec![2.0, 3.0]);
+    }
+
+    #[test]
+    fn wrong_length_is_rejected() {
+        let mut s = FedAvg::new(FedAvgConfig::default());
+        s.init(&[0.0; 4], 1);
+        s.begin_round(0, &[0], &[0.0; 4]);
+        let p = Payload::new().with(dense::DELTA, TensorData::vector(vec![1.0; 3]));
+        let err = s
+            .accept(
+                Reporter {
+                    id: 0,
+                    num_samples: 1,
+                },
+                p,
+            )
+            .unwrap_err();
+        assert!(err.to_string().contains("expected 4"));
+    }
+}

@@ -1,0 +1,187 @@
+//! Federated strategies: each module holds one algorithm's client half (local update) and server half
+//! (aggregation), registered in [`StrategySpec`].
+//!
+//! The round engine calls the server half; a runtime (simulator thread or client process) calls the
+//! client half. Both halves live on one type so an algorithm is one file.
+
+pub mod fedavg;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{ClientId, LocalTrainer, Payload};
+
+/// Errors raised by a strategy.
+#[derive(Debug, thiserror::Error)]
+pub enum StrategyError {
+    /// A client's update is malformed (wrong tensors, shapes, non-finite values).
+    #[error("client {client}: invalid update: {msg}")]
+    InvalidUpdate {
+        /// The client.
+        client: ClientId,
+        /// What is wrong.
+        msg: String,
+    },
+    /// The task a client received is malformed.
+    #[error("invalid task: {0}")]
+    InvalidTask(String),
+    /// Saved state could not be restored.
+    #[error("invalid saved state: {0}")]
+    InvalidState(String),
+}
+
+/// State a strategy keeps on a client across rounds (e.g. FedSpeed's `h_i`, SCAFFOLD's `c_i`), stored by
+/// the runtime: in memory by the simulator, in the client process by the gRPC runtime.
+pub type ClientState = Payload;
+
+/// What the server half knows about a reporting client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reporter {
+    /// The client.
+    pub id: ClientId,
+    /// Its number of local training samples.
+    pub num_samples: u64,
+}
+
+/// One federated algorithm: client half and server half.
+///
+/// Round protocol, driven by [`crate::Engine`]: `begin_round` with the selected clients, then
+/// `accept` once per reporting client **in ascending client id** (the engine reorders arrivals, so the
+/// result never depends on arrival order), then `finish_round` with the global model to update.
+pub trait Strategy: Send + Sync {
+    /// Name used in logs and results.
+    fn name(&self) -> String;
+
+    // ---- server half ----
+
+    /// Called once before round 0 with the initial global model and the number of clients.
+    fn init(&mut self, global: &[f32], num_clients: usize) {
+        let _ = (global, num_clients);
+    }
+
+    /// The task every selected client receives in `round` (typically the global model).
+    fn broadcast(&self, round: u64, global: &[f32]) -> Payload;
+
+    /// Starts aggregation for `round`.
+    fn begin_round(&mut self, round: u64, selected: &[ClientId], global: &[f32]);
+
+    /// Checks an update without using it (shapes, finiteness). The default checks finiteness and shapes.
+    fn validate_update(
+        &self,
+        client: ClientId,
+        update: &Payload,
+        num_params: usize,
+    ) -> Result<(), StrategyError> {
+        let _ = num_params;
+        update
+            .validate()
+            .map_err(|msg| StrategyError::InvalidUpdate { client, msg })
+    }
+
+    /// Folds one client's update into the round's aggregate. Called in ascending client id.
+    fn accept(&mut self, reporter: Reporter, update: Payload) -> Result<(), StrategyError>;
+
+    /// Ends the round: updates `global` from the accepted updates. `reported` lists the clients whose
+    /// updates were accepted (ascending); `num_clients` is the population size.
+    fn finish_round(&mut self, round: u64, global: &mut [f32], reported: &[ClientId]);
+
+    /// Extra per-round metrics (name, value) for `metrics.jsonl`.
+    fn round_metrics(&self) -> Vec<(String, f64)> {
+        Vec::new()
+    }
+
+    /// Server state beyond the global model, for checkpoints.
+    fn save_state(&self) -> Payload {
+        Payload::new()
+    }
+
+    /// Restores what [`Strategy::save_state`] returned.
+    fn load_state(&mut self, state: Payload) -> Result<(), StrategyError> {
+        if state.is_empty() {
+            Ok(())
+        } else {
+            Err(StrategyError::InvalidState(
+                "unexpected server state".into(),
+            ))
+        }
+    }
+
+    // ---- client half ----
+
+    /// Local update of one client: trains from `task` and returns the update to send.
+    /// `state` is this client's persistent state (empty on first participation).
+    fn local_update(
+        &self,
+        trainer: &mut LocalTrainer<'_>,
+        state: &mut ClientState,
+        task: &Payload,
+    ) -> Result<Payload, StrategyError>;
+}
+
+/// The scenario's `[strategy]` section, selected by `kind`. Adding an algorithm adds a variant here.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum StrategySpec {
+    /// FedAvg (McMahan et al. 2017).
+    Fedavg(fedavg::FedAvgConfig),
+}
+
+impl Default for StrategySpec {
+    fn default() -> Self {
+        StrategySpec::Fedavg(fedavg::FedAvgConfig::default())
+    }
+}
+
+impl StrategySpec {
+    /// Checks values, naming the bad key.
+    pub fn validate(&self) -> Result<(), String> {
+        match self {
+            StrategySpec::Fedavg(c) => c.validate(),
+        }
+    }
+
+    /// Builds the strategy.
+    pub fn build(&self) -> Box<dyn Strategy> {
+        match self {
+            StrategySpec::Fedavg(c) => Box::new(fedavg::FedAvg::new(c.clone())),
+        }
+    }
+}
+
+/// Helpers shared by strategies that send dense model deltas.
+pub mod dense {
+    use crate::{ClientId, Payload, StrategyError, TensorData};
+
+    /// Name of the dense model tensor in a broadcast.
+    pub const MODEL: &str = "model";
+    /// Name of the dense model delta in an update.
+    pub const DELTA: &str = "delta";
+
+    /// A broadcast holding the global model.
+    pub fn model_task(global: &[f32]) -> Payload {
+        Payload::new().with(MODEL, TensorData::vector(global.to_vec()))
+    }
+
+    /// The global model inside a task.
+    pub fn task_model(task: &Payload, num_params: usize) -> Result<Vec<f32>, StrategyError> {
+        task.dense(MODEL, num_params)
+            .map(<[f32]>::to_vec)
+            .map_err(StrategyError::InvalidTask)
+    }
+
+    /// An update holding `local − global`.
+    pub fn delta_update(local: &[f32], global: &[f32]) -> Payload {
+        let delta = local.iter().zip(global).map(|(a, b)| a - b).collect();
+        Payload::new().with(DELTA, TensorData::vector(delta))
+    }
+
+    /// Takes the dense delta out of an update.
+    pub fn take_delta(
+        client: ClientId,
+        update: &mut Payload,
+        num_params: usize,
+    ) -> Result<Vec<f32>, StrategyError> {
+        update
+            .take_dense(DELTA, num_params)
+            .map_err(|msg| StrategyError::InvalidUpdate { client, msg })
+    }
+}

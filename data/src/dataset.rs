@@ -1,0 +1,130 @@
+//! In-memory data sets and client partitions.
+
+use ndarray::{Array2, ArrayView2};
+
+/// A dense labelled data set: one row of `x` per sample.
+#[derive(Debug, Clone)]
+pub struct Dataset {
+    /// Features, shape `(samples, features)`, row-major.
+    pub x: Array2<f32>,
+    /// Class label of every sample, each `< num_classes`.
+    pub y: Vec<u32>,
+    /// Number of classes.
+    pub num_classes: usize,
+    /// Image shape (channels, height, width) when rows are flattened images.
+    pub image: Option<fedsim_nn::ImageShape>,
+}
+
+impl Dataset {
+    /// Number of samples.
+    pub fn len(&self) -> usize {
+        self.y.len()
+    }
+
+    /// Whether there are no samples.
+    pub fn is_empty(&self) -> bool {
+        self.y.is_empty()
+    }
+
+    /// Features per sample.
+    pub fn features(&self) -> usize {
+        self.x.ncols()
+    }
+
+    /// A view of all features.
+    pub fn view(&self) -> ArrayView2<'_, f32> {
+        self.x.view()
+    }
+
+    /// Number of samples of each class.
+    pub fn class_counts(&self) -> Vec<usize> {
+        let mut c = vec![0; self.num_classes];
+        for &l in &self.y {
+            c[l as usize] += 1;
+        }
+        c
+    }
+
+    /// The model input this data set feeds.
+    pub fn input_spec(&self) -> fedsim_nn::InputSpec {
+        fedsim_nn::InputSpec {
+            features: self.features(),
+            image: self.image,
+            num_classes: self.num_classes,
+        }
+    }
+}
+
+/// Assignment of sample indices to clients, stored compactly (CSR style) so that millions of clients cost
+/// a few bytes each.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Partition {
+    offsets: Vec<usize>,
+    indices: Vec<u32>,
+}
+
+impl Partition {
+    /// Builds a partition from per-client index lists.
+    pub fn from_lists(lists: Vec<Vec<u32>>) -> Self {
+        let mut offsets = Vec::with_capacity(lists.len() + 1);
+        offsets.push(0);
+        let mut indices = Vec::with_capacity(lists.iter().map(Vec::len).sum());
+        for l in lists {
+            indices.extend_from_slice(&l);
+            offsets.push(indices.len());
+        }
+        Self { offsets, indices }
+    }
+
+    /// Builds a partition from CSR arrays: client `k` owns `indices[offsets[k]..offsets[k + 1]]`.
+    ///
+    /// # Panics
+    /// If `offsets` is empty, not non-decreasing, or does not end at `indices.len()`.
+    pub fn from_csr(offsets: Vec<usize>, indices: Vec<u32>) -> Self {
+        assert!(
+            !offsets.is_empty() && offsets[0] == 0,
+            "offsets must start at 0"
+        );
+        assert!(
+            offsets.windows(2).all(|w| w[0] <= w[1]),
+            "offsets must not decrease"
+        );
+        assert_eq!(
+            offsets.last().copied(),
+            Some(indices.len()),
+            "offsets must end at indices.len()"
+        );
+        Self { offsets, indices }
+    }
+
+    /// Number of clients.
+    pub fn num_clients(&self) -> usize {
+        self.offsets.len() - 1
+    }
+
+    /// Sample indices of client `k`.
+    pub fn client(&self, k: usize) -> &[u32] {
+        &self.indices[self.offsets[k]..self.offsets[k + 1]]
+    }
+
+    /// Number of samples of client `k`.
+    pub fn client_len(&self, k: usize) -> usize {
+        self.offsets[k + 1] - self.offsets[k]
+    }
+
+    /// Total number of assigned samples.
+    pub fn total(&self) -> usize {
+        self.indices.len()
+    }
+}
+
+/// A federated data set: training samples split among clients, and a held-out test set.
+#[derive(Debug, Clone)]
+pub struct FederatedData {
+    /// All training samples.
+    pub train: Dataset,
+    /// Held-out test samples.
+    pub test: Dataset,
+    /// Which training samples each client holds.
+    pub partition: Partition,
+}

@@ -1,0 +1,313 @@
+//! Turns a [`DataSpec`] and a [`PartitionSpec`] into a [`FederatedData`].
+
+use std::path::Path;
+
+use crate::partition::{no_natural_split, partition};
+use crate::synthetic::{SyntheticParams, generate_synthetic};
+use crate::util::{derive_seed, empty_like, split_tail};
+use crate::{DataError, DataSpec, Dataset, FederatedData, PartitionSpec};
+
+/// See [`crate::load_federated`].
+///
+/// - Synthetic data is generated for `num_clients` clients; with [`PartitionSpec::Natural`] each client keeps
+///   its own samples, any other scheme re-splits the pooled samples.
+/// - File-based data sets (MNIST, Fashion-MNIST, LIBSVM, CSV) have no natural split: `Natural` is a
+///   [`DataError::Spec`] (checked before any file is read). `num_clients` is used only by the partitioner.
+/// - LIBSVM/CSV without a test file hold out the last `test_fraction` (in `[0, 1)`) of the rows; `0` gives an
+///   empty test set. Giving both a test file and a non-zero `test_fraction` is an error.
+pub(crate) fn load_federated(
+    data: &DataSpec,
+    spec: &PartitionSpec,
+    num_clients: usize,
+    seed: u64,
+) -> Result<FederatedData, DataError> {
+    if num_clients == 0 {
+        return Err(DataError::Spec(
+            "num_clients must be at least 1, got 0".into(),
+        ));
+    }
+    if let Some(params) = SyntheticParams::from_spec(data) {
+        let fed = generate_synthetic(&params, num_clients, derive_seed(seed, "data.synthetic"))?;
+        if *spec == PartitionSpec::Natural {
+            return Ok(fed);
+        }
+        let partition = partition(
+            &fed.train,
+            spec,
+            num_clients,
+            derive_seed(seed, "partition"),
+        )?;
+        return Ok(FederatedData { partition, ..fed });
+    }
+    if *spec == PartitionSpec::Natural {
+        return Err(no_natural_split());
+    }
+    let (train, test) = read_files(data)?;
+    let partition = partition(&train, spec, num_clients, derive_seed(seed, "partition"))?;
+    Ok(FederatedData {
+        train,
+        test,
+        partition,
+    })
+}
+
+/// Reads the training and test sets of a file-based [`DataSpec`].
+fn read_files(data: &DataSpec) -> Result<(Dataset, Dataset), DataError> {
+    match data {
+        DataSpec::Synthetic { .. } => Err(DataError::Spec(
+            "internal error: synthetic data has no files".into(),
+        )),
+        DataSpec::Mnist { dir } | DataSpec::FashionMnist { dir } => crate::idx::read_mnist_dir(dir),
+        DataSpec::Libsvm {
+            path,
+            test_path,
+            test_fraction,
+            features,
+        } => with_test(
+            path,
+            test_path.as_deref(),
+            *test_fraction,
+            |p| crate::libsvm::read_libsvm(p, *features),
+            |p, t| crate::libsvm::read_libsvm_pair(p, t, *features),
+        ),
+        DataSpec::Csv {
+            path,
+            label_column,
+            test_path,
+            test_fraction,
+        } => with_test(
+            path,
+            test_path.as_deref(),
+            *test_fraction,
+            |p| crate::csv::read_csv(p, label_column),
+            |p, t| crate::csv::read_csv_pair(p, t, label_column),
+        ),
+    }
+}
+
+fn with_test(
+    path: &Path,
+    test_path: Option<&Path>,
+    test_fraction: f64,
+    one: impl FnOnce(&Path) -> Result<Dataset, DataError>,
+    pair: impl FnOnce(&Path, &Path) -> Result<(Dataset, Dataset), DataError>,
+) -> Result<(Dataset, Dataset), DataError> {
+    if !(test_fraction.is_finite() && (0.0..1.0).contains(&test_fraction)) {
+        return Err(DataError::Spec(format!(
+            "data.test_fraction must be in [0, 1), got {test_fraction}"
+        )));
+    }
+    match test_path {
+        Some(t) => {
+            if test_fraction != 0.0 {
+                return Err(DataError::Spec(format!(
+                    "data.test_path and data.test_fraction = {test_fraction} are mutually exclusive: with a test file \
+                     leave test_fraction at 0"
+                )));
+            }
+            pair(path, t)
+        }
+        None => {
+            let all = one(path)?;
+            if test_fraction == 0.0 {
+                let test = empty_like(&all);
+                Ok((all, test))
+            } else {
+                split_tail(all, test_fraction)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+
+    fn synth() -> DataSpec {
+        DataSpec::Synthetic {
+            alpha: 1.0,
+            beta: 1.0,
+            features: 20,
+            classes: 5,
+            samples_per_client: 30,
+            test_samples: 100,
+        }
+    }
+
+    #[test]
+    fn synthetic_natural_and_resplit() {
+        let nat = load_federated(&synth(), &PartitionSpec::Natural, 12, 3).unwrap();
+        assert_eq!(nat.partition.num_clients(), 12);
+        assert_eq!(nat.partition.total(), nat.train.len());
+        assert_eq!(nat.test.len(), 100);
+        let iid = load_federated(&synth(), &PartitionSpec::Iid, 12, 3).unwrap();
+        assert_eq!(iid.train.x, nat.train.x);
+        assert_ne!(iid.partition, nat.partition);
+        assert_eq!(iid.partition.total(), iid.train.len());
+        let again = load_federated(&synth(), &PartitionSpec::Iid, 12, 3).unwrap();
+        assert_eq!(iid.partition, again.partition);
+        assert!(load_federated(&synth(), &PartitionSpec::Natural, 0, 3).is_err());
+    }
+
+    fn write_libsvm(dir: &Path) -> PathBuf {
+        let p = dir.join("d.svm");
+        let text: String = (0..20)
+            .map(|i| format!("{} {}:1\n", if i % 2 == 0 { -1 } else { 1 }, i % 4 + 1))
+            .collect();
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    #[test]
+    fn natural_on_files_is_a_spec_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = DataSpec::Libsvm {
+            path: write_libsvm(dir.path()),
+            test_path: None,
+            test_fraction: 0.0,
+            features: None,
+        };
+        let e = load_federated(&spec, &PartitionSpec::Natural, 4, 0).unwrap_err();
+        assert!(matches!(e, DataError::Spec(_)));
+        assert!(e.to_string().contains("no natural split"));
+        // Checked before reading: a missing MNIST directory still reports the spec problem.
+        let spec = DataSpec::Mnist {
+            dir: "/nonexistent".into(),
+        };
+        assert!(matches!(
+            load_federated(&spec, &PartitionSpec::Natural, 4, 0),
+            Err(DataError::Spec(_))
+        ));
+        assert!(matches!(
+            load_federated(&spec, &PartitionSpec::Iid, 4, 0),
+            Err(DataError::Io { .. })
+        ));
+    }
+
+    #[test]
+    fn libsvm_test_fraction() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write_libsvm(dir.path());
+        let spec = DataSpec::Libsvm {
+            path: path.clone(),
+            test_path: None,
+            test_fraction: 0.25,
+            features: None,
+        };
+        let fed = load_federated(&spec, &PartitionSpec::Contiguous, 3, 0).unwrap();
+        assert_eq!(fed.train.len(), 15);
+        assert_eq!(fed.test.len(), 5);
+        assert_eq!(fed.partition.client_len(2), 5 + 2 - 2);
+        assert_eq!(
+            (0..3)
+                .map(|k| fed.partition.client_len(k))
+                .collect::<Vec<_>>(),
+            vec![5, 5, 5]
+        );
+        let spec = DataSpec::Libsvm {
+            path: path.clone(),
+            test_path: None,
+            test_fraction: 0.0,
+            features: None,
+        };
+        let fed = load_federated(&spec, &PartitionSpec::Contiguous, 3, 0).unwrap();
+        assert_eq!((fed.train.len(), fed.test.len()), (20, 0));
+        assert_eq!(
+            (0..3)
+                .map(|k| fed.partition.client_len(k))
+                .collect::<Vec<_>>(),
+            vec![6, 6, 8]
+        );
+        let spec = DataSpec::Libsvm {
+            path: path.clone(),
+            test_path: None,
+            test_fraction: 1.0,
+            features: None,
+        };
+        let e = load_federated(&spec, &PartitionSpec::Iid, 3, 0)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("data.test_fraction must be in [0, 1)"), "{e}");
+        let spec = DataSpec::Libsvm {
+            path: path.clone(),
+            test_path: Some(path.clone()),
+            test_fraction: 0.5,
+            features: None,
+        };
+        assert!(
+            load_federated(&spec, &PartitionSpec::Iid, 3, 0)
+                .unwrap_err()
+                .to_string()
+                .contains("exclusive")
+        );
+        let spec = DataSpec::Libsvm {
+            path: path.clone(),
+            test_path: Some(path),
+            test_fraction: 0.0,
+            features: None,
+        };
+        let fed = load_federated(&spec, &PartitionSpec::Iid, 3, 0).unwrap();
+        assert_eq!((fed.train.len(), fed.test.len()), (20, 20));
+    }
+
+    #[test]
+    fn csv_spec() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("d.csv");
+        let text: String = std::iter::once("f1,f2,y\n".to_string())
+            .chain((0..10).map(|i| format!("{i},{},{}\n", i * 2, i % 3)))
+            .collect();
+        std::fs::write(&p, text).unwrap();
+        let spec = DataSpec::Csv {
+            path: p,
+            label_column: "y".into(),
+            test_path: None,
+            test_fraction: 0.2,
+        };
+        let fed =
+            load_federated(&spec, &PartitionSpec::DirichletClient { alpha: 0.5 }, 4, 1).unwrap();
+        assert_eq!(
+            (fed.train.len(), fed.test.len(), fed.train.num_classes),
+            (8, 2, 3)
+        );
+        assert_eq!(fed.partition.total(), 8);
+    }
+
+    #[test]
+    fn real_mnist_mcmahan_shards() {
+        let dir = PathBuf::from(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../shared/data/mnist"
+        ));
+        if !dir.is_dir() {
+            println!(
+                "skipping real_mnist_mcmahan_shards: {} not found",
+                dir.display()
+            );
+            return;
+        }
+        let fed = load_federated(
+            &DataSpec::Mnist { dir },
+            &PartitionSpec::Shards {
+                shards_per_client: 2,
+            },
+            100,
+            0,
+        )
+        .unwrap();
+        assert_eq!(fed.partition.num_clients(), 100);
+        assert_eq!(fed.partition.total(), 60_000);
+        let mut at_most_two = 0;
+        for k in 0..100 {
+            assert_eq!(fed.partition.client_len(k), 600);
+            let mut seen = [false; 10];
+            for &i in fed.partition.client(k) {
+                seen[fed.train.y[i as usize] as usize] = true;
+            }
+            at_most_two += usize::from(seen.iter().filter(|&&s| s).count() <= 2);
+        }
+        assert!(at_most_two >= 80, "{at_most_two}");
+    }
+}

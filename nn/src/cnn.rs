@@ -1,0 +1,1128 @@
+//! McMahan et al.'s CNN: two 5×5 convolutions with max-pooling, then two dense layers.
+
+use ndarray::ArrayView2;
+
+use crate::gemm::{self, Init};
+use crate::ops;
+use crate::{EvalStats, ImageShape, Layout, Model, NnError, Scratch};
+
+/// Convolution kernel size.
+const KS: usize = 5;
+/// "Same" padding of a 5×5 kernel.
+const PAD: usize = 2;
+/// Largest number of samples processed at once; bigger batches are split and their gradients summed.
+const MAX_ROWS: usize = 64;
+/// Target size (in floats) of one im2col buffer: the convolutions process as many samples per chunk
+/// as fit, at least one.
+const COL_BUDGET: usize = 1 << 19;
+
+// Scratch slots (0 is the shared input copy).
+const SLOT_A1: usize = 1;
+const SLOT_P1: usize = 2;
+const SLOT_A2: usize = 3;
+const SLOT_FIN: usize = 4;
+const SLOT_H1: usize = 5;
+const SLOT_LOGITS: usize = 6;
+const SLOT_COL: usize = 7;
+const SLOT_DCOL: usize = 8;
+const SLOT_DOUT: usize = 9;
+const SLOT_DOUT_T: usize = 10;
+const SLOT_DP1: usize = 11;
+const SLOT_DFIN: usize = 12;
+const SLOT_DH1: usize = 13;
+
+/// Convolutional network for images `channels × height × width`:
+/// conv 5×5 (`c1`, "same", stride 1) → ReLU → max-pool 2×2 → conv 5×5 (`c2`, "same") → ReLU →
+/// max-pool 2×2 → dense (`c2·(h/4)·(w/4)` → `fc`) → ReLU → dense (`fc` → classes), softmax
+/// cross-entropy. With the defaults (`[32, 64]`, 512) on 28×28×1 inputs and 10 classes it has
+/// 1,663,370 parameters.
+///
+/// Parameter layout (row-major), every weight input-major like [`crate::mlp::Mlp`]:
+/// `conv1.weight` `[channels, 5, 5, c1]`, `conv1.bias` `[c1]`, `conv2.weight` `[c1, 5, 5, c2]`,
+/// `conv2.bias` `[c2]`, `fc1.weight` `[c2·(h/4)·(w/4), fc]` (inputs flattened channel-major, as
+/// PyTorch's `flatten` of an NCHW tensor), `fc1.bias` `[fc]`, `fc2.weight` `[fc, classes]`,
+/// `fc2.bias` `[classes]`. Input samples are flattened `channels × height × width`.
+///
+/// Convolutions are im2col + matrix products over a chunk of samples at once (as many as keep the
+/// im2col buffer near 2 MiB), with col2im for the input gradient.
+#[derive(Debug, Clone)]
+pub struct Cnn {
+    image: ImageShape,
+    channels: [usize; 2],
+    fc: usize,
+    classes: usize,
+    layout: Layout,
+    /// Offsets of the eight tensors, in layout order.
+    off: [usize; 8],
+    /// Samples per im2col chunk.
+    chunk: usize,
+}
+
+/// Where the planes of one chunk live: plane `(c, b)` starts at `base + b·b_stride + c·c_stride`.
+#[derive(Debug, Clone, Copy)]
+struct Planes {
+    base: usize,
+    b_stride: usize,
+    c_stride: usize,
+}
+
+/// Dimensions derived from the image shape.
+#[derive(Debug, Clone, Copy)]
+struct Dims {
+    cin: usize,
+    c1: usize,
+    c2: usize,
+    h: usize,
+    w: usize,
+    /// Pixels per plane at full, half and quarter resolution.
+    hw1: usize,
+    hw2: usize,
+    hw4: usize,
+    /// im2col rows of each convolution.
+    k1: usize,
+    k2: usize,
+    /// Inputs of the first dense layer.
+    f: usize,
+}
+
+impl Cnn {
+    /// A CNN for `image` inputs with convolution channels `[c1, c2]`, a hidden dense layer of `fc`
+    /// units and `classes` outputs.
+    ///
+    /// Fails with [`NnError::InvalidSpec`] when a size is zero or the height and width are not
+    /// multiples of 4 (two 2×2 poolings must divide them exactly).
+    pub fn new(
+        image: ImageShape,
+        channels: [usize; 2],
+        fc: usize,
+        classes: usize,
+    ) -> Result<Self, NnError> {
+        let ImageShape {
+            channels: cin,
+            height: h,
+            width: w,
+        } = image;
+        if cin == 0 || h == 0 || w == 0 {
+            return Err(NnError::InvalidSpec(format!(
+                "cnn: empty image shape {cin}x{h}x{w} (channels x height x width)"
+            )));
+        }
+        if h % 4 != 0 || w % 4 != 0 {
+            return Err(NnError::InvalidSpec(format!(
+                "cnn: image height and width must be multiples of 4 (two 2x2 max-pools), got {h}x{w}"
+            )));
+        }
+        if channels.contains(&0) || fc == 0 {
+            return Err(NnError::InvalidSpec(format!(
+                "cnn: channels and fc must be positive, got channels {channels:?}, fc {fc}"
+            )));
+        }
+        if classes == 0 {
+            return Err(NnError::InvalidSpec("cnn: need at least one class".into()));
+        }
+        let [c1, c2] = channels;
+        let f = c2 * (h / 4) * (w / 4);
+        let mut layout = Layout::new();
+        let shapes: [(&str, Vec<usize>); 8] = [
+            ("conv1.weight", vec![cin, KS, KS, c1]),
+            ("conv1.bias", vec![c1]),
+            ("conv2.weight", vec![c1, KS, KS, c2]),
+            ("conv2.bias", vec![c2]),
+            ("fc1.weight", vec![f, fc]),
+            ("fc1.bias", vec![fc]),
+            ("fc2.weight", vec![fc, classes]),
+            ("fc2.bias", vec![classes]),
+        ];
+        let mut off = [0; 8];
+        for (o, (name, shape)) in off.iter_mut().zip(shapes.iter()) {
+            let i = layout.push(*name, shape);
+            *o = layout.tensors()[i].offset;
+        }
+        let per_sample = (cin * KS * KS * h * w).max(c1 * KS * KS * (h / 2) * (w / 2));
+        let chunk = (COL_BUDGET / per_sample).clamp(1, MAX_ROWS);
+        Ok(Self {
+            image,
+            channels,
+            fc,
+            classes,
+            layout,
+            off,
+            chunk,
+        })
+    }
+
+    fn dims(&self) -> Dims {
+        let ImageShape {
+            channels: cin,
+            height: h,
+            width: w,
+        } = self.image;
+        let [c1, c2] = self.channels;
+        Dims {
+            cin,
+            c1,
+            c2,
+            h,
+            w,
+            hw1: h * w,
+            hw2: (h / 2) * (w / 2),
+            hw4: (h / 4) * (w / 4),
+            k1: cin * KS * KS,
+            k2: c1 * KS * KS,
+            f: c2 * (h / 4) * (w / 4),
+        }
+    }
+
+    /// Parameter tensor `i` (layout order).
+    fn tensor<'a>(&self, params: &'a [f32], i: usize) -> &'a [f32] {
+        let t = &self.layout.tensors()[i];
+        &params[t.range()]
+    }
+
+    /// Where chunk `(s0, cb)` of an activation stored chunk-major (`[C][cb][plane]` per chunk) starts.
+    fn chunk_planes(s0: usize, cb: usize, channels: usize, plane: usize) -> Planes {
+        Planes {
+            base: s0 * channels * plane,
+            b_stride: plane,
+            c_stride: cb * plane,
+        }
+    }
+
+    /// Forward pass of `rows ≤ MAX_ROWS` samples. Fills the activation buffers of `bufs` and the
+    /// logits.
+    fn forward(&self, params: &[f32], x: &[f32], rows: usize, bufs: &mut Buffers) {
+        let d = self.dims();
+        let (w1, b1, w2, b2) = (
+            self.tensor(params, 0),
+            self.tensor(params, 1),
+            self.tensor(params, 2),
+            self.tensor(params, 3),
+        );
+        let (w3, b3, w4, b4) = (
+            self.tensor(params, 4),
+            self.tensor(params, 5),
+            self.tensor(params, 6),
+            self.tensor(params, 7),
+        );
+        for s0 in (0..rows).step_by(self.chunk) {
+            let cb = self.chunk.min(rows - s0);
+            let (p1n, p2n) = (cb * d.hw1, cb * d.hw2);
+            // conv1: A1 (c1 × cb·hw1) = W1ᵀ · col, + bias, ReLU.
+            let xin = Planes {
+                base: s0 * d.cin * d.hw1,
+                b_stride: d.cin * d.hw1,
+                c_stride: d.hw1,
+            };
+            im2col(x, xin, d.cin, cb, d.h, d.w, &mut bufs.col[..d.k1 * p1n]);
+            let a1 = &mut bufs.a1[s0 * d.c1 * d.hw1..][..d.c1 * p1n];
+            gemm::nn(
+                d.c1,
+                p1n,
+                d.k1,
+                w1,
+                1,
+                d.c1,
+                &bufs.col,
+                p1n,
+                a1,
+                p1n,
+                Init::RowBias(b1),
+                true,
+            );
+            let p1 = &mut bufs.p1[s0 * d.c1 * d.hw2..][..d.c1 * p2n];
+            for (src, dst) in a1.chunks_exact(d.hw1).zip(p1.chunks_exact_mut(d.hw2)) {
+                maxpool(src, d.h, d.w, dst);
+            }
+            // conv2: A2 (c2 × cb·hw2) = W2ᵀ · col, + bias, ReLU.
+            let pin = Self::chunk_planes(s0, cb, d.c1, d.hw2);
+            im2col(
+                &bufs.p1,
+                pin,
+                d.c1,
+                cb,
+                d.h / 2,
+                d.w / 2,
+                &mut bufs.col[..d.k2 * p2n],
+            );
+            let a2 = &mut bufs.a2[s0 * d.c2 * d.hw2..][..d.c2 * p2n];
+            gemm::nn(
+                d.c2,
+                p2n,
+                d.k2,
+                w2,
+                1,
+                d.c2,
+                &bufs.col,
+                p2n,
+                a2,
+                p2n,
+                Init::RowBias(b2),
+                true,
+            );
+            // Pool into the dense input, one row per sample, channel-major.
+            for c in 0..d.c2 {
+                for b in 0..cb {
+                    let src = &a2[(c * cb + b) * d.hw2..][..d.hw2];
+                    let dst = &mut bufs.fin[(s0 + b) * d.f + c * d.hw4..][..d.hw4];
+                    maxpool(src, d.h / 2, d.w / 2, dst);
+                }
+            }
+        }
+        let (fc, k) = (self.fc, self.classes);
+        gemm::nn(
+            rows,
+            fc,
+            d.f,
+            &bufs.fin,
+            d.f,
+            1,
+            w3,
+            fc,
+            &mut bufs.h1[..rows * fc],
+            fc,
+            Init::ColBias(b3),
+            true,
+        );
+        gemm::nn(
+            rows,
+            k,
+            fc,
+            &bufs.h1,
+            fc,
+            1,
+            w4,
+            k,
+            &mut bufs.logits[..rows * k],
+            k,
+            Init::ColBias(b4),
+            false,
+        );
+    }
+
+    /// Forward and backward pass of `rows ≤ MAX_ROWS` samples, loss gradient scaled by `scale`; the
+    /// parameter gradient is written (`accumulate = false`) or added. Returns the summed loss.
+    #[allow(clippy::too_many_arguments)]
+    fn step(
+        &self,
+        params: &[f32],
+        x: &[f32],
+        y: &[u32],
+        scale: f32,
+        grad: &mut [f32],
+        accumulate: bool,
+        bufs: &mut Buffers,
+    ) -> f64 {
+        let d = self.dims();
+        let rows = y.len();
+        let (fc, k) = (self.fc, self.classes);
+        self.forward(params, x, rows, bufs);
+        let loss = ops::softmax_xent_grad(&mut bufs.logits[..rows * k], k, y, scale);
+        let dlogits = &bufs.logits[..rows * k];
+        let (w2, w3, w4) = (
+            self.tensor(params, 2),
+            self.tensor(params, 4),
+            self.tensor(params, 6),
+        );
+        let g = GradParts::split(grad, &self.off);
+        let init = if accumulate { Init::Acc } else { Init::Zero };
+
+        // fc2: dW4 = H1ᵀ · dlogits; dH1 = dlogits · W4ᵀ masked by the ReLU.
+        gemm::nn(
+            fc, k, rows, &bufs.h1, 1, fc, dlogits, k, g.w4, k, init, false,
+        );
+        ops::col_sums(dlogits, k, g.b4, accumulate);
+        let dh1 = &mut bufs.dh1[..rows * fc];
+        gemm::nt(
+            rows,
+            fc,
+            k,
+            dlogits,
+            k,
+            w4,
+            k,
+            dh1,
+            fc,
+            1,
+            Init::Zero,
+            false,
+        );
+        ops::relu_backward(dh1, &bufs.h1[..rows * fc]);
+        // fc1: dW3 = Finᵀ · dH1; dFin = dH1 · W3ᵀ (the pooling below applies the conv ReLU mask).
+        gemm::nn(
+            d.f, fc, rows, &bufs.fin, 1, d.f, dh1, fc, g.w3, fc, init, false,
+        );
+        ops::col_sums(dh1, fc, g.b3, accumulate);
+        let dfin = &mut bufs.dfin[..rows * d.f];
+        gemm::nt(
+            rows,
+            d.f,
+            fc,
+            dh1,
+            fc,
+            w3,
+            fc,
+            dfin,
+            d.f,
+            1,
+            Init::Zero,
+            false,
+        );
+
+        for s0 in (0..rows).step_by(self.chunk) {
+            let cb = self.chunk.min(rows - s0);
+            let (p1n, p2n) = (cb * d.hw1, cb * d.hw2);
+            let first = !accumulate && s0 == 0;
+            let init_c = if first { Init::Zero } else { Init::Acc };
+            // pool2 + ReLU backward: dA2 (c2 × cb·hw2).
+            let a2 = &bufs.a2[s0 * d.c2 * d.hw2..][..d.c2 * p2n];
+            let dout = &mut bufs.dout[..d.c2 * p2n];
+            for c in 0..d.c2 {
+                for b in 0..cb {
+                    let q = (c * cb + b) * d.hw2;
+                    let gsrc = &dfin[(s0 + b) * d.f + c * d.hw4..][..d.hw4];
+                    maxpool_backward(
+                        &a2[q..q + d.hw2],
+                        d.h / 2,
+                        d.w / 2,
+                        gsrc,
+                        &mut dout[q..q + d.hw2],
+                    );
+                }
+            }
+            ops::row_sums(dout, p2n, g.b2, !first);
+            // conv2 weight gradient: dW2 (k2 × c2) += col (k2 × P) · dA2ᵀ (P × c2).
+            let pin = Self::chunk_planes(s0, cb, d.c1, d.hw2);
+            let col = &mut bufs.col[..d.k2 * p2n];
+            im2col(&bufs.p1, pin, d.c1, cb, d.h / 2, d.w / 2, col);
+            let dout_t = &mut bufs.dout_t[..d.c2 * p2n];
+            transpose(dout, d.c2, p2n, dout_t);
+            gemm::nn(
+                d.k2, d.c2, p2n, col, p2n, 1, dout_t, d.c2, g.w2, d.c2, init_c, false,
+            );
+            // conv2 input gradient: dcol (k2 × P) = W2 · dA2, then col2im into dP1 (c1 × cb·hw2).
+            let dcol = &mut bufs.dcol[..d.k2 * p2n];
+            gemm::nn(
+                d.k2,
+                p2n,
+                d.c2,
+                w2,
+                d.c2,
+                1,
+                dout,
+                p2n,
+                dcol,
+                p2n,
+                Init::Zero,
+                false,
+            );
+            let dp1 = &mut bufs.dp1[..d.c1 * p2n];
+            dp1.fill(0.0);
+            let local = Planes {
+                base: 0,
+                b_stride: d.hw2,
+                c_stride: cb * d.hw2,
+            };
+            col2im(dcol, d.c1, cb, d.h / 2, d.w / 2, dp1, local);
+            // pool1 + ReLU backward: dA1 (c1 × cb·hw1).
+            let a1 = &bufs.a1[s0 * d.c1 * d.hw1..][..d.c1 * p1n];
+            let dout = &mut bufs.dout[..d.c1 * p1n];
+            for ((act, gsrc), dst) in a1
+                .chunks_exact(d.hw1)
+                .zip(dp1.chunks_exact(d.hw2))
+                .zip(dout.chunks_exact_mut(d.hw1))
+            {
+                maxpool_backward(act, d.h, d.w, gsrc, dst);
+            }
+            ops::row_sums(dout, p1n, g.b1, !first);
+            // conv1 weight gradient: dW1 (k1 × c1) += col (k1 × P) · dA1ᵀ, as a dot-product kernel
+            // (c1 is small, so transposing dA1 would cost as much as the product).
+            let xin = Planes {
+                base: s0 * d.cin * d.hw1,
+                b_stride: d.cin * d.hw1,
+                c_stride: d.hw1,
+            };
+            let col = &mut bufs.col[..d.k1 * p1n];
+            im2col(x, xin, d.cin, cb, d.h, d.w, col);
+            gemm::nt(
+                d.k1, d.c1, p1n, col, p1n, dout, p1n, g.w1, d.c1, 1, init_c, false,
+            );
+        }
+        loss
+    }
+
+    /// Takes every buffer for `rows` samples out of `scratch`.
+    fn take_buffers(&self, scratch: &mut Scratch, rows: usize, backward: bool) -> Buffers {
+        let d = self.dims();
+        let cs = self.chunk.min(rows);
+        let col = (d.k1 * d.hw1).max(d.k2 * d.hw2) * cs;
+        let bw = |n: usize| if backward { n } else { 0 };
+        Buffers {
+            a1: scratch.take(SLOT_A1, rows * d.c1 * d.hw1),
+            p1: scratch.take(SLOT_P1, rows * d.c1 * d.hw2),
+            a2: scratch.take(SLOT_A2, rows * d.c2 * d.hw2),
+            fin: scratch.take(SLOT_FIN, rows * d.f),
+            h1: scratch.take(SLOT_H1, rows * self.fc),
+            logits: scratch.take(SLOT_LOGITS, rows * self.classes),
+            col: scratch.take(SLOT_COL, col),
+            dcol: scratch.take(SLOT_DCOL, bw(d.k2 * d.hw2 * cs)),
+            dout: scratch.take(SLOT_DOUT, bw((d.c1 * d.hw1).max(d.c2 * d.hw2) * cs)),
+            dout_t: scratch.take(SLOT_DOUT_T, bw(d.c2 * d.hw2 * cs)),
+            dp1: scratch.take(SLOT_DP1, bw(d.c1 * d.hw2 * cs)),
+            dfin: scratch.take(SLOT_DFIN, bw(rows * d.f)),
+            dh1: scratch.take(SLOT_DH1, bw(rows * self.fc)),
+        }
+    }
+}
+
+/// Working memory of one pass, taken from and returned to a [`Scratch`].
+struct Buffers {
+    a1: Vec<f32>,
+    p1: Vec<f32>,
+    a2: Vec<f32>,
+    fin: Vec<f32>,
+    h1: Vec<f32>,
+    logits: Vec<f32>,
+    col: Vec<f32>,
+    dcol: Vec<f32>,
+    dout: Vec<f32>,
+    dout_t: Vec<f32>,
+    dp1: Vec<f32>,
+    dfin: Vec<f32>,
+    dh1: Vec<f32>,
+}
+
+impl Buffers {
+    fn put(self, scratch: &mut Scratch) {
+        scratch.put(SLOT_A1, self.a1);
+        scratch.put(SLOT_P1, self.p1);
+        scratch.put(SLOT_A2, self.a2);
+        scratch.put(SLOT_FIN, self.fin);
+        scratch.put(SLOT_H1, self.h1);
+        scratch.put(SLOT_LOGITS, self.logits);
+        scratch.put(SLOT_COL, self.col);
+        scratch.put(SLOT_DCOL, self.dcol);
+        scratch.put(SLOT_DOUT, self.dout);
+        scratch.put(SLOT_DOUT_T, self.dout_t);
+        scratch.put(SLOT_DP1, self.dp1);
+        scratch.put(SLOT_DFIN, self.dfin);
+        scratch.put(SLOT_DH1, self.dh1);
+    }
+}
+
+/// The gradient vector split into its eight tensors.
+struct GradParts<'a> {
+    w1: &'a mut [f32],
+    b1: &'a mut [f32],
+    w2: &'a mut [f32],
+    b2: &'a mut [f32],
+    w3: &'a mut [f32],
+    b3: &'a mut [f32],
+    w4: &'a mut [f32],
+    b4: &'a mut [f32],
+}
+
+impl<'a> GradParts<'a> {
+    fn split(grad: &'a mut [f32], off: &[usize; 8]) -> Self {
+        let (w1, rest) = grad.split_at_mut(off[1]);
+        let (b1, rest) = rest.split_at_mut(off[2] - off[1]);
+        let (w2, rest) = rest.split_at_mut(off[3] - off[2]);
+        let (b2, rest) = rest.split_at_mut(off[4] - off[3]);
+        let (w3, rest) = rest.split_at_mut(off[5] - off[4]);
+        let (b3, rest) = rest.split_at_mut(off[6] - off[5]);
+        let (w4, b4) = rest.split_at_mut(off[7] - off[6]);
+        Self {
+            w1,
+            b1,
+            w2,
+            b2,
+            w3,
+            b3,
+            w4,
+            b4,
+        }
+    }
+}
+
+/// Geometry of one shifted copy: source offset `shift` (flattened), the valid output rows
+/// `y0..y1`, the flattened range `lo..hi` that is copied, and the column shift `dx`.
+#[derive(Debug, Clone, Copy)]
+struct Shift {
+    shift: isize,
+    y0: usize,
+    y1: usize,
+    lo: usize,
+    hi: usize,
+    dx: isize,
+}
+
+impl Shift {
+    fn new(kh: usize, kw: usize, h: usize, w: usize) -> Self {
+        let dy = kh as isize - PAD as isize;
+        let dx = kw as isize - PAD as isize;
+        let (hi_, wi) = (h as isize, w as isize);
+        let shift = dy * wi + dx;
+        let y0 = (-dy).clamp(0, hi_) as usize;
+        let y1 = (hi_ - dy).clamp(y0 as isize, hi_) as usize;
+        let lo = ((y0 * w) as isize).max(-shift);
+        let hi = ((y1 * w) as isize).min(hi_ * wi - shift).max(lo);
+        Self {
+            shift,
+            y0,
+            y1,
+            lo: lo as usize,
+            hi: hi as usize,
+            dx,
+        }
+    }
+
+    /// Zeroes the columns of rows `y0..y1` of `plane` whose source lies outside the image.
+    #[inline]
+    fn zero_edges(&self, plane: &mut [f32], w: usize) {
+        let dx = self.dx.unsigned_abs().min(w);
+        if dx == 0 {
+            return;
+        }
+        for y in self.y0..self.y1 {
+            let row = &mut plane[y * w..(y + 1) * w];
+            let edge = if self.dx > 0 {
+                &mut row[w - dx..]
+            } else {
+                &mut row[..dx]
+            };
+            edge.fill(0.0);
+        }
+    }
+}
+
+/// im2col for a 5×5 "same" convolution over `cb` samples: row `(ci·5 + kh)·5 + kw` of `col`
+/// (`cin·25 × cb·h·w`) holds, for every sample `b` and pixel `(y, x)`, the input pixel
+/// `(y + kh − 2, x + kw − 2)` of plane `(ci, b)`, or zero outside the image.
+fn im2col(src: &[f32], planes: Planes, cin: usize, cb: usize, h: usize, w: usize, col: &mut [f32]) {
+    let hw = h * w;
+    let p = cb * hw;
+    debug_assert_eq!(col.len(), cin * KS * KS * p);
+    for ci in 0..cin {
+        for kh in 0..KS {
+            for kw in 0..KS {
+                let s = Shift::new(kh, kw, h, w);
+                let row = &mut col[((ci * KS + kh) * KS + kw) * p..][..p];
+                for (b, dst) in row.chunks_exact_mut(hw).enumerate() {
+                    let plane =
+                        &src[planes.base + b * planes.b_stride + ci * planes.c_stride..][..hw];
+                    dst[..s.y0 * w].fill(0.0);
+                    dst[s.y1 * w..].fill(0.0);
+                    let from = (s.lo as isize + s.shift) as usize;
+                    dst[s.lo..s.hi].copy_from_slice(&plane[from..from + (s.hi - s.lo)]);
+                    s.zero_edges(dst, w);
+                }
+            }
+        }
+    }
+}
+
+/// The adjoint of [`im2col`]: adds every entry of `dcol` to the input pixel it was copied from.
+/// `dcol` is used as working memory (its out-of-image entries are zeroed).
+fn col2im(
+    dcol: &mut [f32],
+    cin: usize,
+    cb: usize,
+    h: usize,
+    w: usize,
+    dst: &mut [f32],
+    planes: Planes,
+) {
+    let hw = h * w;
+    let p = cb * hw;
+    debug_assert_eq!(dcol.len(), cin * KS * KS * p);
+    for ci in 0..cin {
+        for kh in 0..KS {
+            for kw in 0..KS {
+                let s = Shift::new(kh, kw, h, w);
+                let row = &mut dcol[((ci * KS + kh) * KS + kw) * p..][..p];
+                for (b, src) in row.chunks_exact_mut(hw).enumerate() {
+                    s.zero_edges(src, w);
+                    let plane =
+                        &mut dst[planes.base + b * planes.b_stride + ci * planes.c_stride..][..hw];
+                    let to = (s.lo as isize + s.shift) as usize;
+                    for (o, &g) in plane[to..to + (s.hi - s.lo)]
+                        .iter_mut()
+                        .zip(&src[s.lo..s.hi])
+                    {
+                        *o += g;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// 2×2 max-pooling with stride 2 of one `h × w` plane.
+fn maxpool(src: &[f32], h: usize, w: usize, dst: &mut [f32]) {
+    let w2 = w / 2;
+    debug_assert_eq!(dst.len(), (h / 2) * w2);
+    for (oy, out) in dst.chunks_exact_mut(w2).enumerate() {
+        let r0 = &src[2 * oy * w..][..w];
+        let r1 = &src[(2 * oy + 1) * w..][..w];
+        for (ox, o) in out.iter_mut().enumerate() {
+            *o = r0[2 * ox]
+                .max(r0[2 * ox + 1])
+                .max(r1[2 * ox])
+                .max(r1[2 * ox + 1]);
+        }
+    }
+}
+
+/// Backward of [`maxpool`] followed by the ReLU that produced `act`: each pooled gradient goes to the
+/// first maximum of its window (if positive); every other entry of `d` (`h × w`) is zero.
+fn maxpool_backward(act: &[f32], h: usize, w: usize, g: &[f32], d: &mut [f32]) {
+    let w2 = w / 2;
+    debug_assert_eq!(g.len(), (h / 2) * w2);
+    for (oy, grow) in g.chunks_exact(w2).enumerate() {
+        let (top, bottom) = d[2 * oy * w..(2 * oy + 2) * w].split_at_mut(w);
+        let r0 = &act[2 * oy * w..][..w];
+        let r1 = &act[(2 * oy + 1) * w..][..w];
+        for (ox, &gv) in grow.iter().enumerate() {
+            let x = 2 * ox;
+            let v = [r0[x], r0[x + 1], r1[x], r1[x + 1]];
+            let mut best = 0;
+            for i in 1..4 {
+                if v[i] > v[best] {
+                    best = i;
+                }
+            }
+            let gv = if v[best] > 0.0 { gv } else { 0.0 };
+            let mut out = [0.0f32; 4];
+            out[best] = gv;
+            top[x] = out[0];
+            top[x + 1] = out[1];
+            bottom[x] = out[2];
+            bottom[x + 1] = out[3];
+        }
+    }
+}
+
+/// `dst (cols × rows) = srcᵀ` for `src` `rows × cols`, in 8×8 tiles.
+fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
+    debug_assert_eq!(src.len(), rows * cols);
+    debug_assert_eq!(dst.len(), rows * cols);
+    const T: usize = 8;
+    for i0 in (0..rows).step_by(T) {
+        let i1 = (i0 + T).min(rows);
+        for j0 in (0..cols).step_by(T) {
+            let j1 = (j0 + T).min(cols);
+            for i in i0..i1 {
+                for j in j0..j1 {
+                    dst[j * rows + i] = src[i * cols + j];
+                }
+            }
+        }
+    }
+}
+
+impl Model for Cnn {
+    fn name(&self) -> String {
+        let ImageShape {
+            channels,
+            height,
+            width,
+        } = self.image;
+        format!(
+            "cnn({channels}x{height}x{width}-c{}-c{}-fc{}-{})",
+            self.channels[0], self.channels[1], self.fc, self.classes
+        )
+    }
+
+    fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    fn input_len(&self) -> usize {
+        let ImageShape {
+            channels,
+            height,
+            width,
+        } = self.image;
+        channels * height * width
+    }
+
+    fn num_classes(&self) -> usize {
+        self.classes
+    }
+
+    fn init_params(&self, seed: u64) -> Vec<f32> {
+        let d = self.dims();
+        // PyTorch fan-ins: cin·k·k for conv1, c1·k·k for conv2, then the dense inputs.
+        let fan = [d.k1, d.k2, d.f, self.fc];
+        ops::init_uniform(&self.layout, seed, |t| fan[t / 2])
+    }
+
+    fn loss_grad(
+        &self,
+        params: &[f32],
+        x: ArrayView2<'_, f32>,
+        y: &[u32],
+        grad: &mut [f32],
+        scratch: &mut Scratch,
+    ) -> f32 {
+        let rows = x.nrows();
+        debug_assert_eq!(params.len(), self.layout.len());
+        debug_assert_eq!(grad.len(), self.layout.len());
+        debug_assert_eq!(x.ncols(), self.input_len());
+        debug_assert_eq!(y.len(), rows);
+        if rows == 0 {
+            grad.fill(0.0);
+            return 0.0;
+        }
+        let mb = rows.min(MAX_ROWS);
+        let mut xbuf = ops::take_input_buf(scratch);
+        let mut bufs = self.take_buffers(scratch, mb, true);
+        let xs = ops::batch_slice(&x, &mut xbuf);
+        let f = self.input_len();
+        let scale = 1.0 / rows as f32;
+        let mut loss = 0.0;
+        for (i, s) in (0..rows).step_by(mb).enumerate() {
+            let e = (s + mb).min(rows);
+            loss += self.step(
+                params,
+                &xs[s * f..e * f],
+                &y[s..e],
+                scale,
+                grad,
+                i > 0,
+                &mut bufs,
+            );
+        }
+        bufs.put(scratch);
+        scratch.put(ops::SLOT_INPUT, xbuf);
+        (loss / rows as f64) as f32
+    }
+
+    fn evaluate(
+        &self,
+        params: &[f32],
+        x: ArrayView2<'_, f32>,
+        y: &[u32],
+        scratch: &mut Scratch,
+        stats: &mut EvalStats,
+    ) {
+        let rows = x.nrows();
+        debug_assert_eq!(params.len(), self.layout.len());
+        debug_assert_eq!(x.ncols(), self.input_len());
+        debug_assert_eq!(y.len(), rows);
+        if rows == 0 {
+            return;
+        }
+        let mb = rows.min(MAX_ROWS);
+        let mut xbuf = ops::take_input_buf(scratch);
+        let mut bufs = self.take_buffers(scratch, mb, false);
+        let xs = ops::batch_slice(&x, &mut xbuf);
+        let (f, k) = (self.input_len(), self.classes);
+        for s in (0..rows).step_by(mb) {
+            let e = (s + mb).min(rows);
+            self.forward(params, &xs[s * f..e * f], e - s, &mut bufs);
+            ops::eval_logits(&bufs.logits[..(e - s) * k], k, &y[s..e], stats);
+        }
+        bufs.put(scratch);
+        scratch.put(ops::SLOT_INPUT, xbuf);
+    }
+
+    /// Forward (`Σ` conv and dense products) + weight gradients (the same) + input gradients of every
+    /// layer but the first; a convolution counts `2·h·w·25·cin·cout` per sample.
+    fn train_flops_per_sample(&self) -> f64 {
+        let [first, rest] = self.layer_flops();
+        2.0 * (first + rest) + rest
+    }
+
+    /// `Σ` conv and dense products of the forward pass.
+    fn eval_flops_per_sample(&self) -> f64 {
+        let [first, rest] = self.layer_flops();
+        first + rest
+    }
+}
+
+impl Cnn {
+    /// Forward FLOPs per sample of the first layer and of all the others.
+    fn layer_flops(&self) -> [f64; 2] {
+        let d = self.dims();
+        let conv1 = 2.0 * (d.hw1 * d.k1 * d.c1) as f64;
+        let conv2 = 2.0 * (d.hw2 * d.k2 * d.c2) as f64;
+        let fc1 = 2.0 * (d.f * self.fc) as f64;
+        let fc2 = 2.0 * (self.fc * self.classes) as f64;
+        [conv1, conv2 + fc1 + fc2]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ndarray::Array2;
+    use rand::{RngExt, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    use super::*;
+    use crate::testutil::{check_gradient, toy_problem, train_toy};
+
+    fn shape(channels: usize, height: usize, width: usize) -> ImageShape {
+        ImageShape {
+            channels,
+            height,
+            width,
+        }
+    }
+
+    fn small(chunk: usize) -> Cnn {
+        let mut m = Cnn::new(shape(2, 8, 8), [3, 4], 5, 3).unwrap_or_else(|e| panic!("{e}"));
+        m.chunk = chunk;
+        m
+    }
+
+    #[test]
+    fn mcmahan_cnn_has_1663370_parameters() {
+        let m = Cnn::new(shape(1, 28, 28), [32, 64], 512, 10).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(m.num_params(), 1_663_370);
+        let names: Vec<&str> = m
+            .layout()
+            .tensors()
+            .iter()
+            .map(|t| t.name.as_str())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "conv1.weight",
+                "conv1.bias",
+                "conv2.weight",
+                "conv2.bias",
+                "fc1.weight",
+                "fc1.bias",
+                "fc2.weight",
+                "fc2.bias"
+            ]
+        );
+        assert_eq!(
+            m.layout().get("fc1.weight").map(|t| t.shape.clone()),
+            Some(vec![3136, 512])
+        );
+        let conv1 = 2.0 * 784.0 * 25.0 * 32.0;
+        let conv2 = 2.0 * 196.0 * 25.0 * 32.0 * 64.0;
+        let fc = 2.0 * (3136.0 * 512.0 + 512.0 * 10.0);
+        assert_eq!(m.eval_flops_per_sample(), conv1 + conv2 + fc);
+        assert_eq!(
+            m.train_flops_per_sample(),
+            2.0 * (conv1 + conv2 + fc) + conv2 + fc
+        );
+        assert_eq!(m.name(), "cnn(1x28x28-c32-c64-fc512-10)");
+    }
+
+    #[test]
+    fn invalid_shapes_are_rejected() {
+        for (img, ch, fc) in [
+            (shape(1, 30, 28), [32, 64], 512),
+            (shape(1, 28, 6), [32, 64], 512),
+            (shape(0, 28, 28), [32, 64], 512),
+        ] {
+            let e = Cnn::new(img, ch, fc, 10);
+            assert!(
+                matches!(e, Err(NnError::InvalidSpec(_))),
+                "{img:?} should be rejected"
+            );
+        }
+        assert!(matches!(
+            Cnn::new(shape(1, 28, 28), [0, 64], 512, 10),
+            Err(NnError::InvalidSpec(_))
+        ));
+        let msg = Cnn::new(shape(3, 30, 30), [32, 64], 512, 10)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(msg.contains("multiples of 4"), "{msg}");
+        assert!(Cnn::new(shape(3, 32, 32), [32, 64], 512, 10).is_ok());
+    }
+
+    #[test]
+    fn im2col_matches_direct_indexing_and_col2im_is_its_adjoint() {
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let (cin, cb, h, w) = (2, 3, 4, 8);
+        let planes = Planes {
+            base: 5,
+            b_stride: cin * h * w,
+            c_stride: h * w,
+        };
+        let src: Vec<f32> = (0..5 + cb * cin * h * w)
+            .map(|_| rng.random_range(-1.0f32..1.0))
+            .collect();
+        let p = cb * h * w;
+        let mut col = vec![f32::NAN; cin * 25 * p];
+        im2col(&src, planes, cin, cb, h, w, &mut col);
+        for ci in 0..cin {
+            for kh in 0..5 {
+                for kw in 0..5 {
+                    for b in 0..cb {
+                        for y in 0..h {
+                            for x in 0..w {
+                                let (sy, sx) =
+                                    (y as isize + kh as isize - 2, x as isize + kw as isize - 2);
+                                let want =
+                                    if sy < 0 || sx < 0 || sy >= h as isize || sx >= w as isize {
+                                        0.0
+                                    } else {
+                                        src[planes.base
+                                            + b * planes.b_stride
+                                            + ci * planes.c_stride
+                                            + sy as usize * w
+                                            + sx as usize]
+                                    };
+                                let got = col[((ci * 5 + kh) * 5 + kw) * p + (b * h + y) * w + x];
+                                assert_eq!(got, want);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        // <im2col(u), v> == <u, col2im(v)>.
+        let v: Vec<f32> = (0..col.len())
+            .map(|_| rng.random_range(-1.0f32..1.0))
+            .collect();
+        let lhs: f64 = col.iter().zip(&v).map(|(a, b)| *a as f64 * *b as f64).sum();
+        let mut back = vec![0.0f32; src.len()];
+        col2im(&mut v.clone(), cin, cb, h, w, &mut back, planes);
+        let rhs: f64 = back
+            .iter()
+            .zip(&src)
+            .map(|(a, b)| *a as f64 * *b as f64)
+            .sum();
+        assert!((lhs - rhs).abs() < 1e-4, "{lhs} vs {rhs}");
+        assert!(back[..5].iter().all(|&z| z == 0.0));
+    }
+
+    #[test]
+    fn transpose_and_pooling() {
+        let src: Vec<f32> = (0..30).map(|i| i as f32).collect();
+        let mut dst = vec![0.0; 30];
+        transpose(&src, 3, 10, &mut dst);
+        assert_eq!(dst[10 * 0 + 0], 0.0);
+        assert_eq!(dst[3 * 9 + 2], 29.0);
+        assert_eq!(dst[3 * 4 + 1], 14.0);
+        let act = [1.0, 3.0, 0.0, 0.0, 3.0, 2.0, 0.0, 0.0];
+        let mut pooled = [0.0; 2];
+        maxpool(&act, 2, 4, &mut pooled);
+        assert_eq!(pooled, [3.0, 0.0]);
+        let mut d = [9.0; 8];
+        maxpool_backward(&act, 2, 4, &[5.0, 7.0], &mut d);
+        // Ties go to the first maximum; windows whose maximum is not positive pass no gradient.
+        assert_eq!(d, [0.0, 5.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]);
+    }
+
+    #[test]
+    fn gradient_matches_finite_differences() {
+        // One chunk per sample, and all samples in one chunk.
+        check_gradient(&small(1), 3, 31);
+        check_gradient(&small(64), 3, 32);
+    }
+
+    #[test]
+    fn chunking_and_micro_batches_do_not_change_results() {
+        let mut rng = ChaCha8Rng::seed_from_u64(6);
+        let rows = 70; // two micro-batches (64 + 6)
+        let a = small(64);
+        let b = small(3);
+        let x = Array2::from_shape_fn((rows, a.input_len()), |_| rng.random_range(-1.0f32..1.0));
+        let y: Vec<u32> = (0..rows as u32).map(|i| i % 3).collect();
+        let p = a.init_params(9);
+        let mut ga = vec![0.0; a.num_params()];
+        let mut gb = vec![0.0; a.num_params()];
+        let la = a.loss_grad(&p, x.view(), &y, &mut ga, &mut Scratch::default());
+        let lb = b.loss_grad(&p, x.view(), &y, &mut gb, &mut Scratch::default());
+        assert!((la - lb).abs() < 1e-6);
+        for (u, v) in ga.iter().zip(&gb) {
+            assert!((u - v).abs() < 1e-5 * (1.0 + u.abs()), "{u} vs {v}");
+        }
+        // Gradient over 70 rows = weighted mean of the gradients over rows 0..35 and 35..70.
+        let mut g1 = vec![0.0; a.num_params()];
+        let mut g2 = vec![0.0; a.num_params()];
+        let mut s = Scratch::default();
+        let l1 = a.loss_grad(
+            &p,
+            x.slice(ndarray::s![..35, ..]),
+            &y[..35],
+            &mut g1,
+            &mut s,
+        );
+        let l2 = a.loss_grad(
+            &p,
+            x.slice(ndarray::s![35.., ..]),
+            &y[35..],
+            &mut g2,
+            &mut s,
+        );
+        assert!((la - 0.5 * (l1 + l2)).abs() < 1e-5);
+        for ((u, v), w) in ga.iter().zip(&g1).zip(&g2) {
+            assert!(
+                (u - 0.5 * (v + w)).abs() < 1e-5 * (1.0 + u.abs()),
+                "{u} vs {v}, {w}"
+            );
+        }
+    }
+
+    #[test]
+    fn deterministic_across_threads_and_scratch() {
+        let m = Cnn::new(shape(1, 12, 12), [4, 6], 16, 5).unwrap_or_else(|e| panic!("{e}"));
+        let mut rng = ChaCha8Rng::seed_from_u64(2);
+        let x = Array2::from_shape_fn((9, m.input_len()), |_| rng.random_range(0.0f32..1.0));
+        let y: Vec<u32> = (0..9).map(|i| i % 5).collect();
+        let p = m.init_params(4);
+        let mut g1 = vec![0.0; m.num_params()];
+        let mut g2 = vec![0.0; m.num_params()];
+        let mut s = Scratch::default();
+        // Warm the scratch with an evaluation of a different batch size first.
+        let mut st = EvalStats::new(5);
+        m.evaluate(&p, x.slice(ndarray::s![..4, ..]), &y[..4], &mut s, &mut st);
+        let l1 = m.loss_grad(&p, x.view(), &y, &mut g1, &mut s);
+        let l2 = std::thread::scope(|sc| {
+            sc.spawn(|| m.loss_grad(&p, x.view(), &y, &mut g2, &mut Scratch::default()))
+                .join()
+                .unwrap_or(f32::NAN)
+        });
+        assert_eq!(l1.to_bits(), l2.to_bits());
+        assert_eq!(g1, g2);
+    }
+
+    #[test]
+    fn learns_a_separable_problem() {
+        let m = Cnn::new(shape(1, 8, 8), [4, 8], 16, 4).unwrap_or_else(|e| panic!("{e}"));
+        let (x, y) = toy_problem(200, 64, 4, 11);
+        let acc = train_toy(&m, &x, &y, 0.05, 300, 10);
+        assert!(acc >= 0.95, "accuracy {acc}");
+    }
+
+    #[test]
+    fn evaluation_agrees_with_loss_grad() {
+        let m = small(2);
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        let x = Array2::from_shape_fn((100, m.input_len()), |_| rng.random_range(-1.0f32..1.0));
+        let y: Vec<u32> = (0..100).map(|_| rng.random_range(0..3u32)).collect();
+        let p = m.init_params(6);
+        let mut stats = EvalStats::new(3);
+        m.evaluate(&p, x.view(), &y, &mut Scratch::default(), &mut stats);
+        assert_eq!(stats.count, 100);
+        assert_eq!(stats.class_count.iter().sum::<u64>(), 100);
+        assert_eq!(stats.class_correct.iter().sum::<u64>(), stats.correct);
+        let mut g = vec![0.0; m.num_params()];
+        let loss = m.loss_grad(&p, x.view(), &y, &mut g, &mut Scratch::default());
+        assert!((stats.mean_loss() - loss as f64).abs() < 1e-5);
+        // Predictions from a per-sample evaluation add up to the batch counts.
+        let mut correct = 0;
+        for i in 0..100 {
+            let mut s = EvalStats::new(3);
+            m.evaluate(
+                &p,
+                x.slice(ndarray::s![i..i + 1, ..]),
+                &y[i..i + 1],
+                &mut Scratch::default(),
+                &mut s,
+            );
+            correct += s.correct;
+        }
+        assert_eq!(correct, stats.correct);
+    }
+}

@@ -1,0 +1,1487 @@
+//! Single-threaded `f32` matrix products used by every layer.
+//!
+//! Two product shapes cover all layers:
+//! - [`nn`]: `C = A·B` where `B` and `C` are row-major with unit column stride and `A` has any strides.
+//!   The micro-kernel broadcasts elements of `A` and streams rows of `B` (no packing: `B` rows are read
+//!   in place, which matters for small batches where packing a weight matrix would cost as much as the
+//!   product itself).
+//! - [`nt`]: `C = A·Bᵀ` where `A` and `B` are row-major with unit stride along the reduction; the
+//!   micro-kernel keeps vector partial sums and reduces them horizontally at the end.
+//!
+//! On x86-64 with AVX2 and FMA (detected at run time) hand-written micro-kernels are used; elsewhere a
+//! portable path calls `matrixmultiply`. Both are deterministic: the summation order depends only on
+//! the shapes, never on the thread or timing.
+//!
+//! Every entry point checks (with real assertions) that the slices cover the addressed elements, so the
+//! unsafe kernels can never read or write out of bounds.
+
+/// How `C` is initialised before the product is added.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Init<'a> {
+    /// `C = A·B`.
+    Zero,
+    /// `C += A·B`.
+    Acc,
+    /// `C[i][j] = bias[i] + (A·B)[i][j]` (one bias per row).
+    RowBias(&'a [f32]),
+    /// `C[i][j] = bias[j] + (A·B)[i][j]` (one bias per column).
+    ColBias(&'a [f32]),
+}
+
+/// Whether the AVX2+FMA kernels can run on this machine.
+#[inline]
+pub(crate) fn has_avx2_fma() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Name of the kernel family in use, for reports.
+pub(crate) fn kernel_name() -> &'static str {
+    if has_avx2_fma() {
+        "avx2+fma"
+    } else {
+        "portable (matrixmultiply)"
+    }
+}
+
+/// Smallest slice length covering `rows × cols` elements at the given strides (0 when empty).
+fn extent(rows: usize, cols: usize, rs: usize, cs: usize) -> usize {
+    if rows == 0 || cols == 0 {
+        0
+    } else {
+        (rows - 1) * rs + (cols - 1) * cs + 1
+    }
+}
+
+fn check_init(init: Init<'_>, m: usize, n: usize) {
+    match init {
+        Init::RowBias(b) => assert!(b.len() >= m, "row bias too short"),
+        Init::ColBias(b) => assert!(b.len() >= n, "column bias too short"),
+        Init::Zero | Init::Acc => {}
+    }
+}
+
+/// `C (m×n) = init + A (m×k) · B (k×n)`, then `max(·, 0)` if `relu`.
+///
+/// `A[i][p] = a[i·rsa + p·csa]`, `B[p][j] = b[p·rsb + j]`, `C[i][j] = c[i·rsc + j]`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn nn(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &[f32],
+    rsa: usize,
+    csa: usize,
+    b: &[f32],
+    rsb: usize,
+    c: &mut [f32],
+    rsc: usize,
+    init: Init<'_>,
+    relu: bool,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!(a.len() >= extent(m, k, rsa, csa), "gemm nn: A too short");
+    assert!(b.len() >= extent(k, n, rsb, 1), "gemm nn: B too short");
+    assert!(c.len() >= extent(m, n, rsc, 1), "gemm nn: C too short");
+    check_init(init, m, n);
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2_fma() {
+        // SAFETY: AVX2 and FMA are available, and the assertions above bound every access.
+        unsafe {
+            x86::nn(
+                m,
+                n,
+                k,
+                a.as_ptr(),
+                rsa,
+                csa,
+                b.as_ptr(),
+                rsb,
+                c.as_mut_ptr(),
+                rsc,
+                init,
+                relu,
+            )
+        };
+        return;
+    }
+    portable::nn(m, n, k, a, rsa, csa, b, rsb, c, rsc, init, relu);
+}
+
+/// `C (m×n) = init + A (m×k) · Bᵀ` where `B` is `n×k`, then `max(·, 0)` if `relu`.
+///
+/// `A[i][p] = a[i·lda + p]`, `B[j][p] = b[j·ldb + p]`, `C[i][j] = c[i·rsc + j·csc]`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn nt(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &[f32],
+    lda: usize,
+    b: &[f32],
+    ldb: usize,
+    c: &mut [f32],
+    rsc: usize,
+    csc: usize,
+    init: Init<'_>,
+    relu: bool,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!(a.len() >= extent(m, k, lda, 1), "gemm nt: A too short");
+    assert!(b.len() >= extent(n, k, ldb, 1), "gemm nt: B too short");
+    assert!(c.len() >= extent(m, n, rsc, csc), "gemm nt: C too short");
+    check_init(init, m, n);
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2_fma() {
+        // SAFETY: AVX2 and FMA are available, and the assertions above bound every access.
+        unsafe {
+            x86::nt(
+                m,
+                n,
+                k,
+                a.as_ptr(),
+                lda,
+                b.as_ptr(),
+                ldb,
+                c.as_mut_ptr(),
+                rsc,
+                csc,
+                init,
+                relu,
+            )
+        };
+        return;
+    }
+    portable::nt(m, n, k, a, lda, b, ldb, c, rsc, csc, init, relu);
+}
+
+/// The portable path: initialise `C`, then one `matrixmultiply::sgemm` call, then the ReLU.
+pub(crate) mod portable {
+    use super::Init;
+
+    #[allow(clippy::too_many_arguments)]
+    fn sgemm(
+        m: usize,
+        n: usize,
+        k: usize,
+        a: &[f32],
+        rsa: usize,
+        csa: usize,
+        b: &[f32],
+        rsb: usize,
+        csb: usize,
+        c: &mut [f32],
+        rsc: usize,
+        csc: usize,
+        init: Init<'_>,
+        relu: bool,
+    ) {
+        let beta = match init {
+            Init::Zero => 0.0,
+            Init::Acc => 1.0,
+            Init::RowBias(bias) => {
+                for i in 0..m {
+                    for j in 0..n {
+                        c[i * rsc + j * csc] = bias[i];
+                    }
+                }
+                1.0
+            }
+            Init::ColBias(bias) => {
+                for i in 0..m {
+                    for j in 0..n {
+                        c[i * rsc + j * csc] = bias[j];
+                    }
+                }
+                1.0
+            }
+        };
+        if k == 0 {
+            if beta == 0.0 {
+                for i in 0..m {
+                    for j in 0..n {
+                        c[i * rsc + j * csc] = 0.0;
+                    }
+                }
+            }
+        } else {
+            // SAFETY: the callers checked that the slices cover every addressed element; strides fit
+            // in isize because they index existing slices.
+            unsafe {
+                matrixmultiply::sgemm(
+                    m,
+                    k,
+                    n,
+                    1.0,
+                    a.as_ptr(),
+                    rsa as isize,
+                    csa as isize,
+                    b.as_ptr(),
+                    rsb as isize,
+                    csb as isize,
+                    beta,
+                    c.as_mut_ptr(),
+                    rsc as isize,
+                    csc as isize,
+                );
+            }
+        }
+        if relu {
+            for i in 0..m {
+                for j in 0..n {
+                    let v = &mut c[i * rsc + j * csc];
+                    *v = v.max(0.0);
+                }
+            }
+        }
+    }
+
+    /// Portable [`super::nn`].
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn nn(
+        m: usize,
+        n: usize,
+        k: usize,
+        a: &[f32],
+        rsa: usize,
+        csa: usize,
+        b: &[f32],
+        rsb: usize,
+        c: &mut [f32],
+        rsc: usize,
+        init: Init<'_>,
+        relu: bool,
+    ) {
+        sgemm(m, n, k, a, rsa, csa, b, rsb, 1, c, rsc, 1, init, relu);
+    }
+
+    /// Portable [`super::nt`].
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn nt(
+        m: usize,
+        n: usize,
+        k: usize,
+        a: &[f32],
+        lda: usize,
+        b: &[f32],
+        ldb: usize,
+        c: &mut [f32],
+        rsc: usize,
+        csc: usize,
+        init: Init<'_>,
+        relu: bool,
+    ) {
+        sgemm(m, n, k, a, lda, 1, b, 1, ldb, c, rsc, csc, init, relu);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    use super::Init;
+
+    /// Rows of `A` per packed `nn` micro-kernel (6 × 16 accumulators).
+    const NN_MR: usize = 6;
+    /// Products with at most this many rows take the skinny path: one row block streams `B` once.
+    const SKINNY: usize = 12;
+    /// Reduction block of `nn`: a packed `KC × 16` panel of `B` (16 KiB) stays in L1.
+    const KC: usize = 256;
+    /// Target size of the block of `A` that stays in L2 while the panels of `B` stream past it.
+    const MC_BYTES: usize = 128 * 1024;
+    /// Largest packed `B` for which the row-block-outer order is used (rows of `C` written in turn).
+    const I_OUTER_BYTES: usize = 128 * 1024;
+    /// Rows of `A` per `nt` micro-kernel.
+    const NT_MR: usize = 4;
+    /// Rows of `B` per `nt` micro-kernel.
+    const NT_NR: usize = 3;
+
+    thread_local! {
+        /// Per-thread buffer for packed panels of `B` (grown on first use, then reused).
+        static PACK: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+
+    /// Takes this thread's pack buffer, grown to hold `len` floats after 64-byte alignment; returns
+    /// it with the aligned offset. Give it back with [`put_pack`].
+    fn take_pack(len: usize) -> (Vec<f32>, usize) {
+        let mut v = PACK.with(|cell| std::mem::take(&mut *cell.borrow_mut()));
+        if v.len() < len + 16 {
+            v.resize(len + 16, 0.0);
+        }
+        let off = v.as_ptr().align_offset(64).min(16);
+        (v, off)
+    }
+
+    /// Returns the buffer taken with [`take_pack`].
+    fn put_pack(v: Vec<f32>) {
+        PACK.with(|cell| *cell.borrow_mut() = v);
+    }
+
+    /// Initialisation as seen by one micro-kernel (pointers already offset to its block).
+    #[derive(Clone, Copy)]
+    enum KInit {
+        Zero,
+        Acc,
+        RowBias(*const f32),
+        ColBias(*const f32),
+    }
+
+    impl KInit {
+        /// The initialisation of the block at row `i`, column `j`.
+        #[inline(always)]
+        fn at(init: Init<'_>, i: usize, j: usize) -> Self {
+            match init {
+                Init::Zero => KInit::Zero,
+                Init::Acc => KInit::Acc,
+                Init::RowBias(p) => KInit::RowBias(p[i..].as_ptr()),
+                Init::ColBias(p) => KInit::ColBias(p[j..].as_ptr()),
+            }
+        }
+    }
+
+    /// Mask with the first `r` of 8 lanes set.
+    #[inline(always)]
+    unsafe fn tail_mask(r: usize) -> __m256i {
+        const M: [i32; 16] = [-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0];
+        // SAFETY: r <= 8, so the 8 lanes read are inside M.
+        unsafe { _mm256_loadu_si256(M.as_ptr().add(8 - r.min(8)) as *const __m256i) }
+    }
+
+    /// Splits `m` rows into blocks of at most `mr` rows, as even as possible: returns
+    /// `(blocks, base)`; the first `m % blocks` blocks have `base + 1` rows, the rest `base`.
+    #[inline]
+    fn balanced(m: usize, mr: usize) -> (usize, usize) {
+        let blocks = m.div_ceil(mr);
+        (blocks, m / blocks)
+    }
+
+    /// Row blocks of `m` rows (at most `mr` each, balanced), as `(first_row, rows)`.
+    #[inline(always)]
+    fn row_blocks(m: usize, mr: usize) -> impl Iterator<Item = (usize, usize)> {
+        let (blocks, base) = if m == 0 { (0, 0) } else { balanced(m, mr) };
+        let extra = if blocks == 0 { 0 } else { m % blocks };
+        (0..blocks).map(move |blk| {
+            let start = blk * base + blk.min(extra);
+            (start, base + usize::from(blk < extra))
+        })
+    }
+
+    // ---------------------------------------------------------------------------------------------
+    // nn: C = init + A·B, B and C row-major.
+
+    /// Loads vector `v` of a row whose last vector may be partial.
+    #[inline(always)]
+    unsafe fn load_row<const V: usize, const MASKED: bool>(
+        p: *const f32,
+        v: usize,
+        mask: __m256i,
+    ) -> __m256 {
+        // SAFETY: the caller guarantees lanes selected by the mask (all lanes for full vectors) are in bounds.
+        unsafe {
+            if MASKED && v == V - 1 {
+                _mm256_maskload_ps(p.add(8 * v), mask)
+            } else {
+                _mm256_loadu_ps(p.add(8 * v))
+            }
+        }
+    }
+
+    /// Element offsets `i·rsa` of the rows of a block of `A`, hidden from the optimiser so that every
+    /// broadcast is addressed as base + offset (LLVM otherwise derives each row's address from the
+    /// previous one, a chain of R dependent additions per reduction step).
+    #[inline(always)]
+    fn row_offsets<const R: usize>(rsa: usize) -> [usize; R] {
+        std::hint::black_box(std::array::from_fn(|i| i * rsa))
+    }
+
+    /// Initial accumulators of an `R × V` block.
+    #[inline(always)]
+    unsafe fn init_acc<const R: usize, const V: usize, const MASKED: bool>(
+        init: KInit,
+        c: *const f32,
+        rsc: usize,
+        mask: __m256i,
+    ) -> [[__m256; V]; R] {
+        // SAFETY: forwarded from the caller (C block and bias entries in bounds, masked lanes untouched).
+        unsafe {
+            let mut acc = [[_mm256_setzero_ps(); V]; R];
+            match init {
+                KInit::Zero => {}
+                KInit::Acc => {
+                    for (i, row) in acc.iter_mut().enumerate() {
+                        for (v, x) in row.iter_mut().enumerate() {
+                            *x = load_row::<V, MASKED>(c.add(i * rsc), v, mask);
+                        }
+                    }
+                }
+                KInit::RowBias(p) => {
+                    for (i, row) in acc.iter_mut().enumerate() {
+                        let bv = _mm256_set1_ps(*p.add(i));
+                        for x in row.iter_mut() {
+                            *x = bv;
+                        }
+                    }
+                }
+                KInit::ColBias(p) => {
+                    for row in acc.iter_mut() {
+                        for (v, x) in row.iter_mut().enumerate() {
+                            *x = load_row::<V, MASKED>(p, v, mask);
+                        }
+                    }
+                }
+            }
+            acc
+        }
+    }
+
+    /// Stores an `R × V` block (ReLU first if asked).
+    #[inline(always)]
+    unsafe fn store_acc<const R: usize, const V: usize, const MASKED: bool>(
+        acc: &[[__m256; V]; R],
+        c: *mut f32,
+        rsc: usize,
+        relu: bool,
+        mask: __m256i,
+    ) {
+        // SAFETY: forwarded from the caller.
+        unsafe {
+            let zero = _mm256_setzero_ps();
+            for (i, row) in acc.iter().enumerate() {
+                let cp = c.add(i * rsc);
+                for (v, &x) in row.iter().enumerate() {
+                    let x = if relu { _mm256_max_ps(x, zero) } else { x };
+                    if MASKED && v == V - 1 {
+                        _mm256_maskstore_ps(cp.add(8 * v), mask, x);
+                    } else {
+                        _mm256_storeu_ps(cp.add(8 * v), x);
+                    }
+                }
+            }
+        }
+    }
+
+    /// One `R × (8·V)` block of `C` over `k` steps, reading rows of `B` in place (stride `rsb`). With
+    /// `MASKED`, the last vector only covers the lanes set in `mask`.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn nn_kernel<const R: usize, const V: usize, const MASKED: bool>(
+        k: usize,
+        a: *const f32,
+        rsa: usize,
+        csa: usize,
+        b: *const f32,
+        rsb: usize,
+        c: *mut f32,
+        rsc: usize,
+        init: KInit,
+        relu: bool,
+        mask: __m256i,
+    ) {
+        // SAFETY (whole body): the caller guarantees that A rows `0..R` × `0..k`, B rows `0..k` ×
+        // the columns of this block and C rows `0..R` × those columns are in bounds; masked lanes
+        // are never touched by maskload/maskstore.
+        unsafe {
+            let mut acc = init_acc::<R, V, MASKED>(init, c, rsc, mask);
+            let offs = row_offsets::<R>(rsa);
+            let mut ap = a;
+            let mut bp = b;
+            for _ in 0..k {
+                let mut bv = [_mm256_setzero_ps(); V];
+                for (v, x) in bv.iter_mut().enumerate() {
+                    *x = load_row::<V, MASKED>(bp, v, mask);
+                }
+                for (i, row) in acc.iter_mut().enumerate() {
+                    let av = _mm256_broadcast_ss(&*ap.add(offs[i]));
+                    for (x, &bb) in row.iter_mut().zip(bv.iter()) {
+                        *x = _mm256_fmadd_ps(av, bb, *x);
+                    }
+                }
+                ap = ap.add(csa);
+                bp = bp.add(rsb);
+            }
+            store_acc::<R, V, MASKED>(&acc, c, rsc, relu, mask);
+        }
+    }
+
+    /// One `R × 16` block of `C` over `k` steps with `B` packed (16 floats per step, aligned). With
+    /// `MASKED`, the two vectors of `C` only cover the lanes of `m0` and `m1`.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn nn_kernel_packed<const R: usize, const MASKED: bool>(
+        k: usize,
+        a: *const f32,
+        rsa: usize,
+        csa: usize,
+        bp: *const f32,
+        c: *mut f32,
+        rsc: usize,
+        init: KInit,
+        relu: bool,
+        m0: __m256i,
+        m1: __m256i,
+    ) {
+        // SAFETY (whole body): as for `nn_kernel`; the packed panel holds 16·k floats.
+        unsafe {
+            let mut acc = [[_mm256_setzero_ps(); 2]; R];
+            let ld = |p: *const f32, v: usize| -> __m256 {
+                if MASKED {
+                    _mm256_maskload_ps(p.add(8 * v), if v == 0 { m0 } else { m1 })
+                } else {
+                    _mm256_loadu_ps(p.add(8 * v))
+                }
+            };
+            match init {
+                KInit::Zero => {}
+                KInit::Acc => {
+                    for (i, row) in acc.iter_mut().enumerate() {
+                        for (v, x) in row.iter_mut().enumerate() {
+                            *x = ld(c.add(i * rsc), v);
+                        }
+                    }
+                }
+                KInit::RowBias(p) => {
+                    for (i, row) in acc.iter_mut().enumerate() {
+                        let bv = _mm256_set1_ps(*p.add(i));
+                        *row = [bv, bv];
+                    }
+                }
+                KInit::ColBias(p) => {
+                    let bv = [ld(p, 0), ld(p, 1)];
+                    for row in acc.iter_mut() {
+                        *row = bv;
+                    }
+                }
+            }
+            let offs = row_offsets::<R>(rsa);
+            let mut ap = a;
+            let mut b = bp;
+            for _ in 0..k {
+                let b0 = _mm256_load_ps(b);
+                let b1 = _mm256_load_ps(b.add(8));
+                for (i, row) in acc.iter_mut().enumerate() {
+                    let av = _mm256_broadcast_ss(&*ap.add(offs[i]));
+                    row[0] = _mm256_fmadd_ps(av, b0, row[0]);
+                    row[1] = _mm256_fmadd_ps(av, b1, row[1]);
+                }
+                ap = ap.add(csa);
+                b = b.add(16);
+            }
+            let zero = _mm256_setzero_ps();
+            for (i, row) in acc.iter().enumerate() {
+                let cp = c.add(i * rsc);
+                for (v, &x) in row.iter().enumerate() {
+                    let x = if relu { _mm256_max_ps(x, zero) } else { x };
+                    if MASKED {
+                        _mm256_maskstore_ps(cp.add(8 * v), if v == 0 { m0 } else { m1 }, x);
+                    } else {
+                        _mm256_storeu_ps(cp.add(8 * v), x);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Dispatches an unpacked block of `rows ≤ 6` rows and `V ≤ 2` vectors.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn nn_rows6<const V: usize, const MASKED: bool>(
+        rows: usize,
+        k: usize,
+        a: *const f32,
+        rsa: usize,
+        csa: usize,
+        b: *const f32,
+        rsb: usize,
+        c: *mut f32,
+        rsc: usize,
+        init: KInit,
+        relu: bool,
+        mask: __m256i,
+    ) {
+        // SAFETY: forwarded from the caller.
+        unsafe {
+            match rows {
+                1 => nn_kernel::<1, V, MASKED>(k, a, rsa, csa, b, rsb, c, rsc, init, relu, mask),
+                2 => nn_kernel::<2, V, MASKED>(k, a, rsa, csa, b, rsb, c, rsc, init, relu, mask),
+                3 => nn_kernel::<3, V, MASKED>(k, a, rsa, csa, b, rsb, c, rsc, init, relu, mask),
+                4 => nn_kernel::<4, V, MASKED>(k, a, rsa, csa, b, rsb, c, rsc, init, relu, mask),
+                5 => nn_kernel::<5, V, MASKED>(k, a, rsa, csa, b, rsb, c, rsc, init, relu, mask),
+                6 => nn_kernel::<6, V, MASKED>(k, a, rsa, csa, b, rsb, c, rsc, init, relu, mask),
+                _ => unreachable!("nn block of {rows} rows"),
+            }
+        }
+    }
+
+    /// Dispatches an unpacked block of `7 ≤ rows ≤ 12` rows and one vector.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn nn_rows12<const MASKED: bool>(
+        rows: usize,
+        k: usize,
+        a: *const f32,
+        rsa: usize,
+        csa: usize,
+        b: *const f32,
+        rsb: usize,
+        c: *mut f32,
+        rsc: usize,
+        init: KInit,
+        relu: bool,
+        mask: __m256i,
+    ) {
+        // SAFETY: forwarded from the caller.
+        unsafe {
+            match rows {
+                7 => nn_kernel::<7, 1, MASKED>(k, a, rsa, csa, b, rsb, c, rsc, init, relu, mask),
+                8 => nn_kernel::<8, 1, MASKED>(k, a, rsa, csa, b, rsb, c, rsc, init, relu, mask),
+                9 => nn_kernel::<9, 1, MASKED>(k, a, rsa, csa, b, rsb, c, rsc, init, relu, mask),
+                10 => nn_kernel::<10, 1, MASKED>(k, a, rsa, csa, b, rsb, c, rsc, init, relu, mask),
+                11 => nn_kernel::<11, 1, MASKED>(k, a, rsa, csa, b, rsb, c, rsc, init, relu, mask),
+                12 => nn_kernel::<12, 1, MASKED>(k, a, rsa, csa, b, rsb, c, rsc, init, relu, mask),
+                _ => nn_rows6::<1, MASKED>(rows, k, a, rsa, csa, b, rsb, c, rsc, init, relu, mask),
+            }
+        }
+    }
+
+    /// Dispatches a packed block of `rows ≤ NN_MR` rows.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn nn_rows_packed<const MASKED: bool>(
+        rows: usize,
+        k: usize,
+        a: *const f32,
+        rsa: usize,
+        csa: usize,
+        bp: *const f32,
+        c: *mut f32,
+        rsc: usize,
+        init: KInit,
+        relu: bool,
+        m0: __m256i,
+        m1: __m256i,
+    ) {
+        // SAFETY: forwarded from the caller.
+        unsafe {
+            match rows {
+                1 => nn_kernel_packed::<1, MASKED>(k, a, rsa, csa, bp, c, rsc, init, relu, m0, m1),
+                2 => nn_kernel_packed::<2, MASKED>(k, a, rsa, csa, bp, c, rsc, init, relu, m0, m1),
+                3 => nn_kernel_packed::<3, MASKED>(k, a, rsa, csa, bp, c, rsc, init, relu, m0, m1),
+                4 => nn_kernel_packed::<4, MASKED>(k, a, rsa, csa, bp, c, rsc, init, relu, m0, m1),
+                5 => nn_kernel_packed::<5, MASKED>(k, a, rsa, csa, bp, c, rsc, init, relu, m0, m1),
+                6 => nn_kernel_packed::<6, MASKED>(k, a, rsa, csa, bp, c, rsc, init, relu, m0, m1),
+                _ => unreachable!("nn block of {rows} rows"),
+            }
+        }
+    }
+
+    /// Skinny path (`m ≤ SKINNY`): one row block covers every row, so each row of `B` is read once,
+    /// in place. Up to 6 rows use 16-column blocks, more rows 8-column blocks. (Larger `m`, only
+    /// used when `k = 0`, is split into blocks of at most `SKINNY` rows.)
+    #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn nn_skinny(
+        m: usize,
+        n: usize,
+        k: usize,
+        a: *const f32,
+        rsa: usize,
+        csa: usize,
+        b: *const f32,
+        rsb: usize,
+        c: *mut f32,
+        rsc: usize,
+        init: Init<'_>,
+        relu: bool,
+    ) {
+        for (i, m) in row_blocks(m, SKINNY) {
+            // SAFETY: forwarded; every block stays inside the rows i..i+m and columns 0..n.
+            unsafe {
+                let (a, c) = (a.wrapping_add(i * rsa), c.add(i * rsc));
+                let ones = tail_mask(8);
+                let mut j = 0;
+                if m <= NN_MR {
+                    while j + 16 <= n {
+                        let ki = KInit::at(init, i, j);
+                        nn_rows6::<2, false>(
+                            m,
+                            k,
+                            a,
+                            rsa,
+                            csa,
+                            b.add(j),
+                            rsb,
+                            c.add(j),
+                            rsc,
+                            ki,
+                            relu,
+                            ones,
+                        );
+                        j += 16;
+                    }
+                    if j + 8 <= n {
+                        let ki = KInit::at(init, i, j);
+                        nn_rows6::<1, false>(
+                            m,
+                            k,
+                            a,
+                            rsa,
+                            csa,
+                            b.add(j),
+                            rsb,
+                            c.add(j),
+                            rsc,
+                            ki,
+                            relu,
+                            ones,
+                        );
+                        j += 8;
+                    }
+                    if j < n {
+                        let mask = tail_mask(n - j);
+                        let ki = KInit::at(init, i, j);
+                        nn_rows6::<1, true>(
+                            m,
+                            k,
+                            a,
+                            rsa,
+                            csa,
+                            b.add(j),
+                            rsb,
+                            c.add(j),
+                            rsc,
+                            ki,
+                            relu,
+                            mask,
+                        );
+                    }
+                } else {
+                    while j + 8 <= n {
+                        let ki = KInit::at(init, i, j);
+                        nn_rows12::<false>(
+                            m,
+                            k,
+                            a,
+                            rsa,
+                            csa,
+                            b.add(j),
+                            rsb,
+                            c.add(j),
+                            rsc,
+                            ki,
+                            relu,
+                            ones,
+                        );
+                        j += 8;
+                    }
+                    if j < n {
+                        let mask = tail_mask(n - j);
+                        let ki = KInit::at(init, i, j);
+                        nn_rows12::<true>(
+                            m,
+                            k,
+                            a,
+                            rsa,
+                            csa,
+                            b.add(j),
+                            rsb,
+                            c.add(j),
+                            rsc,
+                            ki,
+                            relu,
+                            mask,
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// Copies columns `j..j + width` (width ≤ 16) of rows `0..kb` of `B` into `dst` (16 floats per
+    /// row, zero-padded).
+    #[inline(always)]
+    unsafe fn pack_panel(b: *const f32, rsb: usize, kb: usize, width: usize, dst: *mut f32) {
+        // SAFETY: the caller guarantees B rows 0..kb × the `width` columns are in bounds, and dst holds
+        // 16·kb floats, 32-byte aligned.
+        unsafe {
+            if width == 16 {
+                for p in 0..kb {
+                    let s = b.add(p * rsb);
+                    _mm256_store_ps(dst.add(16 * p), _mm256_loadu_ps(s));
+                    _mm256_store_ps(dst.add(16 * p + 8), _mm256_loadu_ps(s.add(8)));
+                }
+            } else {
+                let m0 = tail_mask(width.min(8));
+                let m1 = tail_mask(width.saturating_sub(8));
+                for p in 0..kb {
+                    let s = b.add(p * rsb);
+                    _mm256_store_ps(dst.add(16 * p), _mm256_maskload_ps(s, m0));
+                    _mm256_store_ps(dst.add(16 * p + 8), _mm256_maskload_ps(s.add(8), m1));
+                }
+            }
+        }
+    }
+
+    /// One packed panel (`width` columns at `j`) against the rows `i0..i0 + rows` of `A`, in row blocks.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn nn_panel_rows(
+        i0: usize,
+        rows: usize,
+        j: usize,
+        width: usize,
+        kb: usize,
+        a: *const f32,
+        rsa: usize,
+        csa: usize,
+        panel: *const f32,
+        c: *mut f32,
+        rsc: usize,
+        init: Init<'_>,
+        relu: bool,
+    ) {
+        // SAFETY: forwarded; rows and columns stay inside the checked extents.
+        unsafe {
+            if width == 16 {
+                let ones = tail_mask(8);
+                for (i, r) in row_blocks(rows, NN_MR) {
+                    let i = i0 + i;
+                    let (ap, cp) = (a.add(i * rsa), c.add(i * rsc + j));
+                    nn_rows_packed::<false>(
+                        r,
+                        kb,
+                        ap,
+                        rsa,
+                        csa,
+                        panel,
+                        cp,
+                        rsc,
+                        KInit::at(init, i, j),
+                        relu,
+                        ones,
+                        ones,
+                    );
+                }
+            } else {
+                let m0 = tail_mask(width.min(8));
+                let m1 = tail_mask(width.saturating_sub(8));
+                for (i, r) in row_blocks(rows, NN_MR) {
+                    let i = i0 + i;
+                    let (ap, cp) = (a.add(i * rsa), c.add(i * rsc + j));
+                    nn_rows_packed::<true>(
+                        r,
+                        kb,
+                        ap,
+                        rsa,
+                        csa,
+                        panel,
+                        cp,
+                        rsc,
+                        KInit::at(init, i, j),
+                        relu,
+                        m0,
+                        m1,
+                    );
+                }
+            }
+        }
+    }
+
+    /// Packed path for one reduction block of `kb` steps (BLIS order): panels of 16 columns of `B`
+    /// are packed into an aligned buffer and reused from L1 by every row block.
+    #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn nn_packed(
+        m: usize,
+        n: usize,
+        kb: usize,
+        a: *const f32,
+        rsa: usize,
+        csa: usize,
+        b: *const f32,
+        rsb: usize,
+        c: *mut f32,
+        rsc: usize,
+        init: Init<'_>,
+        relu: bool,
+        single_block: bool,
+    ) {
+        let np = n.div_ceil(16);
+        let width = |p: usize| (n - 16 * p).min(16);
+        let packed_bytes = kb * np * 16 * 4;
+        let i_outer = single_block && m > n && packed_bytes <= I_OUTER_BYTES;
+        let mc = (MC_BYTES / (kb * 4)).max(NN_MR) / NN_MR * NN_MR;
+        // Pack every panel up front unless there is a single block of A (then each panel is packed just
+        // before its use and stays in L1).
+        let pack_all = i_outer || m > mc;
+        let (mut pack, off) = take_pack(if pack_all { kb * np * 16 } else { 16 * kb });
+        // SAFETY (whole body): forwarded; panels and row blocks stay inside the checked extents, and the
+        // pack buffer holds (from `off`, 64-byte aligned) the floats asked for above.
+        unsafe {
+            let buf = pack.as_mut_ptr().add(off);
+            if pack_all {
+                for p in 0..np {
+                    pack_panel(b.add(16 * p), rsb, kb, width(p), buf.add(16 * kb * p));
+                }
+            }
+            if i_outer {
+                // Small packed B (e.g. weight gradients over a batch): row blocks outside, so each block
+                // of rows of C is written once, in order.
+                for (i, r) in row_blocks(m, NN_MR) {
+                    for p in 0..np {
+                        let panel = buf.add(16 * kb * p);
+                        nn_panel_rows(
+                            i,
+                            r,
+                            16 * p,
+                            width(p),
+                            kb,
+                            a,
+                            rsa,
+                            csa,
+                            panel,
+                            c,
+                            rsc,
+                            init,
+                            relu,
+                        );
+                    }
+                }
+            } else if !pack_all {
+                for p in 0..np {
+                    pack_panel(b.add(16 * p), rsb, kb, width(p), buf);
+                    nn_panel_rows(
+                        0,
+                        m,
+                        16 * p,
+                        width(p),
+                        kb,
+                        a,
+                        rsa,
+                        csa,
+                        buf,
+                        c,
+                        rsc,
+                        init,
+                        relu,
+                    );
+                }
+            } else {
+                // Blocks of A sized for L2; the packed panels stream past each block.
+                for (i0, rows) in row_blocks(m, mc) {
+                    for p in 0..np {
+                        let panel = buf.add(16 * kb * p);
+                        nn_panel_rows(
+                            i0,
+                            rows,
+                            16 * p,
+                            width(p),
+                            kb,
+                            a,
+                            rsa,
+                            csa,
+                            panel,
+                            c,
+                            rsc,
+                            init,
+                            relu,
+                        );
+                    }
+                }
+            }
+        }
+        put_pack(pack);
+    }
+
+    /// See [`super::nn`]. Blocks the reduction by `KC`; skinny products stream `B` in place, others
+    /// pack it.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn nn(
+        m: usize,
+        n: usize,
+        k: usize,
+        a: *const f32,
+        rsa: usize,
+        csa: usize,
+        b: *const f32,
+        rsb: usize,
+        c: *mut f32,
+        rsc: usize,
+        init: Init<'_>,
+        relu: bool,
+    ) {
+        let mut k0 = 0;
+        loop {
+            let kb = KC.min(k - k0);
+            let first = k0 == 0;
+            let last = k0 + kb == k;
+            let init_k = if first { init } else { Init::Acc };
+            let (ak, bk) = (a.wrapping_add(k0 * csa), b.wrapping_add(k0 * rsb));
+            // SAFETY: forwarded; the reduction block k0..k0+kb is inside 0..k.
+            unsafe {
+                if m <= SKINNY || kb == 0 {
+                    nn_skinny(
+                        m,
+                        n,
+                        kb,
+                        ak,
+                        rsa,
+                        csa,
+                        bk,
+                        rsb,
+                        c,
+                        rsc,
+                        init_k,
+                        relu && last,
+                    );
+                } else {
+                    nn_packed(
+                        m,
+                        n,
+                        kb,
+                        ak,
+                        rsa,
+                        csa,
+                        bk,
+                        rsb,
+                        c,
+                        rsc,
+                        init_k,
+                        relu && last,
+                        first && last,
+                    );
+                }
+            }
+            k0 += kb;
+            if k0 >= k {
+                break;
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------------------------------------
+    // nt: C = init + A·Bᵀ, A and B row-major along the reduction.
+
+    /// Horizontal sum of 8 lanes.
+    #[inline(always)]
+    unsafe fn hsum(v: __m256) -> f32 {
+        // SAFETY: register-only intrinsics.
+        unsafe {
+            let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+            let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+            let s = _mm_add_ss(s, _mm_movehdup_ps(s));
+            _mm_cvtss_f32(s)
+        }
+    }
+
+    /// One `R × C` block of `C` (R rows of A, C rows of B) over the full reduction.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn nt_kernel<const R: usize, const CC: usize>(
+        k: usize,
+        a: *const f32,
+        lda: usize,
+        b: *const f32,
+        ldb: usize,
+        c: *mut f32,
+        rsc: usize,
+        csc: usize,
+        init: KInit,
+        relu: bool,
+    ) {
+        // SAFETY (whole body): the caller guarantees rows 0..R of A, 0..CC of B (each 0..k) and the
+        // R × CC block of C are in bounds; the tail uses masked loads.
+        unsafe {
+            let mut acc = [[_mm256_setzero_ps(); CC]; R];
+            let kv = k / 8;
+            let mut off = 0;
+            for _ in 0..kv {
+                let mut bv = [_mm256_setzero_ps(); CC];
+                for (j, x) in bv.iter_mut().enumerate() {
+                    *x = _mm256_loadu_ps(b.add(j * ldb + off));
+                }
+                for (i, row) in acc.iter_mut().enumerate() {
+                    let av = _mm256_loadu_ps(a.add(i * lda + off));
+                    for (x, &bb) in row.iter_mut().zip(bv.iter()) {
+                        *x = _mm256_fmadd_ps(av, bb, *x);
+                    }
+                }
+                off += 8;
+            }
+            let r = k % 8;
+            if r > 0 {
+                let mask = tail_mask(r);
+                let mut bv = [_mm256_setzero_ps(); CC];
+                for (j, x) in bv.iter_mut().enumerate() {
+                    *x = _mm256_maskload_ps(b.add(j * ldb + off), mask);
+                }
+                for (i, row) in acc.iter_mut().enumerate() {
+                    let av = _mm256_maskload_ps(a.add(i * lda + off), mask);
+                    for (x, &bb) in row.iter_mut().zip(bv.iter()) {
+                        *x = _mm256_fmadd_ps(av, bb, *x);
+                    }
+                }
+            }
+            for (i, row) in acc.iter().enumerate() {
+                for (j, &x) in row.iter().enumerate() {
+                    let cp = c.add(i * rsc + j * csc);
+                    let s = hsum(x);
+                    let mut v = match init {
+                        KInit::Zero => s,
+                        KInit::Acc => *cp + s,
+                        KInit::RowBias(p) => *p.add(i) + s,
+                        KInit::ColBias(p) => *p.add(j) + s,
+                    };
+                    if relu {
+                        v = v.max(0.0);
+                    }
+                    *cp = v;
+                }
+            }
+        }
+    }
+
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn nt_rows<const CC: usize>(
+        rows: usize,
+        k: usize,
+        a: *const f32,
+        lda: usize,
+        b: *const f32,
+        ldb: usize,
+        c: *mut f32,
+        rsc: usize,
+        csc: usize,
+        init: KInit,
+        relu: bool,
+    ) {
+        // SAFETY: forwarded from the caller.
+        unsafe {
+            match rows {
+                1 => nt_kernel::<1, CC>(k, a, lda, b, ldb, c, rsc, csc, init, relu),
+                2 => nt_kernel::<2, CC>(k, a, lda, b, ldb, c, rsc, csc, init, relu),
+                3 => nt_kernel::<3, CC>(k, a, lda, b, ldb, c, rsc, csc, init, relu),
+                4 => nt_kernel::<4, CC>(k, a, lda, b, ldb, c, rsc, csc, init, relu),
+                _ => unreachable!("nt block of {rows} rows"),
+            }
+        }
+    }
+
+    /// See [`super::nt`]. Column blocks (rows of B) outside, row blocks (rows of A) inside, so each
+    /// block of B is read from memory once.
+    #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn nt(
+        m: usize,
+        n: usize,
+        k: usize,
+        a: *const f32,
+        lda: usize,
+        b: *const f32,
+        ldb: usize,
+        c: *mut f32,
+        rsc: usize,
+        csc: usize,
+        init: Init<'_>,
+        relu: bool,
+    ) {
+        let (mblocks, mbase) = balanced(m, NT_MR);
+        let mextra = m % mblocks;
+        let (nblocks, nbase) = balanced(n, NT_NR);
+        let nextra = n % nblocks;
+        let mut j = 0;
+        for jb in 0..nblocks {
+            let cols = nbase + usize::from(jb < nextra);
+            let mut i = 0;
+            for ib in 0..mblocks {
+                let rows = mbase + usize::from(ib < mextra);
+                let kinit = KInit::at(init, i, j);
+                // SAFETY: rows i..i+rows of A, j..j+cols of B and that block of C are in bounds.
+                unsafe {
+                    let (ap, bp, cp) = (a.add(i * lda), b.add(j * ldb), c.add(i * rsc + j * csc));
+                    match cols {
+                        1 => nt_rows::<1>(rows, k, ap, lda, bp, ldb, cp, rsc, csc, kinit, relu),
+                        2 => nt_rows::<2>(rows, k, ap, lda, bp, ldb, cp, rsc, csc, kinit, relu),
+                        3 => nt_rows::<3>(rows, k, ap, lda, bp, ldb, cp, rsc, csc, kinit, relu),
+                        _ => unreachable!("nt block of {cols} columns"),
+                    }
+                }
+                i += rows;
+            }
+            j += cols;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::{RngExt, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    use super::*;
+
+    fn rand_vec(rng: &mut ChaCha8Rng, n: usize) -> Vec<f32> {
+        (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect()
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn reference(
+        m: usize,
+        n: usize,
+        k: usize,
+        at: impl Fn(usize, usize) -> f32,
+        bt: impl Fn(usize, usize) -> f32,
+        c0: impl Fn(usize, usize) -> f32,
+        init: Init<'_>,
+        relu: bool,
+    ) -> Vec<f64> {
+        let mut out = vec![0.0f64; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                let mut s = match init {
+                    Init::Zero => 0.0,
+                    Init::Acc => c0(i, j) as f64,
+                    Init::RowBias(b) => b[i] as f64,
+                    Init::ColBias(b) => b[j] as f64,
+                };
+                for p in 0..k {
+                    s += at(i, p) as f64 * bt(p, j) as f64;
+                }
+                if relu {
+                    s = s.max(0.0);
+                }
+                out[i * n + j] = s;
+            }
+        }
+        out
+    }
+
+    fn shapes() -> Vec<(usize, usize, usize)> {
+        let mut v = vec![
+            (1, 1, 1),
+            (10, 200, 784),
+            (64, 200, 200),
+            (7, 10, 300),
+            (13, 31, 0),
+            (200, 33, 10),
+        ];
+        for m in [1, 2, 3, 5, 6, 7, 12, 13] {
+            for n in [1, 7, 8, 9, 16, 17, 24, 25, 40] {
+                for k in [1, 5, 8, 9, 17, 260, 513] {
+                    v.push((m, n, k));
+                }
+            }
+        }
+        v
+    }
+
+    fn check_close(got: &[f32], want: &[f64], k: usize, what: &str) {
+        for (idx, (&g, &w)) in got.iter().zip(want).enumerate() {
+            let tol = 1e-5 * (k as f64 + 1.0).sqrt() * (1.0 + w.abs());
+            assert!(
+                (g as f64 - w).abs() <= tol,
+                "{what}: element {idx}: got {g}, want {w}"
+            );
+        }
+    }
+
+    #[test]
+    fn nn_matches_reference() {
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        for (m, n, k) in shapes() {
+            for (case, (transposed_a, relu)) in [(false, false), (true, true), (false, true)]
+                .into_iter()
+                .enumerate()
+            {
+                // A either row-major (rsa = k + 3) or column-major (csa = m + 2).
+                let (rsa, csa) = if transposed_a { (1, m + 2) } else { (k + 3, 1) };
+                let a = rand_vec(&mut rng, extent(m, k, rsa, csa).max(1));
+                let rsb = n + 5;
+                let b = rand_vec(&mut rng, extent(k, n, rsb, 1).max(1));
+                let rsc = n + 1;
+                let c0 = rand_vec(&mut rng, extent(m, n, rsc, 1));
+                let rb = rand_vec(&mut rng, m);
+                let cb = rand_vec(&mut rng, n);
+                let init = match case {
+                    0 => Init::Acc,
+                    1 => Init::RowBias(&rb),
+                    _ => Init::ColBias(&cb),
+                };
+                let want = reference(
+                    m,
+                    n,
+                    k,
+                    |i, p| a[i * rsa + p * csa],
+                    |p, j| b[p * rsb + j],
+                    |i, j| c0[i * rsc + j],
+                    init,
+                    relu,
+                );
+                let mut c = c0.clone();
+                nn(m, n, k, &a, rsa, csa, &b, rsb, &mut c, rsc, init, relu);
+                let got: Vec<f32> = (0..m * n).map(|ij| c[(ij / n) * rsc + ij % n]).collect();
+                check_close(&got, &want, k, &format!("nn {m}x{n}x{k} case {case}"));
+                let mut c = c0.clone();
+                portable::nn(m, n, k, &a, rsa, csa, &b, rsb, &mut c, rsc, init, relu);
+                let got: Vec<f32> = (0..m * n).map(|ij| c[(ij / n) * rsc + ij % n]).collect();
+                check_close(
+                    &got,
+                    &want,
+                    k,
+                    &format!("portable nn {m}x{n}x{k} case {case}"),
+                );
+            }
+            let a = rand_vec(&mut rng, m * k);
+            let b = rand_vec(&mut rng, k * n);
+            let mut c = vec![f32::NAN; m * n];
+            nn(m, n, k, &a, k, 1, &b, n, &mut c, n, Init::Zero, false);
+            let want = reference(
+                m,
+                n,
+                k,
+                |i, p| a[i * k + p],
+                |p, j| b[p * n + j],
+                |_, _| 0.0,
+                Init::Zero,
+                false,
+            );
+            check_close(&c, &want, k, &format!("nn zero {m}x{n}x{k}"));
+        }
+    }
+
+    #[test]
+    fn nt_matches_reference() {
+        let mut rng = ChaCha8Rng::seed_from_u64(2);
+        for (m, n, k) in shapes() {
+            for (case, (col_major_c, relu)) in
+                [(false, false), (true, true), (false, true), (true, false)]
+                    .into_iter()
+                    .enumerate()
+            {
+                let lda = k + 1;
+                let ldb = k + 2;
+                let a = rand_vec(&mut rng, extent(m, k, lda, 1).max(1));
+                let b = rand_vec(&mut rng, extent(n, k, ldb, 1).max(1));
+                let (rsc, csc) = if col_major_c { (1, m + 3) } else { (n + 2, 1) };
+                let c0 = rand_vec(&mut rng, extent(m, n, rsc, csc));
+                let rb = rand_vec(&mut rng, m);
+                let cb = rand_vec(&mut rng, n);
+                let init = match case {
+                    0 => Init::Acc,
+                    1 => Init::RowBias(&rb),
+                    2 => Init::ColBias(&cb),
+                    _ => Init::Zero,
+                };
+                let want = reference(
+                    m,
+                    n,
+                    k,
+                    |i, p| a[i * lda + p],
+                    |p, j| b[j * ldb + p],
+                    |i, j| c0[i * rsc + j * csc],
+                    init,
+                    relu,
+                );
+                let mut c = c0.clone();
+                nt(m, n, k, &a, lda, &b, ldb, &mut c, rsc, csc, init, relu);
+                let got: Vec<f32> = (0..m * n)
+                    .map(|ij| c[(ij / n) * rsc + (ij % n) * csc])
+                    .collect();
+                check_close(&got, &want, k, &format!("nt {m}x{n}x{k} case {case}"));
+                let mut c = c0.clone();
+                portable::nt(m, n, k, &a, lda, &b, ldb, &mut c, rsc, csc, init, relu);
+                let got: Vec<f32> = (0..m * n)
+                    .map(|ij| c[(ij / n) * rsc + (ij % n) * csc])
+                    .collect();
+                check_close(
+                    &got,
+                    &want,
+                    k,
+                    &format!("portable nt {m}x{n}x{k} case {case}"),
+                );
+            }
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "too short")]
+    fn short_slices_are_rejected() {
+        let a = vec![0.0; 5];
+        let b = vec![0.0; 6];
+        let mut c = vec![0.0; 6];
+        nn(2, 3, 3, &a, 3, 1, &b, 3, &mut c, 3, Init::Zero, false);
+    }
+
+    /// Throughput of the products the models use (run with `--ignored --nocapture`).
+    #[test]
+    #[ignore = "timing report, not a check"]
+    fn shape_speeds() {
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        // (label, kind, m, n, k, a strides (rsa, csa) for nn)
+        let p1 = 3 * 784;
+        let p2 = 3 * 196;
+        let cases: Vec<(&str, bool, usize, usize, usize, (usize, usize))> = vec![
+            ("L1 6x16x256", true, 6, 16, 256, (256, 1)),
+            ("L1 12x32x256", true, 12, 32, 256, (256, 1)),
+            ("L1 12x32x256 T", true, 12, 32, 256, (1, 12)),
+            ("L1 nt 8x6x256", false, 8, 6, 256, (0, 0)),
+            ("L2 60x96x256", true, 60, 96, 256, (256, 1)),
+            ("2nn fwd1 B10", true, 10, 200, 784, (784, 1)),
+            ("2nn fwd2 B10", true, 10, 200, 200, (200, 1)),
+            ("2nn dW1 B10", true, 784, 200, 10, (1, 784)),
+            ("2nn dW2 B10", true, 200, 200, 10, (1, 200)),
+            ("2nn dX2 B10", false, 10, 200, 200, (0, 0)),
+            ("2nn fwd1 B64", true, 64, 200, 784, (784, 1)),
+            ("2nn fwd2 B64", true, 64, 200, 200, (200, 1)),
+            ("2nn dW1 B64", true, 784, 200, 64, (1, 784)),
+            ("2nn dW2 B64", true, 200, 200, 64, (1, 200)),
+            ("2nn dX2 B64", false, 64, 200, 200, (0, 0)),
+            ("conv1 fwd", true, 32, p1, 25, (1, 32)),
+            ("conv2 fwd", true, 64, p2, 800, (1, 64)),
+            ("conv2 dW", true, 800, 64, p2, (p2, 1)),
+            ("conv2 dcol", true, 800, p2, 64, (64, 1)),
+            ("conv1 dW nt", false, 25, 32, p1, (0, 0)),
+            ("fc1 fwd B64", true, 64, 512, 3136, (3136, 1)),
+            ("fc1 dW B64", true, 3136, 512, 64, (1, 3136)),
+            ("fc1 dX B64", false, 64, 3136, 512, (0, 0)),
+            ("logreg fwd B64", false, 64, 10, 784, (0, 0)),
+            ("logreg dW B64", true, 10, 784, 64, (1, 10)),
+        ];
+        for (label, is_nn, m, n, k, (rsa, csa)) in cases {
+            let a = rand_vec(&mut rng, m * k);
+            let b = rand_vec(&mut rng, n * k);
+            let mut c = rand_vec(&mut rng, m * n);
+            let reps = (2e9 / (2.0 * (m * n * k) as f64)).max(3.0) as usize;
+            let run = |c: &mut [f32]| {
+                if is_nn {
+                    nn(m, n, k, &a, rsa, csa, &b, n, c, n, Init::Zero, false);
+                } else {
+                    nt(m, n, k, &a, k, &b, k, c, n, 1, Init::Zero, false);
+                }
+            };
+            run(&mut c);
+            let mut best = f64::INFINITY;
+            for _ in 0..5 {
+                let t = std::time::Instant::now();
+                for _ in 0..reps / 5 + 1 {
+                    run(&mut c);
+                }
+                best = best.min(t.elapsed().as_secs_f64() / (reps / 5 + 1) as f64);
+            }
+            eprintln!(
+                "{label:16} {m:5}x{n:5}x{k:5}  {:6.1} GFLOP/s",
+                2.0 * (m * n * k) as f64 / best / 1e9
+            );
+        }
+    }
+}

@@ -1,0 +1,161 @@
+//! The [`Model`] trait shared by every model, and evaluation statistics.
+
+use ndarray::ArrayView2;
+
+use crate::Layout;
+
+/// Reusable scratch memory for one thread running a model, so training steps do not allocate.
+///
+/// Create one per worker thread with `Scratch::default()` and pass it to every call; a model grows
+/// the buffers it needs on first use.
+#[derive(Debug, Default)]
+pub struct Scratch {
+    /// Buffers indexed by slot; each model decides what its slots hold.
+    pub bufs: Vec<Vec<f32>>,
+}
+
+impl Scratch {
+    /// Takes the buffer in `slot` out of the scratch, resized to `len` (contents unspecified).
+    /// Give it back with [`Scratch::put`] so the allocation is reused.
+    pub fn take(&mut self, slot: usize, len: usize) -> Vec<f32> {
+        if self.bufs.len() <= slot {
+            self.bufs.resize_with(slot + 1, Vec::new);
+        }
+        let mut b = std::mem::take(&mut self.bufs[slot]);
+        b.resize(len, 0.0);
+        b
+    }
+
+    /// Returns a buffer taken with [`Scratch::take`].
+    pub fn put(&mut self, slot: usize, buf: Vec<f32>) {
+        if self.bufs.len() <= slot {
+            self.bufs.resize_with(slot + 1, Vec::new);
+        }
+        self.bufs[slot] = buf;
+    }
+}
+
+/// Loss and accuracy counts accumulated over evaluation batches.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EvalStats {
+    /// Sum of per-sample losses.
+    pub loss_sum: f64,
+    /// Number of correctly classified samples.
+    pub correct: u64,
+    /// Number of samples seen.
+    pub count: u64,
+    /// Correct predictions per true class.
+    pub class_correct: Vec<u64>,
+    /// Samples per true class.
+    pub class_count: Vec<u64>,
+}
+
+impl EvalStats {
+    /// Empty statistics for `num_classes` classes.
+    pub fn new(num_classes: usize) -> Self {
+        Self {
+            class_correct: vec![0; num_classes],
+            class_count: vec![0; num_classes],
+            ..Self::default()
+        }
+    }
+
+    /// Adds another set of statistics (same number of classes).
+    pub fn merge(&mut self, other: &EvalStats) {
+        self.loss_sum += other.loss_sum;
+        self.correct += other.correct;
+        self.count += other.count;
+        for (a, b) in self.class_correct.iter_mut().zip(&other.class_correct) {
+            *a += b;
+        }
+        for (a, b) in self.class_count.iter_mut().zip(&other.class_count) {
+            *a += b;
+        }
+    }
+
+    /// Mean loss (0 when empty).
+    pub fn mean_loss(&self) -> f64 {
+        if self.count == 0 {
+            0.0
+        } else {
+            self.loss_sum / self.count as f64
+        }
+    }
+
+    /// Accuracy in [0, 1] (0 when empty).
+    pub fn accuracy(&self) -> f64 {
+        if self.count == 0 {
+            0.0
+        } else {
+            self.correct as f64 / self.count as f64
+        }
+    }
+
+    /// Per-class accuracy; `None` for classes absent from the data.
+    pub fn class_accuracy(&self) -> Vec<Option<f64>> {
+        self.class_correct
+            .iter()
+            .zip(&self.class_count)
+            .map(|(&c, &n)| {
+                if n == 0 {
+                    None
+                } else {
+                    Some(c as f64 / n as f64)
+                }
+            })
+            .collect()
+    }
+}
+
+/// A classifier on flat `f32` parameters.
+///
+/// Inputs are row-major batches `x` of shape `(batch, features)` (images flattened as channels × height ×
+/// width) and integer class labels `y`. Implementations are deterministic: the same inputs give
+/// bit-identical outputs, whatever thread runs them.
+pub trait Model: Send + Sync + std::fmt::Debug {
+    /// Short human-readable name, e.g. `mlp(784-200-200-10)`.
+    fn name(&self) -> String;
+
+    /// The parameter layout.
+    fn layout(&self) -> &Layout;
+
+    /// Number of parameters.
+    fn num_params(&self) -> usize {
+        self.layout().len()
+    }
+
+    /// Number of input features per sample.
+    fn input_len(&self) -> usize;
+
+    /// Number of classes.
+    fn num_classes(&self) -> usize;
+
+    /// Fresh parameters drawn from `seed` (deterministic).
+    fn init_params(&self, seed: u64) -> Vec<f32>;
+
+    /// Mean loss over the batch; writes (overwrites) its gradient with respect to `params` into `grad`.
+    fn loss_grad(
+        &self,
+        params: &[f32],
+        x: ArrayView2<'_, f32>,
+        y: &[u32],
+        grad: &mut [f32],
+        scratch: &mut Scratch,
+    ) -> f32;
+
+    /// Adds the batch's summed loss and accuracy counts to `stats`.
+    fn evaluate(
+        &self,
+        params: &[f32],
+        x: ArrayView2<'_, f32>,
+        y: &[u32],
+        scratch: &mut Scratch,
+        stats: &mut EvalStats,
+    );
+
+    /// Floating-point operations of one training sample (forward and backward), for throughput figures.
+    fn train_flops_per_sample(&self) -> f64;
+
+    /// Floating-point operations of one evaluated sample (forward only).
+    fn eval_flops_per_sample(&self) -> f64;
+}

@@ -1,0 +1,104 @@
+//! Serialisable model specifications (the scenario's `[model]` section) and the model registry.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Model, NnError};
+
+/// Shape of image inputs, channels × height × width.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageShape {
+    /// Channels.
+    pub channels: usize,
+    /// Height in pixels.
+    pub height: usize,
+    /// Width in pixels.
+    pub width: usize,
+}
+
+/// What a model is built for: the input size (and image shape, if any) and the number of classes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InputSpec {
+    /// Features per sample.
+    pub features: usize,
+    /// Image shape when the samples are images (`features == c·h·w`).
+    pub image: Option<ImageShape>,
+    /// Number of classes.
+    pub num_classes: usize,
+}
+
+/// A model description, selected by `kind` in the scenario.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ModelSpec {
+    /// Multinomial logistic regression (softmax regression): one linear layer with bias.
+    Logreg,
+    /// Multi-layer perceptron with ReLU hidden layers, e.g. McMahan's 2NN with `hidden = [200, 200]`.
+    Mlp {
+        /// Hidden layer widths.
+        hidden: Vec<usize>,
+    },
+    /// McMahan's CNN: conv 5x5 (32) → pool → conv 5x5 (64) → pool → FC (512) → FC (classes), "same" padding.
+    Cnn {
+        /// Channels of the two convolutions.
+        #[serde(default = "default_cnn_channels")]
+        channels: [usize; 2],
+        /// Width of the fully connected hidden layer.
+        #[serde(default = "default_cnn_fc")]
+        fc: usize,
+    },
+}
+
+fn default_cnn_channels() -> [usize; 2] {
+    [32, 64]
+}
+
+fn default_cnn_fc() -> usize {
+    512
+}
+
+impl ModelSpec {
+    /// Builds the model for the given input.
+    pub fn build(&self, input: &InputSpec) -> Result<Box<dyn Model>, NnError> {
+        if input.num_classes < 2 {
+            return Err(NnError::InvalidSpec(format!(
+                "need at least 2 classes, got {}",
+                input.num_classes
+            )));
+        }
+        if input.features == 0 {
+            return Err(NnError::InvalidSpec("input has no features".into()));
+        }
+        match self {
+            ModelSpec::Logreg => Ok(Box::new(crate::logreg::LogReg::new(
+                input.features,
+                input.num_classes,
+            ))),
+            ModelSpec::Mlp { hidden } => {
+                if hidden.contains(&0) {
+                    return Err(NnError::InvalidSpec(
+                        "model.hidden: layer widths must be positive".into(),
+                    ));
+                }
+                Ok(Box::new(crate::mlp::Mlp::new(
+                    input.features,
+                    hidden,
+                    input.num_classes,
+                )))
+            }
+            ModelSpec::Cnn { channels, fc } => {
+                let image = input.image.ok_or_else(|| {
+                    NnError::InvalidSpec(
+                        "model kind \"cnn\" needs image data (a data set with an image shape)"
+                            .into(),
+                    )
+                })?;
+                Ok(Box::new(crate::cnn::Cnn::new(
+                    image,
+                    *channels,
+                    *fc,
+                    input.num_classes,
+                )?))
+            }
+        }
+    }
+}

@@ -1,0 +1,190 @@
+//! The in-process runtime: every client of a scenario is a virtual client trained on a thread pool.
+//!
+//! Each round the selected clients run their strategy's client half in parallel (one client per task,
+//! single-threaded kernels), in chunks so memory stays bounded; results are handed to the shared
+//! [`Engine`] in ascending client id. Results are bit-identical whatever the thread count.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use fedsim_core::engine::{RoundIo, run_client};
+use fedsim_core::report::{RoundRecord, Summary};
+use fedsim_core::{ClientId, ClientOutcome, ClientState, CoreError, Engine, Payload, Scenario};
+use fedsim_nn::Scratch;
+use indicatif::{ProgressBar, ProgressStyle};
+use rayon::prelude::*;
+
+/// Errors of the simulator.
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    /// An error from the core library (scenario, data, model, strategy, output).
+    #[error(transparent)]
+    Core(#[from] CoreError),
+    /// The thread pool could not be created.
+    #[error("thread pool: {0}")]
+    ThreadPool(String),
+}
+
+/// Options of a simulation run.
+#[derive(Debug, Clone, Default)]
+pub struct SimOptions {
+    /// Worker threads (default: all cores).
+    pub threads: Option<usize>,
+    /// Show a progress bar (drawn only when stderr is a terminal).
+    pub progress: bool,
+}
+
+/// Per-client persistent strategy state, kept only for clients that have any.
+#[derive(Debug, Default)]
+pub struct ClientStates {
+    states: HashMap<ClientId, ClientState>,
+}
+
+impl ClientStates {
+    /// Takes a client's state out (empty if none).
+    pub fn take(&mut self, c: ClientId) -> ClientState {
+        self.states.remove(&c).unwrap_or_default()
+    }
+
+    /// Stores a client's state (dropped if empty).
+    pub fn put(&mut self, c: ClientId, s: ClientState) {
+        if !s.is_empty() {
+            self.states.insert(c, s);
+        }
+    }
+
+    /// Bytes held by all client states.
+    pub fn bytes(&self) -> usize {
+        self.states.values().map(Payload::heap_bytes).sum()
+    }
+}
+
+/// Loads the scenario's data and runs it to the end, writing results into `out`.
+pub fn run(scenario: Scenario, out: Option<&Path>, opts: &SimOptions) -> Result<Summary, SimError> {
+    let mut builder = rayon::ThreadPoolBuilder::new();
+    if let Some(t) = opts.threads {
+        builder = builder.num_threads(t);
+    }
+    let pool = builder
+        .build()
+        .map_err(|e| SimError::ThreadPool(e.to_string()))?;
+    pool.install(|| {
+        let t = Instant::now();
+        let data = fedsim_data::load_federated(
+            &scenario.data,
+            &scenario.partition,
+            scenario.clients,
+            scenario.seed,
+        )
+        .map_err(CoreError::from)?;
+        tracing::info!(
+            train = data.train.len(),
+            test = data.test.len(),
+            clients = scenario.clients,
+            secs = t.elapsed().as_secs_f64(),
+            "data loaded"
+        );
+        let mut engine = Engine::new(scenario, Arc::new(data), "sim")?;
+        if let Some(dir) = out {
+            engine.write_to(dir)?;
+        }
+        run_engine(&mut engine, opts, |_| {})
+    })
+}
+
+/// Runs an engine to the end in this process; `on_round` sees every round's record.
+pub fn run_engine(
+    engine: &mut Engine,
+    opts: &SimOptions,
+    mut on_round: impl FnMut(&RoundRecord),
+) -> Result<Summary, SimError> {
+    let scenario = engine.scenario().clone();
+    let all: Vec<ClientId> = (0..scenario.clients as u32).collect();
+    let mut states = ClientStates::default();
+    let bar = progress_bar(opts.progress, scenario.rounds);
+    tracing::info!(
+        scenario = %scenario.name,
+        model = %engine.model().name(),
+        params = engine.global().len(),
+        strategy = %engine.strategy().name(),
+        threads = rayon::current_num_threads(),
+        "simulation started"
+    );
+    // Clients per parallel chunk: enough to keep every thread busy, few enough to bound memory.
+    let chunk = (rayon::current_num_threads() * 8).max(16);
+    while !engine.is_done() {
+        let task = engine.begin_round(&all);
+        let mut train_time = std::time::Duration::ZERO;
+        for ids in task.selected.chunks(chunk) {
+            let t = Instant::now();
+            let work: Vec<(ClientId, ClientState)> =
+                ids.iter().map(|&c| (c, states.take(c))).collect();
+            let results: Vec<(ClientId, ClientState, ClientOutcome)> = {
+                let (strategy, model, train) = (engine.strategy(), engine.model(), &scenario.train);
+                let engine_ref = &*engine;
+                work.into_par_iter()
+                    .map_init(Scratch::default, |scratch, (c, mut state)| {
+                        let data = engine_ref.client_data(c);
+                        let outcome = match run_client(
+                            strategy,
+                            model,
+                            data,
+                            train,
+                            scenario.seed,
+                            task.round,
+                            c,
+                            &mut state,
+                            &task.broadcast,
+                            scratch,
+                        ) {
+                            Ok(payload) => ClientOutcome::Update {
+                                payload,
+                                num_samples: data.len() as u64,
+                            },
+                            Err(e) => ClientOutcome::Dropped(e.to_string()),
+                        };
+                        (c, state, outcome)
+                    })
+                    .collect()
+            };
+            train_time += t.elapsed();
+            for (c, state, outcome) in results {
+                states.put(c, state);
+                // A rejected update is logged by the engine and dropped from the round; the run goes on.
+                let _ = engine.submit(c, outcome);
+            }
+        }
+        let extra = vec![("client_state_bytes".to_string(), states.bytes() as f64)];
+        let rec = engine.end_round(RoundIo {
+            train_time,
+            extra,
+            ..RoundIo::default()
+        })?;
+        if let Some(b) = &bar {
+            b.inc(1);
+            if let Some(acc) = rec.test_accuracy {
+                b.set_message(format!("acc {:.2}%", acc * 100.0));
+            }
+        }
+        tracing::debug!(round = rec.round, acc = ?rec.test_accuracy, loss = ?rec.train_loss, "round done");
+        on_round(&rec);
+    }
+    if let Some(b) = bar {
+        b.finish();
+    }
+    Ok(engine.finish()?)
+}
+
+fn progress_bar(enabled: bool, rounds: u64) -> Option<ProgressBar> {
+    if !enabled {
+        return None;
+    }
+    let bar = ProgressBar::new(rounds);
+    let style = ProgressStyle::with_template("round {pos}/{len} [{bar:30}] {msg} eta {eta}")
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ");
+    bar.set_style(style);
+    Some(bar)
+}
