@@ -7,6 +7,8 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use fedsim_core::Scenario;
 
+mod launch;
+
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -22,6 +24,95 @@ struct Cli {
 enum Command {
     /// Run a scenario in this process: virtual clients train in parallel on all cores.
     Sim(SimArgs),
+    /// Run the gRPC coordinator of a scenario; clients connect with `fedsim client`.
+    Server(ServerArgs),
+    /// Run a client process hosting one or more clients of a coordinator's run.
+    Client(ClientArgs),
+    /// Start a coordinator and client processes on this machine (local deployment).
+    Launch(LaunchArgs),
+}
+
+#[derive(Debug, Args)]
+struct ServerArgs {
+    #[command(flatten)]
+    scenario: ScenarioArgs,
+    /// Address to listen on, e.g. 0.0.0.0:50051.
+    #[arg(long, default_value = "127.0.0.1:50051")]
+    listen: std::net::SocketAddr,
+    /// Continue the run checkpointed in DIR (also the output directory).
+    #[arg(long, value_name = "DIR")]
+    resume: Option<PathBuf>,
+    /// TLS certificate chain (PEM); with --tls-key enables TLS.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Require client certificates signed by this CA (mutual TLS).
+    #[arg(long, requires = "tls_cert")]
+    client_ca: Option<PathBuf>,
+    /// Token file: lines `IDS TOKEN` (IDS = `*`, `7` or `0-24`); clients must present a matching token.
+    #[arg(long)]
+    tokens: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct ClientArgs {
+    /// Coordinator URL: http://HOST:PORT, or https://HOST:PORT with TLS.
+    #[arg(long)]
+    server: String,
+    /// Client id to host.
+    #[arg(long, conflicts_with = "ids")]
+    id: Option<u32>,
+    /// Client ids to host: `0-24`, `3,5,9` or `0-9,20-29`.
+    #[arg(long)]
+    ids: Option<String>,
+    /// Local data: `partition` (each hosted client's partition of the scenario's data), `partition:I`,
+    /// or a file: `libsvm:PATH`, `csv:PATH`, `idx:DIR`, or a path (directory = IDX, *.csv = CSV, else LIBSVM).
+    #[arg(long, default_value = "partition")]
+    data: String,
+    /// Credential token.
+    #[arg(long, conflicts_with = "token_file")]
+    token: Option<String>,
+    /// File holding the credential token.
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    /// CA certificate (PEM) to verify the coordinator with.
+    #[arg(long)]
+    ca_cert: Option<PathBuf>,
+    /// Client certificate (PEM) for mutual TLS.
+    #[arg(long, requires = "key")]
+    cert: Option<PathBuf>,
+    /// Client private key (PEM) for mutual TLS.
+    #[arg(long, requires = "cert")]
+    key: Option<PathBuf>,
+    /// Server name to verify in the coordinator's certificate (default: the URL's host).
+    #[arg(long)]
+    domain: Option<String>,
+    /// Clients trained at the same time (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Give up reconnecting after this many seconds.
+    #[arg(long, default_value_t = 60.0)]
+    reconnect_timeout: f64,
+}
+
+#[derive(Debug, Args)]
+struct LaunchArgs {
+    #[command(flatten)]
+    scenario: ScenarioArgs,
+    /// Client processes (default: one per client).
+    #[arg(long)]
+    processes: Option<usize>,
+    /// Extra argument passed to `fedsim server` (repeatable), e.g. `--server-arg=--tokens=tokens.txt`.
+    #[arg(long = "server-arg", allow_hyphen_values = true)]
+    server_args: Vec<String>,
+    /// Extra argument passed to every `fedsim client` (repeatable).
+    #[arg(long = "client-arg", allow_hyphen_values = true)]
+    client_args: Vec<String>,
+    /// No final report on stdout.
+    #[arg(long, short)]
+    quiet: bool,
 }
 
 /// Options shared by every command that runs a scenario.
@@ -85,7 +176,127 @@ fn main() {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Sim(args) => sim(args),
+        Command::Server(args) => server(args),
+        Command::Client(args) => client(args),
+        Command::Launch(args) => launch_cmd(args),
     }
+}
+
+fn tokio_runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+fn server(args: ServerArgs) -> Result<()> {
+    let scenario = args.scenario.load()?;
+    let (out, resume) = match &args.resume {
+        Some(dir) => (dir.clone(), true),
+        None => (args.scenario.out_dir(&scenario), false),
+    };
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(fedsim_server::TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+            client_ca: args.client_ca.clone(),
+        }),
+        _ => None,
+    };
+    let credentials = args
+        .tokens
+        .as_deref()
+        .map(fedsim_server::Credentials::load)
+        .transpose()?;
+    let opts = fedsim_server::ServerOptions {
+        listen: args.listen,
+        out: out.clone(),
+        resume,
+        tls,
+        credentials,
+    };
+    let summary = tokio_runtime()?.block_on(fedsim_server::run(scenario, opts))?;
+    print_summary(&summary, &out);
+    Ok(())
+}
+
+/// Parses `0-24`, `3,5,9`, `0-9,20-29`.
+fn parse_ids(s: &str) -> Result<Vec<u32>> {
+    let mut ids = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let num = |x: &str| {
+            x.trim()
+                .parse::<u32>()
+                .with_context(|| format!("--ids: `{x}` is not a client id"))
+        };
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b) = (num(a)?, num(b)?);
+                anyhow::ensure!(a <= b, "--ids: empty range {part}");
+                ids.extend(a..=b);
+            }
+            None => ids.push(num(part)?),
+        }
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    anyhow::ensure!(!ids.is_empty(), "--ids lists no client ids");
+    Ok(ids)
+}
+
+fn client(args: ClientArgs) -> Result<()> {
+    let ids = match (&args.id, &args.ids) {
+        (Some(id), None) => vec![*id],
+        (None, Some(s)) => parse_ids(s)?,
+        _ => anyhow::bail!("give --id ID or --ids RANGES"),
+    };
+    let token = match (&args.token, &args.token_file) {
+        (Some(t), _) => t.clone(),
+        (None, Some(f)) => std::fs::read_to_string(f)
+            .with_context(|| format!("reading {}", f.display()))?
+            .trim()
+            .to_string(),
+        (None, None) => String::new(),
+    };
+    let data: fedsim_client::DataSource = args.data.parse().map_err(anyhow::Error::msg)?;
+    let threads = args
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let opts = fedsim_client::ClientOptions {
+        server: args.server,
+        ids,
+        data,
+        token,
+        tls: fedsim_client::ClientTls {
+            ca_cert: args.ca_cert,
+            identity: args.cert.zip(args.key),
+            domain: args.domain,
+        },
+        threads,
+        reconnect_timeout_s: args.reconnect_timeout,
+    };
+    tokio_runtime()?.block_on(fedsim_client::run(opts))?;
+    Ok(())
+}
+
+fn launch_cmd(args: LaunchArgs) -> Result<()> {
+    let scenario = args.scenario.load()?;
+    let out = args.scenario.out_dir(&scenario);
+    let plan = launch::LaunchPlan {
+        processes: args.processes.unwrap_or(scenario.clients),
+        scenario,
+        out: out.clone(),
+        server_args: args.server_args,
+        client_args: args.client_args,
+    };
+    launch::launch(&plan)?;
+    if !args.quiet {
+        let text = std::fs::read_to_string(out.join("summary.json"))
+            .with_context(|| format!("reading {}/summary.json", out.display()))?;
+        let summary: fedsim_core::report::Summary = serde_json::from_str(&text)?;
+        print_summary(&summary, &out);
+    }
+    Ok(())
 }
 
 fn sim(args: SimArgs) -> Result<()> {

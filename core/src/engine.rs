@@ -206,6 +206,17 @@ impl Engine {
         Ok(())
     }
 
+    /// Continues writing results into `dir` after [`Engine::restore`]: metrics of rounds past the
+    /// restored one are discarded.
+    pub fn resume_writing_to(&mut self, dir: &Path) -> Result<(), CoreError> {
+        self.writer = Some(RunWriter::resume(
+            dir,
+            &self.scenario.to_toml(),
+            self.next_round,
+        )?);
+        Ok(())
+    }
+
     /// The scenario.
     pub fn scenario(&self) -> &Scenario {
         &self.scenario
@@ -517,6 +528,11 @@ impl Engine {
         self.global = snap.global;
         self.next_round = snap.next_round;
         self.participation_counts = snap.participation_counts;
+        // Wall time continues from where the checkpointed run was.
+        let elapsed = Duration::from_secs_f64(self.summary.total_wall_s.max(0.0));
+        self.started = Instant::now()
+            .checked_sub(elapsed)
+            .unwrap_or_else(Instant::now);
         Ok(())
     }
 

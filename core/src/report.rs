@@ -138,6 +138,14 @@ pub fn model_hash(params: &[f32]) -> String {
     h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// SHA-256 of bytes, hex-encoded.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 const MODEL_MAGIC: &[u8; 8] = b"FEDSIMP1";
 
 /// Writes parameters as `model.bin`: the 8 bytes `FEDSIMP1`, the count as u64 LE, then f32 LE values.
@@ -224,6 +232,25 @@ impl RunWriter {
             dir: dir.to_path_buf(),
             metrics: BufWriter::new(file),
         })
+    }
+
+    /// Reopens a run directory after a crash: keeps the first `keep_rounds` lines of `metrics.jsonl`
+    /// (the rounds the checkpoint covers) and appends from there.
+    pub fn resume(
+        dir: &Path,
+        resolved_scenario: &str,
+        keep_rounds: u64,
+    ) -> Result<Self, CoreError> {
+        let mpath = dir.join("metrics.jsonl");
+        let text = std::fs::read_to_string(&mpath).unwrap_or_default();
+        let kept: String = text
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .take(keep_rounds as usize)
+            .map(|l| format!("{l}\n"))
+            .collect();
+        write_atomic(&mpath, kept.as_bytes())?;
+        Self::create(dir, resolved_scenario, true)
     }
 
     /// The run directory.

@@ -55,6 +55,83 @@ impl Default for EvalConfig {
     }
 }
 
+/// The scenario's `[round]` section: when a round closes. The same policy in both runtimes.
+///
+/// A round closes when every selected client has reported, or when `quorum` clients have reported
+/// (the rest are dropped from the round), or when `deadline_s` seconds have passed (clients that have
+/// not reported are dropped). The gRPC coordinator measures wall-clock seconds; the simulator measures
+/// virtual seconds from its straggler model.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoundConfig {
+    /// Close once this many selected clients reported (0 = wait for all).
+    #[serde(default)]
+    pub quorum: usize,
+    /// Close after this many seconds (0 = no deadline).
+    #[serde(default)]
+    pub deadline_s: f64,
+}
+
+/// A real fault the launcher injects (`[[deploy.faults]]`), when the given round starts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaultSpec {
+    /// Round (1-based) during which the fault happens: it is injected once round `round − 1` has completed.
+    pub round: u64,
+    /// Fraction of client processes to kill (SIGKILL), chosen from the seed.
+    #[serde(default)]
+    pub kill_clients: f64,
+    /// Restart the killed client processes after this many seconds (never when absent).
+    #[serde(default)]
+    pub restart_clients_after_s: Option<f64>,
+    /// Kill the coordinator (SIGKILL) and restart it with `--resume`.
+    #[serde(default)]
+    pub kill_server: bool,
+}
+
+/// The scenario's `[deploy]` section: settings of the gRPC runtime.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeployConfig {
+    /// Clients that must have joined before round 1 starts (0 = all of the scenario's clients).
+    #[serde(default)]
+    pub min_clients: usize,
+    /// Seconds to wait for `min_clients` before giving up.
+    #[serde(default = "default_wait")]
+    pub wait_timeout_s: f64,
+    /// A client that has not been heard from for this long is disconnected (and dropped from its round).
+    #[serde(default = "default_heartbeat")]
+    pub heartbeat_timeout_s: f64,
+    /// Largest accepted message (payload) in MiB.
+    #[serde(default = "default_max_message")]
+    pub max_message_mib: usize,
+    /// Faults the launcher injects.
+    #[serde(default)]
+    pub faults: Vec<FaultSpec>,
+}
+
+fn default_wait() -> f64 {
+    120.0
+}
+fn default_heartbeat() -> f64 {
+    10.0
+}
+fn default_max_message() -> usize {
+    1024
+}
+
+impl Default for DeployConfig {
+    fn default() -> Self {
+        Self {
+            min_clients: 0,
+            wait_timeout_s: default_wait(),
+            heartbeat_timeout_s: default_heartbeat(),
+            max_message_mib: default_max_message(),
+            faults: Vec::new(),
+        }
+    }
+}
+
 /// A complete experiment description.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -87,6 +164,12 @@ pub struct Scenario {
     /// Evaluation.
     #[serde(default)]
     pub eval: EvalConfig,
+    /// When a round closes.
+    #[serde(default)]
+    pub round: RoundConfig,
+    /// The gRPC runtime.
+    #[serde(default)]
+    pub deploy: DeployConfig,
 }
 
 impl Scenario {
@@ -148,7 +231,59 @@ impl Scenario {
                 "eval.targets must be accuracies in [0, 1], got {t}"
             ));
         }
+        if !(self.round.deadline_s.is_finite() && self.round.deadline_s >= 0.0) {
+            return Err(format!(
+                "round.deadline_s must be a non-negative number, got {}",
+                self.round.deadline_s
+            ));
+        }
+        let d = &self.deploy;
+        if d.min_clients > self.clients {
+            return Err(format!(
+                "deploy.min_clients ({}) exceeds clients ({})",
+                d.min_clients, self.clients
+            ));
+        }
+        for (key, v) in [
+            ("deploy.wait_timeout_s", d.wait_timeout_s),
+            ("deploy.heartbeat_timeout_s", d.heartbeat_timeout_s),
+        ] {
+            if !(v.is_finite() && v > 0.0) {
+                return Err(format!("{key} must be a positive number, got {v}"));
+            }
+        }
+        if d.max_message_mib == 0 {
+            return Err("deploy.max_message_mib must be at least 1".into());
+        }
+        for f in &d.faults {
+            if f.round == 0 || f.round > self.rounds {
+                return Err(format!(
+                    "deploy.faults: round must be in 1..={}, got {}",
+                    self.rounds, f.round
+                ));
+            }
+            if !(0.0..=1.0).contains(&f.kill_clients) {
+                return Err(format!(
+                    "deploy.faults: kill_clients must be a fraction in [0, 1], got {}",
+                    f.kill_clients
+                ));
+            }
+        }
         Ok(())
+    }
+
+    /// Clients that must join before the first round (the gRPC runtime).
+    pub fn min_clients(&self) -> usize {
+        if self.deploy.min_clients == 0 {
+            self.clients
+        } else {
+            self.deploy.min_clients
+        }
+    }
+
+    /// SHA-256 of the resolved scenario, hex: lets a client check it runs the coordinator's scenario.
+    pub fn hash(&self) -> String {
+        crate::report::sha256_hex(self.to_toml().as_bytes())
     }
 
     /// The fully resolved scenario as TOML (defaults filled in).

@@ -1,0 +1,328 @@
+//! Encoding of [`Payload`]s for the wire: typed tensors as little-endian bytes, split into chunks.
+
+use bytes::Bytes;
+use fedsim_core::{NamedTensor, Payload, TensorData};
+use prost::Message;
+
+use crate::v1;
+
+/// Size of the data chunks a payload is streamed in.
+pub const CHUNK_BYTES: usize = 1 << 20;
+
+/// A malformed message from the network.
+#[derive(Debug, thiserror::Error)]
+#[error("malformed payload: {0}")]
+pub struct WireError(pub String);
+
+fn le_f32(v: &[f32]) -> Bytes {
+    let mut b = Vec::with_capacity(v.len() * 4);
+    for x in v {
+        b.extend_from_slice(&x.to_le_bytes());
+    }
+    b.into()
+}
+
+fn le_f64(v: &[f64]) -> Bytes {
+    let mut b = Vec::with_capacity(v.len() * 8);
+    for x in v {
+        b.extend_from_slice(&x.to_le_bytes());
+    }
+    b.into()
+}
+
+fn le_u32(v: &[u32]) -> Bytes {
+    let mut b = Vec::with_capacity(v.len() * 4);
+    for x in v {
+        b.extend_from_slice(&x.to_le_bytes());
+    }
+    b.into()
+}
+
+fn from_le<const N: usize, T>(
+    b: &[u8],
+    what: &str,
+    f: impl Fn([u8; N]) -> T,
+) -> Result<Vec<T>, WireError> {
+    if b.len() % N != 0 {
+        return Err(WireError(format!(
+            "{what}: {} bytes is not a multiple of {N}",
+            b.len()
+        )));
+    }
+    Ok(b.chunks_exact(N)
+        .map(|c| {
+            let mut a = [0u8; N];
+            a.copy_from_slice(c);
+            f(a)
+        })
+        .collect())
+}
+
+/// Converts a core payload to its protobuf message.
+pub fn to_proto(p: &Payload) -> v1::Payload {
+    use v1::tensor::Data;
+    let tensors = p
+        .tensors
+        .iter()
+        .map(|t| {
+            let data = match &t.data {
+                TensorData::F32 { shape, values } => Data::Dense(v1::Dense {
+                    dtype: v1::DType::F32 as i32,
+                    shape: shape.iter().map(|&d| d as u64).collect(),
+                    data: le_f32(values),
+                }),
+                TensorData::F64 { shape, values } => Data::Dense(v1::Dense {
+                    dtype: v1::DType::F64 as i32,
+                    shape: shape.iter().map(|&d| d as u64).collect(),
+                    data: le_f64(values),
+                }),
+                TensorData::Sparse {
+                    len,
+                    indices,
+                    values,
+                } => Data::Sparse(v1::Sparse {
+                    len: *len as u64,
+                    indices: le_u32(indices),
+                    values: le_f32(values),
+                }),
+                TensorData::U32 { values } => Data::U32s(le_u32(values)),
+                TensorData::Bytes { bytes } => Data::Raw(Bytes::copy_from_slice(bytes)),
+                TensorData::Scalar { value } => Data::Scalar(*value),
+            };
+            v1::Tensor {
+                name: t.name.clone(),
+                data: Some(data),
+            }
+        })
+        .collect();
+    v1::Payload { tensors }
+}
+
+/// Converts a protobuf payload to a core payload, checking every field (dtype, shape against data
+/// length, index ranges, finiteness).
+pub fn from_proto(p: v1::Payload) -> Result<Payload, WireError> {
+    use v1::tensor::Data;
+    let mut out = Payload::new();
+    for t in p.tensors {
+        if out.get(&t.name).is_some() {
+            return Err(WireError(format!("tensor `{}` appears twice", t.name)));
+        }
+        let name = t.name;
+        let ctx = |m: String| WireError(format!("tensor `{name}`: {m}"));
+        let data = match t.data.ok_or_else(|| ctx("no data".into()))? {
+            Data::Dense(d) => {
+                let shape: Vec<usize> = d
+                    .shape
+                    .iter()
+                    .map(|&s| {
+                        usize::try_from(s).map_err(|_| ctx(format!("dimension {s} too large")))
+                    })
+                    .collect::<Result<_, _>>()?;
+                match v1::DType::try_from(d.dtype) {
+                    Ok(v1::DType::F32) => TensorData::F32 {
+                        shape,
+                        values: from_le(&d.data, "f32 data", f32::from_le_bytes)
+                            .map_err(|e| ctx(e.0))?,
+                    },
+                    Ok(v1::DType::F64) => TensorData::F64 {
+                        shape,
+                        values: from_le(&d.data, "f64 data", f64::from_le_bytes)
+                            .map_err(|e| ctx(e.0))?,
+                    },
+                    _ => return Err(ctx(format!("unknown dtype {}", d.dtype))),
+                }
+            }
+            Data::Sparse(s) => TensorData::Sparse {
+                len: usize::try_from(s.len).map_err(|_| ctx("length too large".into()))?,
+                indices: from_le(&s.indices, "indices", u32::from_le_bytes)
+                    .map_err(|e| ctx(e.0))?,
+                values: from_le(&s.values, "values", f32::from_le_bytes).map_err(|e| ctx(e.0))?,
+            },
+            Data::U32s(b) => TensorData::U32 {
+                values: from_le(&b, "u32 data", u32::from_le_bytes).map_err(|e| ctx(e.0))?,
+            },
+            Data::Raw(b) => TensorData::Bytes { bytes: b.to_vec() },
+            Data::Scalar(value) => TensorData::Scalar { value },
+        };
+        data.validate().map_err(ctx)?;
+        out.tensors.push(NamedTensor { name, data });
+    }
+    Ok(out)
+}
+
+/// Encodes a payload to bytes.
+pub fn encode(p: &Payload) -> Bytes {
+    to_proto(p).encode_to_vec().into()
+}
+
+/// Decodes and validates a payload.
+pub fn decode(bytes: &[u8]) -> Result<Payload, WireError> {
+    let msg =
+        v1::Payload::decode(bytes).map_err(|e| WireError(format!("undecodable protobuf: {e}")))?;
+    from_proto(msg)
+}
+
+/// Splits encoded bytes into chunks of [`CHUNK_BYTES`] without copying.
+pub fn chunks(bytes: &Bytes) -> impl Iterator<Item = Bytes> + '_ {
+    (0..bytes.len())
+        .step_by(CHUNK_BYTES)
+        .map(move |s| bytes.slice(s..(s + CHUNK_BYTES).min(bytes.len())))
+}
+
+/// Reassembles a chunked payload of a declared length, refusing more than `max_len` bytes or more
+/// than declared.
+#[derive(Debug)]
+pub struct Assembler {
+    declared: usize,
+    buf: Vec<u8>,
+}
+
+impl Assembler {
+    /// Expects `declared` bytes; refuses declarations above `max_len`.
+    pub fn new(declared: u64, max_len: usize) -> Result<Self, WireError> {
+        let declared =
+            usize::try_from(declared).map_err(|_| WireError("declared length too large".into()))?;
+        if declared > max_len {
+            return Err(WireError(format!(
+                "declared payload of {declared} bytes exceeds the limit of {max_len}"
+            )));
+        }
+        Ok(Self {
+            declared,
+            buf: Vec::with_capacity(declared),
+        })
+    }
+
+    /// Adds a chunk.
+    pub fn push(&mut self, chunk: &[u8]) -> Result<(), WireError> {
+        if self.buf.len() + chunk.len() > self.declared {
+            return Err(WireError(format!(
+                "more data than the declared {} bytes",
+                self.declared
+            )));
+        }
+        self.buf.extend_from_slice(chunk);
+        Ok(())
+    }
+
+    /// The decoded payload, once all declared bytes arrived.
+    pub fn finish(self) -> Result<Payload, WireError> {
+        if self.buf.len() != self.declared {
+            return Err(WireError(format!(
+                "truncated: {} of {} declared bytes arrived",
+                self.buf.len(),
+                self.declared
+            )));
+        }
+        decode(&self.buf)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Payload {
+        Payload::new()
+            .with(
+                "delta",
+                TensorData::F32 {
+                    shape: vec![2, 2],
+                    values: vec![1.0, -2.0, 3.5, 0.0],
+                },
+            )
+            .with(
+                "h",
+                TensorData::F64 {
+                    shape: vec![1],
+                    values: vec![0.25],
+                },
+            )
+            .with(
+                "s",
+                TensorData::Sparse {
+                    len: 10,
+                    indices: vec![1, 9],
+                    values: vec![0.5, -0.5],
+                },
+            )
+            .with(
+                "rank",
+                TensorData::U32 {
+                    values: vec![2, 0, 1],
+                },
+            )
+            .with(
+                "packed",
+                TensorData::Bytes {
+                    bytes: vec![1, 2, 3],
+                },
+            )
+            .with("lr", TensorData::Scalar { value: 0.1 })
+    }
+
+    #[test]
+    fn round_trip() {
+        let p = sample();
+        assert_eq!(decode(&encode(&p)).unwrap(), p);
+    }
+
+    #[test]
+    fn chunked_round_trip() {
+        let p = Payload::new().with(
+            "big",
+            TensorData::vector((0..700_000).map(|i| i as f32).collect()),
+        );
+        let bytes = encode(&p);
+        let mut a = Assembler::new(bytes.len() as u64, usize::MAX).unwrap();
+        let mut n = 0;
+        for c in chunks(&bytes) {
+            a.push(&c).unwrap();
+            n += 1;
+        }
+        assert!(n >= 3);
+        assert_eq!(a.finish().unwrap(), p);
+    }
+
+    #[test]
+    fn malformed_messages_are_rejected() {
+        let nan = Payload::new().with("d", TensorData::vector(vec![f32::NAN]));
+        assert!(decode(&encode(&nan)).unwrap_err().0.contains("not finite"));
+        let mut msg = to_proto(&Payload::new().with(
+            "d",
+            TensorData::F32 {
+                shape: vec![3],
+                values: vec![1.0; 3],
+            },
+        ));
+        if let Some(v1::tensor::Data::Dense(d)) = msg.tensors[0].data.as_mut() {
+            d.data.truncate(11);
+        }
+        let err = from_proto(msg).unwrap_err().0;
+        assert!(err.contains("multiple of 4"), "{err}");
+        let mut msg = to_proto(&Payload::new().with(
+            "d",
+            TensorData::F32 {
+                shape: vec![4],
+                values: vec![1.0; 3],
+            },
+        ));
+        msg.tensors[0].name = "d".into();
+        assert!(from_proto(msg).unwrap_err().0.contains("shape"));
+        let sparse = to_proto(&Payload::new().with(
+            "s",
+            TensorData::Sparse {
+                len: 2,
+                indices: vec![7],
+                values: vec![1.0],
+            },
+        ));
+        assert!(from_proto(sparse).unwrap_err().0.contains("out of range"));
+        assert!(decode(&[0xff, 0xff, 0xff]).is_err());
+        let bytes = encode(&sample());
+        let mut a = Assembler::new(bytes.len() as u64, usize::MAX).unwrap();
+        a.push(&bytes[..bytes.len() - 1]).unwrap();
+        assert!(a.finish().unwrap_err().0.contains("truncated"));
+        assert!(Assembler::new(100, 10).is_err());
+    }
+}

@@ -1,0 +1,144 @@
+//! The gRPC coordinator (`fedsim server`): runs a scenario's rounds through the shared
+//! [`fedsim_core::Engine`] with real client processes.
+//!
+//! Architecture: the tonic service ([`service`]) answers clients and never touches the engine; a single
+//! round driver ([`driver`]) owns the engine, opens rounds, receives validated results over a channel,
+//! closes rounds by the scenario's policy, evaluates and checkpoints. Clients long-poll for tasks.
+
+pub mod auth;
+pub mod checkpoint;
+pub mod driver;
+pub mod registry;
+pub mod service;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use fedsim_core::report::Summary;
+use fedsim_core::{CoreError, Scenario};
+use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+
+pub use auth::Credentials;
+
+/// Errors of the coordinator.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// Scenario, data, model or output error.
+    #[error(transparent)]
+    Core(#[from] CoreError),
+    /// Transport (bind, TLS) error.
+    #[error("transport: {0}")]
+    Transport(String),
+    /// Not enough clients joined in time.
+    #[error("only {joined} of the required {required} clients joined within {secs} s")]
+    NotEnoughClients {
+        /// Clients that joined.
+        joined: usize,
+        /// Clients required (`deploy.min_clients`).
+        required: usize,
+        /// The wait.
+        secs: f64,
+    },
+    /// A file (certificate, key, token file, checkpoint) could not be used.
+    #[error("{path}: {msg}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        msg: String,
+    },
+}
+
+/// TLS material of the coordinator.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+    /// PEM CA that client certificates must chain to (mutual TLS), if any.
+    pub client_ca: Option<PathBuf>,
+}
+
+/// How to run the coordinator.
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Output (and checkpoint) directory.
+    pub out: PathBuf,
+    /// Continue the run checkpointed in `out`.
+    pub resume: bool,
+    /// TLS; `None` runs insecure (plaintext), which is logged loudly.
+    pub tls: Option<TlsFiles>,
+    /// Client credentials; `None` accepts any client.
+    pub credentials: Option<Credentials>,
+}
+
+fn read_file(path: &PathBuf) -> Result<Vec<u8>, ServerError> {
+    std::fs::read(path).map_err(|e| ServerError::File {
+        path: path.clone(),
+        msg: e.to_string(),
+    })
+}
+
+/// Builds tonic's TLS configuration from PEM files.
+pub fn tls_config(tls: &TlsFiles) -> Result<ServerTlsConfig, ServerError> {
+    let identity = Identity::from_pem(read_file(&tls.cert)?, read_file(&tls.key)?);
+    let mut cfg = ServerTlsConfig::new().identity(identity);
+    if let Some(ca) = &tls.client_ca {
+        cfg = cfg.client_ca_root(Certificate::from_pem(read_file(ca)?));
+    }
+    Ok(cfg)
+}
+
+/// Runs the coordinator for `scenario` until the run ends; returns the summary.
+pub async fn run(scenario: Scenario, opts: ServerOptions) -> Result<Summary, ServerError> {
+    if opts.tls.is_none() {
+        tracing::warn!(
+            "INSECURE MODE: no TLS, traffic is plaintext; use --tls-cert/--tls-key outside a trusted network"
+        );
+    }
+    if opts.credentials.is_none() {
+        tracing::warn!(
+            "no --tokens file: any client may join; use per-client tokens outside a trusted network"
+        );
+    }
+    let shared = Arc::new(service::Shared::new(
+        &scenario,
+        opts.credentials.clone(),
+        opts.resume,
+        &opts.out,
+    )?);
+    let svc = service::CoordinatorService::new(shared.clone());
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = &opts.tls {
+        builder = builder
+            .tls_config(tls_config(tls)?)
+            .map_err(|e| ServerError::Transport(e.to_string()))?;
+    }
+    let listener = tokio::net::TcpListener::bind(opts.listen)
+        .await
+        .map_err(|e| ServerError::Transport(format!("cannot listen on {}: {e}", opts.listen)))?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| ServerError::Transport(e.to_string()))?;
+    tracing::info!(%local, run_id = %shared.run_id, "coordinator listening");
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(
+        builder
+            .add_service(svc.into_server())
+            .serve_with_incoming_shutdown(incoming, async {
+                let _ = stop_rx.await;
+            }),
+    );
+    let result = driver::drive(scenario, shared.clone(), &opts).await;
+    // Let clients see DONE before the listener goes away.
+    shared.finish();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let _ = stop_tx.send(());
+    let _ = server.await;
+    result
+}
