@@ -80,7 +80,10 @@ pub fn launch(plan: &LaunchPlan) -> Result<()> {
         .with_context(|| format!("writing {}", scenario_file.display()))?;
     let port = free_port()?;
     let listen = format!("127.0.0.1:{port}");
-    let tls = plan.server_args.iter().any(|a| a == "--tls-cert");
+    let tls = plan
+        .server_args
+        .iter()
+        .any(|a| a == "--tls-cert" || a.starts_with("--tls-cert="));
     let url = format!("{}://{listen}", if tls { "https" } else { "http" });
 
     let mut server_args: Vec<String> = vec![
@@ -167,6 +170,7 @@ pub fn launch(plan: &LaunchPlan) -> Result<()> {
                 server_restarts += 1;
                 let mut args = server_args.clone();
                 args.push("--resume".into());
+                args.push(plan.out.display().to_string());
                 server = spawn_logged(
                     &exe,
                     &args,

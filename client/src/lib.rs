@@ -11,6 +11,7 @@ pub mod data;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -29,7 +30,8 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity
 
 pub use data::DataSource;
 
-/// Largest single gRPC message (payloads travel in chunks).
+/// Largest single gRPC message, set explicitly in both directions (payloads travel in chunks of
+/// [`wire::CHUNK_BYTES`]; tonic's default limit is 4 MiB).
 const MAX_GRPC_MESSAGE: usize = 8 << 20;
 
 /// Errors of the client process.
@@ -111,6 +113,8 @@ struct Runtime {
     session: RwLock<Session>,
     slots: Mutex<HashMap<ClientId, Slot>>,
     cpu: Semaphore,
+    /// Set once the coordinator said the run is over (heartbeat or task).
+    done: AtomicBool,
 }
 
 async fn connect(opts: &ClientOptions) -> Result<CoordinatorClient<Channel>, ClientError> {
@@ -188,7 +192,11 @@ async fn join(
                             | tonic::Code::PermissionDenied
                     ) =>
                 {
-                    Err(ClientError::Refused(s.message().to_string()))
+                    Err(ClientError::Refused(format!(
+                        "{:?}: {}",
+                        s.code(),
+                        s.message()
+                    )))
                 }
                 Err(s) => Err(ClientError::Connect {
                     url: opts.server.clone(),
@@ -221,8 +229,9 @@ pub async fn run(opts: ClientOptions) -> Result<(), ClientError> {
             "INSECURE MODE: plaintext connection to the coordinator; use an https:// URL with --ca-cert outside a trusted network"
         );
     }
-    // The join returns the run's scenario; sample counts are declared again with every result.
-    let (client, run_id, session, toml) = join(
+    // The first join returns the run's scenario; with it the local data is loaded, and the process
+    // joins again declaring its clients' sample counts (the coordinator checks results against them).
+    let (_, _, _, toml) = join(
         &opts,
         &opts.ids.iter().map(|&c| (c, 0)).collect::<Vec<_>>(),
         "",
@@ -232,6 +241,12 @@ pub async fn run(opts: ClientOptions) -> Result<(), ClientError> {
     let data = data::LocalData::load(&opts.data, &scenario, &opts.ids)?;
     let model = data.build_model(&scenario)?;
     let strategy = scenario.strategy.build();
+    let sizes: Vec<(ClientId, u64)> = opts
+        .ids
+        .iter()
+        .map(|&c| (c, data.client(c).len() as u64))
+        .collect();
+    let (client, run_id, session, _) = join(&opts, &sizes, &scenario.hash()).await?;
     tracing::info!(run_id = %run_id, clients = opts.ids.len(), "joined");
     let threads = opts.threads.max(1);
     let rt = Arc::new(Runtime {
@@ -261,6 +276,7 @@ pub async fn run(opts: ClientOptions) -> Result<(), ClientError> {
             generation: 0,
         }),
         cpu: Semaphore::new(threads),
+        done: AtomicBool::new(false),
     });
     let hb = tokio::spawn(heartbeat(rt.clone()));
     let mut tasks = Vec::new();
@@ -301,7 +317,11 @@ async fn heartbeat(rt: Arc<Runtime>) {
                 },
             )
         };
-        let _ = c.heartbeat(req).await;
+        if let Ok(r) = c.heartbeat(req).await {
+            if r.into_inner().done {
+                rt.done.store(true, Ordering::Relaxed);
+            }
+        }
     }
 }
 
@@ -333,6 +353,7 @@ enum Fetched {
         round: u64,
         token: String,
         task: Payload,
+        max_steps: Option<usize>,
     },
     Wait,
     Done,
@@ -367,21 +388,34 @@ async fn fetch(rt: &Runtime, id: ClientId) -> Result<Fetched, (tonic::Status, u6
     match task_header::Kind::try_from(h.kind) {
         Ok(task_header::Kind::Done) => Ok(Fetched::Done),
         Ok(task_header::Kind::Train) => {
-            let mut asm = wire::Assembler::new(h.payload_len, usize::MAX)
-                .map_err(|e| (tonic::Status::data_loss(e.to_string()), generation))?;
+            let started = Instant::now();
+            let limit = rt.scenario.deploy.max_message_mib.saturating_mul(1 << 20);
+            let mut asm = wire::Assembler::new(h.payload_len, limit)
+                .map_err(|e| (tonic::Status::resource_exhausted(e.to_string()), generation))?;
             while let Some(m) = stream.message().await.map_err(|e| (e, generation))? {
                 if let Some(task_chunk::Part::Data(d)) = m.part {
                     asm.push(&d)
                         .map_err(|e| (tonic::Status::data_loss(e.to_string()), generation))?;
                 }
             }
+            let bytes = asm.received();
             let task = asm
                 .finish()
                 .map_err(|e| (tonic::Status::data_loss(e.to_string()), generation))?;
+            let secs = started.elapsed().as_secs_f64();
+            tracing::debug!(
+                client = id,
+                round = h.round,
+                bytes,
+                secs,
+                mb_per_s = bytes as f64 / 1e6 / secs.max(1e-9),
+                "task received"
+            );
             Ok(Fetched::Train {
                 round: h.round,
                 token: h.round_token,
                 task,
+                max_steps: h.max_steps.and_then(|m| usize::try_from(m).ok()),
             })
         }
         _ => Ok(Fetched::Wait),
@@ -392,18 +426,34 @@ async fn client_loop(rt: Arc<Runtime>, id: ClientId) -> Result<(), ClientError> 
     loop {
         match fetch(&rt, id).await {
             Ok(Fetched::Done) => {
+                rt.done.store(true, Ordering::Relaxed);
                 tracing::info!(client = id, "run finished");
                 return Ok(());
             }
             Ok(Fetched::Wait) => continue,
-            Ok(Fetched::Train { round, token, task }) => {
-                let update = train(&rt, id, round, task).await;
+            Ok(Fetched::Train {
+                round,
+                token,
+                task,
+                max_steps,
+            }) => {
+                let update = train(&rt, id, round, task, max_steps).await;
                 submit(&rt, id, round, &token, update).await?;
+            }
+            Err(_) if rt.done.load(Ordering::Relaxed) => {
+                // The coordinator said the run is over and has gone away.
+                tracing::info!(client = id, "run finished");
+                return Ok(());
             }
             Err((status, generation)) => {
                 tracing::warn!(client = id, code = ?status.code(), msg = status.message(), "fetch failed; reconnecting");
                 tokio::time::sleep(Duration::from_millis(200)).await;
-                rejoin(&rt, generation).await?;
+                if let Err(e) = rejoin(&rt, generation).await {
+                    if rt.done.load(Ordering::Relaxed) {
+                        return Ok(());
+                    }
+                    return Err(e);
+                }
             }
         }
     }
@@ -414,6 +464,7 @@ async fn train(
     id: ClientId,
     round: u64,
     task: Payload,
+    max_steps: Option<usize>,
 ) -> Result<Payload, String> {
     let _permit = rt.cpu.acquire().await.map_err(|e| e.to_string())?;
     let rt2 = rt.clone();
@@ -444,6 +495,7 @@ async fn train(
             id,
             &mut state,
             &task,
+            max_steps,
             &mut scratch,
         )
         .map_err(|e| e.to_string());

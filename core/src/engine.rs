@@ -15,7 +15,7 @@ use fedsim_data::FederatedData;
 use fedsim_nn::{Model, Scratch};
 use rand::seq::index;
 
-use crate::participation::Participation;
+use crate::participation::{Population, Scheduler};
 use crate::report::{RoundRecord, RunWriter, Summary, model_hash};
 use crate::rng::{Purpose, stream};
 use crate::strategy::Reporter;
@@ -30,8 +30,10 @@ use crate::{
 pub struct RoundTask {
     /// Round index, 0-based.
     pub round: u64,
-    /// Selected clients, ascending.
+    /// Clients to run, ascending: selected and not dropped by a scripted event.
     pub selected: Vec<ClientId>,
+    /// Step budgets of stragglers that report partial work (others run their full work).
+    pub max_steps: BTreeMap<ClientId, usize>,
     /// The task every selected client receives.
     pub broadcast: Arc<Payload>,
 }
@@ -71,6 +73,8 @@ struct RoundState {
     pending: BTreeMap<ClientId, ClientOutcome>,
     reported: Vec<ClientId>,
     dropped: Vec<(ClientId, String)>,
+    /// Updates the strategy refused while draining, so `submit` can report its own client's refusal.
+    refused: Vec<(ClientId, StrategyError)>,
     bytes_up: u64,
     broadcast_len: u64,
     started: Instant,
@@ -101,7 +105,7 @@ pub struct Engine {
     data: Arc<FederatedData>,
     model: Box<dyn Model>,
     strategy: Box<dyn Strategy>,
-    participation: Box<dyn Participation>,
+    participation: Scheduler,
     global: Vec<f32>,
     next_round: u64,
     current: Option<RoundState>,
@@ -140,10 +144,12 @@ pub fn run_client(
     client: ClientId,
     state: &mut ClientState,
     task: &Payload,
+    max_steps: Option<usize>,
     scratch: &mut Scratch,
 ) -> Result<Payload, StrategyError> {
     let rng = stream(seed, Purpose::LocalTraining, round, client as u64);
     let mut trainer = LocalTrainer::new(model, data, train, round, client, rng, scratch);
+    trainer.max_steps = max_steps;
     strategy.local_update(&mut trainer, state, task)
 }
 
@@ -164,9 +170,26 @@ impl Engine {
         }
         let model = build_model(&scenario, &data)?;
         let mut strategy = scenario.strategy.build();
-        let participation = scenario
+        let counts = scenario
             .participation
-            .build(scenario.clients, scenario.seed);
+            .needs_labels()
+            .then(|| label_counts(&data));
+        let population = Population {
+            num_clients: scenario.clients,
+            seed: scenario.seed,
+            label_counts: counts.as_ref().map(|c| (&c[..], data.train.num_classes)),
+        };
+        let model_p = scenario
+            .participation
+            .build(&population)
+            .map_err(CoreError::Scenario)?;
+        let participation = Scheduler::new(
+            model_p,
+            scenario.events.clone(),
+            scenario.clients,
+            scenario.seed,
+            scenario.round.quorum,
+        );
         let global = model.init_params(crate::rng::stream_key(
             scenario.seed,
             Purpose::ModelInit,
@@ -275,16 +298,27 @@ impl Engine {
             "begin_round called twice without end_round"
         );
         let round = self.next_round;
-        let selected = self.participation.select(round, available);
+        let (data, train) = (&self.data, &self.scenario.train);
+        let plan = self.participation.plan(round, available, &|c| {
+            train.work(data.partition.client_len(c as usize))
+        });
+        let selected = plan.selected.clone();
         self.strategy.begin_round(round, &selected, &self.global);
         let broadcast = Arc::new(self.strategy.broadcast(round, &self.global));
+        let to_run = plan.to_run();
+        let pending: BTreeMap<ClientId, ClientOutcome> = plan
+            .dropped
+            .into_iter()
+            .map(|(c, reason)| (c, ClientOutcome::Dropped(reason)))
+            .collect();
         self.current = Some(RoundState {
             round,
-            selected: selected.clone(),
+            selected,
             next: 0,
-            pending: BTreeMap::new(),
+            pending,
             reported: Vec::new(),
             dropped: Vec::new(),
+            refused: Vec::new(),
             bytes_up: 0,
             broadcast_len: broadcast.encoded_len() as u64,
             started: Instant::now(),
@@ -292,7 +326,8 @@ impl Engine {
         });
         RoundTask {
             round,
-            selected,
+            selected: to_run,
+            max_steps: plan.max_steps,
             broadcast,
         }
     }
@@ -346,6 +381,14 @@ impl Engine {
         };
         state.pending.insert(client, outcome);
         self.drain(false)?;
+        // When this update was folded in right away (it was next in client order), report the
+        // strategy's refusal to the caller; a network runtime that submits in order always sees it.
+        if let Some(state) = self.current.as_mut() {
+            if let Some(i) = state.refused.iter().position(|(c, _)| *c == client) {
+                result = Err(state.refused.swap_remove(i).1.into());
+            }
+            state.refused.clear();
+        }
         result
     }
 
@@ -382,6 +425,7 @@ impl Engine {
                         Err(e) => {
                             tracing::warn!(round = state.round, client = c, error = %e, "update rejected");
                             state.dropped.push((c, e.to_string()));
+                            state.refused.push((c, e));
                         }
                     }
                 }
@@ -490,7 +534,7 @@ impl Engine {
             next_round: self.next_round,
             global: self.global.clone(),
             strategy_state: self.strategy.save_state(),
-            participation_state: self.participation.save_state(),
+            participation_state: self.participation.model().save_state(),
             summary_json: serde_json::to_string(&self.summary).unwrap_or_default(),
             participation_counts: self.participation_counts.clone(),
         }
@@ -522,6 +566,7 @@ impl Engine {
         }
         self.strategy.load_state(snap.strategy_state)?;
         self.participation
+            .model_mut()
             .load_state(&snap.participation_state)
             .map_err(bad)?;
         self.summary = serde_json::from_str(&snap.summary_json).map_err(|e| bad(e.to_string()))?;
@@ -548,6 +593,27 @@ impl Engine {
             w.finish(&self.summary, &self.global)?;
         }
         Ok(self.summary.clone())
+    }
+}
+
+/// Per-client label counts, row-major `clients × classes`.
+fn label_counts(data: &FederatedData) -> Vec<u32> {
+    let k = data.train.num_classes;
+    let p = &data.partition;
+    let mut out = vec![0u32; p.num_clients() * k];
+    for c in 0..p.num_clients() {
+        for &i in p.client(c) {
+            out[c * k + data.train.y[i as usize] as usize] += 1;
+        }
+    }
+    out
+}
+
+/// The participation model's per-client probabilities, where it has them.
+impl Engine {
+    /// Per-client participation probabilities of the participation model, if it has them.
+    pub fn participation_probabilities(&self) -> Option<&[f64]> {
+        self.participation.model().probabilities()
     }
 }
 

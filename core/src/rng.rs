@@ -63,3 +63,26 @@ mod tests {
         assert_ne!(a, d);
     }
 }
+
+/// A uniform number in [0, 1) that depends only on the run seed, purpose, round, client and `salt`:
+/// a counter-based draw, cheap enough to make for millions of clients every round.
+pub fn unit(seed: u64, purpose: Purpose, round: u64, client: u64, salt: u64) -> f64 {
+    let h = mix64(stream_key(seed, purpose, round, client) ^ mix64(salt));
+    (h >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
+}
+
+#[cfg(test)]
+mod unit_tests {
+    use super::*;
+
+    #[test]
+    fn unit_draws_are_uniform_enough() {
+        let n = 100_000;
+        let mean: f64 = (0..n)
+            .map(|c| unit(3, Purpose::Participation, 7, c, 0))
+            .sum::<f64>()
+            / n as f64;
+        assert!((mean - 0.5).abs() < 0.01, "{mean}");
+        assert!((0..1000).all(|c| (0.0..1.0).contains(&unit(1, Purpose::Events, 0, c, 9))));
+    }
+}

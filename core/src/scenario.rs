@@ -8,7 +8,7 @@ use fedsim_nn::ModelSpec;
 use serde::{Deserialize, Serialize};
 
 use crate::CoreError;
-use crate::participation::ParticipationSpec;
+use crate::participation::{EventsConfig, ParticipationSpec};
 use crate::strategy::StrategySpec;
 use crate::train::TrainConfig;
 
@@ -161,6 +161,9 @@ pub struct Scenario {
     /// Who takes part in each round.
     #[serde(default)]
     pub participation: ParticipationSpec,
+    /// Scripted events on top of the participation model.
+    #[serde(default)]
+    pub events: EventsConfig,
     /// Evaluation.
     #[serde(default)]
     pub eval: EvalConfig,
@@ -220,6 +223,7 @@ impl Scenario {
         self.train.validate()?;
         self.strategy.validate()?;
         self.participation.validate(self.clients)?;
+        self.events.validate(self.clients)?;
         if self.eval.every == 0 {
             return Err("eval.every must be at least 1".into());
         }

@@ -99,6 +99,44 @@ impl TrainConfig {
         Ok(())
     }
 
+    /// The full local work of a client with `n` samples: SGD steps and samples processed.
+    pub fn work(&self, n: usize) -> crate::participation::events::Work {
+        use crate::participation::events::Work;
+        if n == 0 {
+            return Work {
+                steps: 0,
+                samples: 0,
+            };
+        }
+        let b = if self.batch_size == 0 {
+            n
+        } else {
+            self.batch_size.min(n)
+        };
+        match self.steps {
+            Some(q) => Work {
+                steps: q,
+                samples: q * b,
+            },
+            None => {
+                let per_epoch = if self.drop_last && n % b != 0 && n > b {
+                    n / b
+                } else {
+                    n.div_ceil(b)
+                };
+                let samples = if self.drop_last && n > b {
+                    per_epoch * b
+                } else {
+                    n
+                };
+                Work {
+                    steps: per_epoch * self.epochs,
+                    samples: samples * self.epochs,
+                }
+            }
+        }
+    }
+
     /// Learning rate in `round`.
     pub fn lr_at(&self, round: u64) -> f32 {
         self.lr * self.lr_decay.powi(round.min(i32::MAX as u64) as i32)
@@ -157,6 +195,8 @@ pub struct LocalTrainer<'a> {
     pub rng: ChaCha8Rng,
     /// Per-thread scratch memory.
     pub scratch: &'a mut Scratch,
+    /// At most this many steps this round (a straggler reporting partial work).
+    pub max_steps: Option<usize>,
     batch_x: Array2<f32>,
     batch_y: Vec<u32>,
     order: Vec<u32>,
@@ -181,6 +221,7 @@ impl<'a> LocalTrainer<'a> {
             client,
             rng,
             scratch,
+            max_steps: None,
             batch_x: Array2::zeros((0, 0)),
             batch_y: Vec::new(),
             order: Vec::new(),
@@ -246,6 +287,9 @@ impl<'a> LocalTrainer<'a> {
                     }
                 }
             }
+        }
+        if let Some(m) = self.max_steps {
+            out.truncate(m);
         }
         out
     }

@@ -772,7 +772,7 @@ mod x86 {
         // SAFETY (whole body): forwarded; panels and row blocks stay inside the checked extents, and
         // the pack buffers hold what is asked of them (plus slack).
         unsafe {
-            if m <= SKINNY {
+            if m <= SKINNY || kb == 0 {
                 let mut abuf = PackBuf::take(&PACK_A, m * kb);
                 let ap = abuf.ptr();
                 pack_a(m, kb, a, rsa, csa, ap);

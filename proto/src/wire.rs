@@ -15,25 +15,25 @@ pub const CHUNK_BYTES: usize = 1 << 20;
 pub struct WireError(pub String);
 
 fn le_f32(v: &[f32]) -> Bytes {
-    let mut b = Vec::with_capacity(v.len() * 4);
-    for x in v {
-        b.extend_from_slice(&x.to_le_bytes());
+    let mut b = vec![0u8; v.len() * 4];
+    for (dst, x) in b.chunks_exact_mut(4).zip(v) {
+        dst.copy_from_slice(&x.to_le_bytes());
     }
     b.into()
 }
 
 fn le_f64(v: &[f64]) -> Bytes {
-    let mut b = Vec::with_capacity(v.len() * 8);
-    for x in v {
-        b.extend_from_slice(&x.to_le_bytes());
+    let mut b = vec![0u8; v.len() * 8];
+    for (dst, x) in b.chunks_exact_mut(8).zip(v) {
+        dst.copy_from_slice(&x.to_le_bytes());
     }
     b.into()
 }
 
 fn le_u32(v: &[u32]) -> Bytes {
-    let mut b = Vec::with_capacity(v.len() * 4);
-    for x in v {
-        b.extend_from_slice(&x.to_le_bytes());
+    let mut b = vec![0u8; v.len() * 4];
+    for (dst, x) in b.chunks_exact_mut(4).zip(v) {
+        dst.copy_from_slice(&x.to_le_bytes());
     }
     b.into()
 }
@@ -157,9 +157,21 @@ pub fn encode(p: &Payload) -> Bytes {
 
 /// Decodes and validates a payload.
 pub fn decode(bytes: &[u8]) -> Result<Payload, WireError> {
+    decode_bytes(Bytes::copy_from_slice(bytes))
+}
+
+/// Decodes and validates a payload held in `bytes`; tensor data is sliced out of `bytes`, not copied,
+/// until it is converted to numbers.
+pub fn decode_bytes(bytes: Bytes) -> Result<Payload, WireError> {
     let msg =
         v1::Payload::decode(bytes).map_err(|e| WireError(format!("undecodable protobuf: {e}")))?;
     from_proto(msg)
+}
+
+/// Bytes a message occupies in a gRPC stream: its protobuf encoding plus the 5-byte gRPC frame header
+/// (compression flag and length). HTTP/2 and TLS framing are not counted.
+pub fn grpc_message_len(encoded_len: usize) -> u64 {
+    encoded_len as u64 + 5
 }
 
 /// Splits encoded bytes into chunks of [`CHUNK_BYTES`] without copying.
@@ -167,6 +179,20 @@ pub fn chunks(bytes: &Bytes) -> impl Iterator<Item = Bytes> + '_ {
     (0..bytes.len())
         .step_by(CHUNK_BYTES)
         .map(move |s| bytes.slice(s..(s + CHUNK_BYTES).min(bytes.len())))
+}
+
+/// Largest buffer reserved up front for a declared payload; beyond it the buffer grows as data
+/// arrives, so a peer cannot make the receiver reserve memory by declaring a size it never sends.
+const MAX_PREALLOC: usize = 64 << 20;
+
+/// A payload declaration that exceeds the receiver's limit.
+#[derive(Debug, thiserror::Error)]
+#[error("declared payload of {declared} bytes exceeds the limit of {limit} bytes")]
+pub struct TooLarge {
+    /// Declared bytes.
+    pub declared: u64,
+    /// The limit.
+    pub limit: usize,
 }
 
 /// Reassembles a chunked payload of a declared length, refusing more than `max_len` bytes or more
@@ -179,18 +205,27 @@ pub struct Assembler {
 
 impl Assembler {
     /// Expects `declared` bytes; refuses declarations above `max_len`.
-    pub fn new(declared: u64, max_len: usize) -> Result<Self, WireError> {
-        let declared =
-            usize::try_from(declared).map_err(|_| WireError("declared length too large".into()))?;
+    pub fn new(declared: u64, max_len: usize) -> Result<Self, TooLarge> {
+        let too_large = TooLarge {
+            declared,
+            limit: max_len,
+        };
+        let declared = usize::try_from(declared).map_err(|_| too_large)?;
         if declared > max_len {
-            return Err(WireError(format!(
-                "declared payload of {declared} bytes exceeds the limit of {max_len}"
-            )));
+            return Err(TooLarge {
+                declared: declared as u64,
+                limit: max_len,
+            });
         }
         Ok(Self {
             declared,
-            buf: Vec::with_capacity(declared),
+            buf: Vec::with_capacity(declared.min(MAX_PREALLOC)),
         })
+    }
+
+    /// Bytes received so far.
+    pub fn received(&self) -> usize {
+        self.buf.len()
     }
 
     /// Adds a chunk.
@@ -214,7 +249,7 @@ impl Assembler {
                 self.declared
             )));
         }
-        decode(&self.buf)
+        decode_bytes(Bytes::from(self.buf))
     }
 }
 

@@ -1,20 +1,32 @@
 //! The round driver: owns the engine and runs rounds over the connected clients.
+//!
+//! Results arrive in any order, but the engine folds updates in ascending client id so the aggregate
+//! never depends on arrival order. The driver therefore feeds the engine itself, in order, through a
+//! [`Reorder`] buffer that keeps early arrivals in memory up to a byte budget and spills the rest to
+//! files in the run directory: the coordinator's memory stays O(model + budget) whatever the number of
+//! clients and their arrival order.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use fedsim_core::engine::RoundIo;
 use fedsim_core::report::Summary;
-use fedsim_core::{ClientOutcome, CoreError, Engine, Scenario};
-use tokio::sync::mpsc;
+use fedsim_core::{ClientId, ClientOutcome, CoreError, Engine, Payload, Scenario};
+use fedsim_proto::wire;
+use tokio::sync::{mpsc, oneshot};
+use tonic::Status;
 
-use crate::service::{OpenRound, Phase, Shared, Submission};
+use crate::service::{OpenRound, Phase, Shared, Submission, Verdict};
 use crate::{ServerError, ServerOptions, checkpoint};
 
 /// How often the driver checks for disconnected clients while a round is open.
 const TICK: Duration = Duration::from_millis(200);
+
+/// Directory (inside the run directory) for updates spilled by the reorder buffer.
+const SPOOL_DIR: &str = "spool";
 
 /// Loads the data, waits for clients and runs every round; returns the summary.
 pub async fn drive(
@@ -49,14 +61,22 @@ pub async fn drive(
     )
     .await?;
 
+    let spool = opts.out.join(SPOOL_DIR);
     while !engine.is_done() {
         if shared.registry().available().is_empty() {
             wait_for_clients(&shared, 1, scenario.deploy.wait_timeout_s).await?;
         }
-        run_round(&mut engine, &shared, &mut results, &scenario).await?;
+        let reorder = Reorder::new(opts.reorder_budget_bytes, spool.clone());
+        run_round(&mut engine, &shared, &mut results, &scenario, reorder).await?;
         checkpoint::save(&opts.out, &shared.run_id, &hash, &engine.snapshot())?;
     }
+    let _ = std::fs::remove_dir_all(&spool);
     let summary = tokio::task::block_in_place(|| engine.finish())?;
+    tracing::info!(
+        peak_rss_mib = ?peak_rss_mib(),
+        hash = %summary.final_model_hash,
+        "run finished"
+    );
     Ok(summary)
 }
 
@@ -66,7 +86,7 @@ async fn wait_for_clients(
     timeout_s: f64,
 ) -> Result<(), ServerError> {
     let start = Instant::now();
-    let mut last_log = 0;
+    let mut last_log = usize::MAX;
     loop {
         let joined = shared.registry().available().len();
         if joined >= required {
@@ -87,15 +107,207 @@ async fn wait_for_clients(
     }
 }
 
+/// The coordinator's peak resident memory (`VmHWM`) in MiB, where the OS reports it.
+pub fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+/// Where a held update waits.
+#[derive(Debug)]
+enum Stored {
+    /// In memory.
+    Memory(Payload, usize),
+    /// Spilled to a file (wire encoding).
+    File(PathBuf),
+}
+
+/// An outcome waiting for its turn.
+#[derive(Debug)]
+enum Held {
+    Update {
+        stored: Stored,
+        num_samples: u64,
+        reply: Option<oneshot::Sender<Verdict>>,
+    },
+    Dropped(String),
+}
+
+/// The reorder buffer of one round: hands outcomes to the engine in ascending client id.
+#[derive(Debug)]
+pub struct Reorder {
+    order: Vec<ClientId>,
+    next: usize,
+    held: BTreeMap<ClientId, Held>,
+    memory_bytes: usize,
+    budget: usize,
+    spool: PathBuf,
+    /// Updates spilled to disk this round.
+    pub spilled: usize,
+    /// Most bytes held in memory at once this round.
+    pub peak_memory_bytes: usize,
+}
+
+impl Reorder {
+    /// A buffer keeping at most `budget` bytes of early updates in memory, spilling the rest to `spool`.
+    pub fn new(budget: usize, spool: PathBuf) -> Self {
+        Self {
+            order: Vec::new(),
+            next: 0,
+            held: BTreeMap::new(),
+            memory_bytes: 0,
+            budget,
+            spool,
+            spilled: 0,
+            peak_memory_bytes: 0,
+        }
+    }
+
+    fn start(&mut self, selected: &[ClientId]) {
+        self.order = selected.to_vec();
+    }
+
+    fn is_next(&self, client: ClientId) -> bool {
+        self.order.get(self.next) == Some(&client)
+    }
+
+    /// Accepts an update: folds it now if it is next in order, else holds it (memory or spool file).
+    fn update(
+        &mut self,
+        engine: &mut Engine,
+        round: u64,
+        client: ClientId,
+        payload: Payload,
+        num_samples: u64,
+        reply: oneshot::Sender<Verdict>,
+    ) {
+        let stored = if self.is_next(client) {
+            Stored::Memory(payload, 0)
+        } else {
+            let size = payload.heap_bytes();
+            if self.memory_bytes + size <= self.budget {
+                self.memory_bytes += size;
+                self.peak_memory_bytes = self.peak_memory_bytes.max(self.memory_bytes);
+                Stored::Memory(payload, size)
+            } else {
+                match spill(&self.spool, round, client, &payload) {
+                    Ok(path) => {
+                        self.spilled += 1;
+                        Stored::File(path)
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot spill an update to disk; keeping it in memory");
+                        self.memory_bytes += size;
+                        self.peak_memory_bytes = self.peak_memory_bytes.max(self.memory_bytes);
+                        Stored::Memory(payload, size)
+                    }
+                }
+            }
+        };
+        self.held.insert(
+            client,
+            Held::Update {
+                stored,
+                num_samples,
+                reply: Some(reply),
+            },
+        );
+        self.feed(engine);
+    }
+
+    /// Records that `client` will not report this round.
+    fn drop_client(&mut self, engine: &mut Engine, client: ClientId, reason: String) {
+        self.held.insert(client, Held::Dropped(reason));
+        self.feed(engine);
+    }
+
+    /// Hands the engine every outcome whose predecessors are all in.
+    fn feed(&mut self, engine: &mut Engine) {
+        while let Some(&c) = self.order.get(self.next) {
+            let Some(held) = self.held.remove(&c) else {
+                break;
+            };
+            self.next += 1;
+            match held {
+                Held::Dropped(reason) => {
+                    let _ = engine.submit(c, ClientOutcome::Dropped(reason));
+                }
+                Held::Update {
+                    stored,
+                    num_samples,
+                    reply,
+                } => {
+                    let payload = match stored {
+                        Stored::Memory(p, size) => {
+                            self.memory_bytes -= size;
+                            Ok(p)
+                        }
+                        Stored::File(path) => unspill(&path),
+                    };
+                    let verdict = match payload {
+                        Ok(payload) => engine
+                            .submit(
+                                c,
+                                ClientOutcome::Update {
+                                    payload,
+                                    num_samples,
+                                },
+                            )
+                            .map_err(|e| Status::invalid_argument(e.to_string())),
+                        Err(e) => {
+                            tracing::warn!(client = c, error = %e, "spilled update lost");
+                            let _ = engine.submit(c, ClientOutcome::Dropped(e.clone()));
+                            Err(Status::internal(e))
+                        }
+                    };
+                    if let Some(r) = reply {
+                        let _ = r.send(verdict);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Closes the round: clients that have not reported are dropped, held updates are folded in.
+    fn close(&mut self, engine: &mut Engine) {
+        for i in self.next..self.order.len() {
+            let c = self.order[i];
+            self.held.entry(c).or_insert_with(|| {
+                tracing::info!(client = c, "round closed before the client reported");
+                Held::Dropped("did not report before the round closed".into())
+            });
+        }
+        self.feed(engine);
+        let _ = std::fs::remove_dir_all(&self.spool);
+    }
+}
+
+fn spill(dir: &Path, round: u64, client: ClientId, payload: &Payload) -> Result<PathBuf, String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let path = dir.join(format!("r{round}-c{client}.bin"));
+    std::fs::write(&path, wire::encode(payload)).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(path)
+}
+
+fn unspill(path: &Path) -> Result<Payload, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let _ = std::fs::remove_file(path);
+    wire::decode_bytes(bytes.into()).map_err(|e| format!("{}: {e}", path.display()))
+}
+
 async fn run_round(
     engine: &mut Engine,
     shared: &Shared,
     results: &mut mpsc::Receiver<Submission>,
     scenario: &Scenario,
+    mut reorder: Reorder,
 ) -> Result<(), ServerError> {
     let available = shared.registry().available();
     let task = engine.begin_round(&available);
-    let payload = fedsim_proto::wire::encode(&task.broadcast);
+    reorder.start(&task.selected);
+    let payload = wire::encode(&task.broadcast);
     let deadline = (scenario.round.deadline_s > 0.0)
         .then(|| Instant::now() + Duration::from_secs_f64(scenario.round.deadline_s));
     let open = Arc::new(OpenRound {
@@ -107,6 +319,7 @@ async fn run_round(
             crate::service::random_hex(8)
         ),
         selected: task.selected.clone(),
+        max_steps: task.max_steps.clone(),
         payload,
         deadline,
         submitted: Default::default(),
@@ -117,6 +330,7 @@ async fn run_round(
     tracing::info!(
         round = task.round + 1,
         selected = task.selected.len(),
+        available = available.len(),
         "round open"
     );
 
@@ -126,6 +340,7 @@ async fn run_round(
     } else {
         scenario.round.quorum
     };
+    let num_params = engine.global().len();
     let mut reported = 0usize;
     let mut bytes_up = 0u64;
     let mut tick = tokio::time::interval(TICK);
@@ -134,32 +349,53 @@ async fn run_round(
             tracing::info!(
                 round = task.round + 1,
                 missing = outstanding.len(),
-                "deadline passed"
+                "deadline passed; closing the round"
             );
             break;
         }
         tokio::select! {
             sub = results.recv() => {
                 let Some(sub) = sub else { break };
-                if sub.round != task.round || !outstanding.contains(&sub.client) {
-                    let _ = sub.reply.send(Err(format!("round {} is closed or the result is a duplicate", sub.round)));
+                if sub.round != task.round {
+                    let _ = sub.reply.send(Err(Status::failed_precondition(format!(
+                        "round {} is closed", sub.round
+                    ))));
                     continue;
                 }
-                outstanding.remove(&sub.client);
+                if !outstanding.remove(&sub.client) {
+                    tracing::warn!(round = task.round + 1, client = sub.client, "duplicate result refused");
+                    let _ = sub.reply.send(Err(Status::already_exists(format!(
+                        "client {} already reported or was dropped in round {}",
+                        sub.client, sub.round
+                    ))));
+                    continue;
+                }
                 if let Ok(mut set) = open.submitted.lock() {
                     set.insert(sub.client);
                 }
                 bytes_up += sub.wire_bytes;
-                let outcome = match sub.update {
-                    Ok(payload) => ClientOutcome::Update { payload, num_samples: sub.num_samples },
-                    Err(reason) => ClientOutcome::Dropped(reason),
-                };
-                let was_update = matches!(outcome, ClientOutcome::Update { .. });
-                let verdict = engine.submit(sub.client, outcome).map_err(|e| e.to_string());
-                if verdict.is_ok() && was_update {
-                    reported += 1;
+                match sub.update {
+                    Ok(payload) => {
+                        // Checked on arrival, so a bad update is refused at once even when it waits
+                        // for its turn; the strategy may still refuse it when it is folded in.
+                        match engine.strategy().validate_update(sub.client, &payload, num_params) {
+                            Ok(()) => {
+                                reported += 1;
+                                reorder.update(engine, task.round, sub.client, payload, sub.num_samples, sub.reply);
+                            }
+                            Err(e) => {
+                                tracing::warn!(round = task.round + 1, client = sub.client, error = %e, "invalid update refused; client dropped from the round");
+                                let _ = sub.reply.send(Err(Status::invalid_argument(e.to_string())));
+                                reorder.drop_client(engine, sub.client, e.to_string());
+                            }
+                        }
+                    }
+                    Err(reason) => {
+                        tracing::info!(round = task.round + 1, client = sub.client, %reason, "client could not train; dropped from the round");
+                        let _ = sub.reply.send(Ok(()));
+                        reorder.drop_client(engine, sub.client, reason);
+                    }
                 }
-                let _ = sub.reply.send(verdict);
             }
             _ = tick.tick() => {
                 let gone: Vec<_> = {
@@ -167,26 +403,30 @@ async fn run_round(
                     outstanding.iter().copied().filter(|&c| !reg.is_alive(c)).collect()
                 };
                 for c in gone {
-                    tracing::warn!(round = task.round + 1, client = c, "client disconnected; dropped from the round");
+                    tracing::warn!(round = task.round + 1, client = c, "client disconnected or timed out; dropped from the round");
                     outstanding.remove(&c);
-                    let _ = engine.submit(c, ClientOutcome::Dropped("disconnected".into()));
+                    reorder.drop_client(engine, c, "disconnected".into());
                 }
             }
         }
     }
-    for &c in &outstanding {
-        tracing::info!(
-            round = task.round + 1,
-            client = c,
-            "round closed before the client reported"
-        );
-    }
     shared.phase.send_replace(Phase::Waiting);
+    reorder.close(engine);
+    let mut extra = vec![
+        ("reorder_spilled".to_string(), reorder.spilled as f64),
+        (
+            "reorder_peak_mib".to_string(),
+            reorder.peak_memory_bytes as f64 / (1 << 20) as f64,
+        ),
+    ];
+    if let Some(rss) = peak_rss_mib() {
+        extra.push(("coordinator_peak_rss_mib".to_string(), rss));
+    }
     let io = RoundIo {
         train_time: started.elapsed(),
         wire_bytes_up: Some(bytes_up),
         wire_bytes_down: Some(open.bytes_down.load(Ordering::Relaxed)),
-        extra: Vec::new(),
+        extra,
     };
     let rec = tokio::task::block_in_place(|| engine.end_round(io))?;
     tracing::info!(

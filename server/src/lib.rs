@@ -74,7 +74,13 @@ pub struct ServerOptions {
     pub tls: Option<TlsFiles>,
     /// Client credentials; `None` accepts any client.
     pub credentials: Option<Credentials>,
+    /// Bytes of early-arriving updates the reorder buffer keeps in memory before spilling to disk
+    /// (see [`driver`]); [`DEFAULT_REORDER_BUDGET`] by default.
+    pub reorder_budget_bytes: usize,
 }
+
+/// Default in-memory budget of the reorder buffer: 16 MiB.
+pub const DEFAULT_REORDER_BUDGET: usize = 16 << 20;
 
 fn read_file(path: &PathBuf) -> Result<Vec<u8>, ServerError> {
     std::fs::read(path).map_err(|e| ServerError::File {

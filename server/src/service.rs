@@ -27,8 +27,16 @@ use crate::{Credentials, ServerError};
 /// Longest a FetchTask call waits before answering WAIT.
 const LONG_POLL: Duration = Duration::from_secs(15);
 
-/// Largest single gRPC message (payloads travel in chunks of [`wire::CHUNK_BYTES`]).
+/// Largest single gRPC message, set explicitly on the server in both directions (tonic's default is
+/// 4 MiB). Payloads travel as a stream of [`wire::CHUNK_BYTES`] chunks, so this bounds a chunk, not a
+/// model; the payload limit is the scenario's `deploy.max_message_mib`.
 pub const MAX_GRPC_MESSAGE: usize = 8 << 20;
+
+/// Longest the service waits for the next chunk of a result stream before giving up on it.
+const MIN_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The driver's answer to a submission: accepted, or the status the client receives.
+pub type Verdict = Result<(), Status>;
 
 /// A round that is open for results.
 #[derive(Debug)]
@@ -37,8 +45,10 @@ pub struct OpenRound {
     pub round: u64,
     /// Token that results must carry.
     pub token: String,
-    /// Selected clients, ascending.
+    /// Clients to run, ascending (selected and not dropped by a scripted event).
     pub selected: Vec<ClientId>,
+    /// Step budgets of stragglers that report partial work.
+    pub max_steps: std::collections::BTreeMap<ClientId, usize>,
     /// The encoded task.
     pub payload: Bytes,
     /// When the round closes at the latest (None: no deadline).
@@ -71,10 +81,10 @@ pub struct Submission {
     pub num_samples: u64,
     /// The update, or the client's own error.
     pub update: Result<Payload, String>,
-    /// Bytes received.
+    /// Bytes received (gRPC messages, see [`wire::grpc_message_len`]).
     pub wire_bytes: u64,
-    /// The driver's verdict.
-    pub reply: oneshot::Sender<Result<(), String>>,
+    /// The driver's verdict; it may come only once the update has been folded in (client-id order).
+    pub reply: oneshot::Sender<Verdict>,
 }
 
 /// State shared by the service and the driver.
@@ -93,6 +103,7 @@ pub struct Shared {
     results_rx: Mutex<Option<mpsc::Receiver<Submission>>>,
     credentials: Option<Credentials>,
     max_payload: usize,
+    idle_timeout: Duration,
 }
 
 pub(crate) fn random_hex(bytes: usize) -> String {
@@ -131,6 +142,9 @@ impl Shared {
             results_rx: Mutex::new(Some(results_rx)),
             credentials,
             max_payload: scenario.deploy.max_message_mib.saturating_mul(1 << 20),
+            idle_timeout: MIN_IDLE_TIMEOUT.max(Duration::from_secs_f64(
+                scenario.deploy.heartbeat_timeout_s * 3.0,
+            )),
         })
     }
 
@@ -142,6 +156,11 @@ impl Shared {
     /// Locks the registry (a poisoned lock is recovered: the registry holds no invariants across calls).
     pub fn registry(&self) -> std::sync::MutexGuard<'_, Registry> {
         self.registry.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Largest accepted payload in bytes (`deploy.max_message_mib`).
+    pub fn max_payload(&self) -> usize {
+        self.max_payload
     }
 
     /// Marks the run as over.
@@ -169,6 +188,20 @@ impl Shared {
         }
         reg.touch(session);
         Ok(())
+    }
+
+    /// Reads the next message of a result stream, giving up after the idle timeout.
+    async fn next_chunk(
+        &self,
+        stream: &mut Streaming<ResultChunk>,
+    ) -> Result<Option<ResultChunk>, Status> {
+        match tokio::time::timeout(self.idle_timeout, stream.message()).await {
+            Ok(r) => r,
+            Err(_) => Err(Status::deadline_exceeded(format!(
+                "no data for {:.0} s in a result stream",
+                self.idle_timeout.as_secs_f64()
+            ))),
+        }
     }
 }
 
@@ -202,32 +235,44 @@ fn header(kind: v1::task_header::Kind) -> TaskHeader {
 #[tonic::async_trait]
 impl Coordinator for CoordinatorService {
     async fn join(&self, req: Request<JoinRequest>) -> Result<Response<JoinResponse>, Status> {
+        let peer = req
+            .remote_addr()
+            .map_or_else(|| "unknown peer".to_string(), |a| a.to_string());
         let r = req.into_inner();
         let s = &self.shared;
+        let refuse = |status: Status| {
+            tracing::warn!(%peer, code = ?status.code(), reason = status.message(), "join refused");
+            Err(status)
+        };
         if r.protocol_version != PROTOCOL_VERSION {
-            return Err(Status::failed_precondition(format!(
+            return refuse(Status::failed_precondition(format!(
                 "client speaks protocol version {}, this coordinator speaks {PROTOCOL_VERSION}",
                 r.protocol_version
             )));
         }
         if r.clients.is_empty() {
-            return Err(Status::invalid_argument("join lists no client ids"));
+            return refuse(Status::invalid_argument("join lists no client ids"));
         }
         let ids: Vec<ClientId> = r.clients.iter().map(|c| c.id).collect();
         if let Some(bad) = ids.iter().find(|&&c| c as usize >= s.num_clients) {
-            return Err(Status::invalid_argument(format!(
+            return refuse(Status::invalid_argument(format!(
                 "client id {bad} is out of range (the run has {} clients)",
                 s.num_clients
             )));
         }
+        let mut seen = HashSet::new();
+        if let Some(dup) = ids.iter().find(|&&c| !seen.insert(c)) {
+            return refuse(Status::invalid_argument(format!(
+                "client id {dup} is listed twice"
+            )));
+        }
         if let Some(creds) = &s.credentials {
             if let Err(msg) = creds.check(&r.token, &ids) {
-                tracing::warn!(?ids, %msg, "join refused");
-                return Err(Status::unauthenticated(msg));
+                return refuse(Status::unauthenticated(msg));
             }
         }
         if !r.scenario_hash.is_empty() && r.scenario_hash != s.scenario_hash {
-            return Err(Status::failed_precondition(
+            return refuse(Status::failed_precondition(
                 "the client's scenario differs from the coordinator's",
             ));
         }
@@ -235,7 +280,13 @@ impl Coordinator for CoordinatorService {
         let entries: Vec<(ClientId, u64)> =
             r.clients.iter().map(|c| (c.id, c.num_samples)).collect();
         s.registry().join(&session, &entries);
-        tracing::info!(clients = ids.len(), first = ids[0], "clients joined");
+        tracing::info!(
+            %peer,
+            clients = ids.len(),
+            first = ids[0],
+            last = ids[ids.len() - 1],
+            "clients joined"
+        );
         Ok(Response::new(JoinResponse {
             run_id: s.run_id.clone(),
             session,
@@ -284,26 +335,21 @@ impl Coordinator for CoordinatorService {
                             deadline_s: o.deadline.map_or(0.0, |d| {
                                 d.saturating_duration_since(Instant::now()).as_secs_f64()
                             }),
+                            max_steps: o.max_steps.get(&client).map(|&m| m as u64),
                         };
-                        let mut sent = h.encoded_len() as u64;
-                        if tx
-                            .send(Ok(TaskChunk {
-                                part: Some(task_chunk::Part::Header(h)),
-                            }))
-                            .await
-                            .is_err()
-                        {
+                        let first = TaskChunk {
+                            part: Some(task_chunk::Part::Header(h)),
+                        };
+                        let mut sent = wire::grpc_message_len(first.encoded_len());
+                        if tx.send(Ok(first)).await.is_err() {
                             return;
                         }
                         for c in wire::chunks(&o.payload) {
-                            sent += c.len() as u64;
-                            if tx
-                                .send(Ok(TaskChunk {
-                                    part: Some(task_chunk::Part::Data(c)),
-                                }))
-                                .await
-                                .is_err()
-                            {
+                            let msg = TaskChunk {
+                                part: Some(task_chunk::Part::Data(c)),
+                            };
+                            sent += wire::grpc_message_len(msg.encoded_len());
+                            if tx.send(Ok(msg)).await.is_err() {
                                 return;
                             }
                         }
@@ -335,14 +381,16 @@ impl Coordinator for CoordinatorService {
         req: Request<Streaming<ResultChunk>>,
     ) -> Result<Response<SubmitReply>, Status> {
         let s = &self.shared;
+        let started = Instant::now();
         let mut stream = req.into_inner();
-        let first = stream
-            .message()
+        let first = s
+            .next_chunk(&mut stream)
             .await?
             .ok_or_else(|| Status::invalid_argument("empty result stream"))?;
+        let mut wire_bytes = wire::grpc_message_len(first.encoded_len());
         let Some(result_chunk::Part::Header(h)) = first.part else {
             return Err(Status::invalid_argument(
-                "a result must start with its header",
+                "a result stream must start with its header",
             ));
         };
         s.check_run(&h.run_id)?;
@@ -351,7 +399,7 @@ impl Coordinator for CoordinatorService {
             Phase::Open(o) => o.clone(),
             _ => {
                 return Err(Status::failed_precondition(format!(
-                    "round {} is not open",
+                    "no round is open (result for round {})",
                     h.round
                 )));
             }
@@ -361,7 +409,7 @@ impl Coordinator for CoordinatorService {
                 client = h.client_id,
                 round = h.round,
                 open = open.round,
-                "result with a stale round token"
+                "result with a stale or wrong round token refused"
             );
             return Err(Status::failed_precondition(format!(
                 "round token does not match the open round (got round {}, round {} is open)",
@@ -369,38 +417,57 @@ impl Coordinator for CoordinatorService {
             )));
         }
         if open.selected.binary_search(&h.client_id).is_err() {
+            tracing::warn!(
+                client = h.client_id,
+                round = h.round,
+                "result from a client that was not selected refused"
+            );
             return Err(Status::permission_denied(format!(
                 "client {} was not selected for round {}",
                 h.client_id, h.round
             )));
         }
-        let mut wire_bytes = h.encoded_len() as u64;
+        let declared = s.registry().num_samples(h.client_id).unwrap_or(0);
+        if declared > 0 && declared != h.num_samples {
+            return Err(Status::invalid_argument(format!(
+                "num_samples {} differs from the {declared} declared at join",
+                h.num_samples
+            )));
+        }
         let update = if !h.error.is_empty() {
             Err(format!("client reported an error: {}", h.error))
         } else {
-            let mut asm = wire::Assembler::new(h.payload_len, s.max_payload)
-                .map_err(|e| Status::invalid_argument(e.to_string()))?;
-            while let Some(chunk) = stream.message().await? {
+            let refuse = |msg: String| {
+                tracing::warn!(client = h.client_id, round = h.round, error = %msg, "malformed result refused");
+                Status::invalid_argument(msg)
+            };
+            let mut asm = wire::Assembler::new(h.payload_len, s.max_payload).map_err(|e| {
+                tracing::warn!(client = h.client_id, round = h.round, error = %e, "oversized result refused");
+                Status::resource_exhausted(e.to_string())
+            })?;
+            while let Some(chunk) = s.next_chunk(&mut stream).await? {
+                wire_bytes += wire::grpc_message_len(chunk.encoded_len());
                 match chunk.part {
                     Some(result_chunk::Part::Data(d)) => {
-                        wire_bytes += d.len() as u64;
-                        asm.push(&d)
-                            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+                        asm.push(&d).map_err(|e| refuse(e.to_string()))?;
                     }
                     _ => {
-                        return Err(Status::invalid_argument(
-                            "unexpected second header in a result stream",
-                        ));
+                        return Err(refuse("unexpected second header in a result stream".into()));
                     }
                 }
             }
-            match asm.finish() {
-                Ok(p) => Ok(p),
-                Err(e) => {
-                    tracing::warn!(client = h.client_id, round = h.round, error = %e, "malformed result");
-                    return Err(Status::invalid_argument(e.to_string()));
-                }
-            }
+            let received = asm.received();
+            let payload = asm.finish().map_err(|e| refuse(e.to_string()))?;
+            let secs = started.elapsed().as_secs_f64();
+            tracing::debug!(
+                client = h.client_id,
+                round = h.round,
+                bytes = received,
+                secs,
+                mb_per_s = received as f64 / 1e6 / secs.max(1e-9),
+                "result received"
+            );
+            Ok(payload)
         };
         let (reply, verdict) = oneshot::channel();
         let sub = Submission {
@@ -420,7 +487,7 @@ impl Coordinator for CoordinatorService {
                 accepted: true,
                 message: String::new(),
             })),
-            Ok(Err(msg)) => Err(Status::invalid_argument(msg)),
+            Ok(Err(status)) => Err(status),
             Err(_) => Err(Status::unavailable("the coordinator is shutting down")),
         }
     }

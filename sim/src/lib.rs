@@ -137,6 +137,7 @@ pub fn run_engine(
                             c,
                             &mut state,
                             &task.broadcast,
+                            task.max_steps.get(&c).copied(),
                             scratch,
                         ) {
                             Ok(payload) => ClientOutcome::Update {

@@ -1,20 +1,38 @@
-//! Participation models: which clients take part in each round (the scenario's `[participation]`).
+//! Participation: which clients take part in each round (the scenario's `[participation]` and
+//! `[events]` sections).
 //!
-//! Terms: a client is *available* when the runtime can reach it (always, in the simulator; connected,
-//! over gRPC); *selected* when the participation model picks it for the round; *reported* when its
-//! update reached the server before the round closed. Selection draws only from the stream keyed by
-//! (seed, round), so the simulator and the gRPC coordinator select the same clients.
+//! Terms used everywhere:
+//! - *available*: the runtime can reach the client (always in the simulator; connected over gRPC) and no
+//!   scripted event (outage, late join, departure) hides it;
+//! - *selected*: the participation model picked it for the round;
+//! - *reported*: its update reached the server before the round closed. A selected client may fail to
+//!   report because of a scripted dropout, a straggler deadline, the round's quorum, or a real failure.
+//!
+//! Every draw depends only on (seed, round, client) through counter-based hashing, never on thread
+//! scheduling, so the simulator and the gRPC coordinator select the same clients.
 
-use rand::seq::index;
+pub mod events;
+pub mod models;
+pub mod probability;
+pub mod trace;
+
 use serde::{Deserialize, Serialize};
 
+pub use events::{EventsConfig, RoundPlan, Scheduler};
+pub use probability::ProbabilitySpec;
+
 use crate::ClientId;
-use crate::rng::{Purpose, stream};
 
 /// Chooses the clients of each round.
 pub trait Participation: Send + Sync {
-    /// Selected clients of `round`, ascending, drawn from `available` (ascending).
+    /// Selected clients of `round` (0-based), ascending, drawn from `available` (ascending).
     fn select(&mut self, round: u64, available: &[ClientId]) -> Vec<ClientId>;
+
+    /// Per-client participation probabilities, where the model has them (for the known-probability
+    /// oracle baseline).
+    fn probabilities(&self) -> Option<&[f64]> {
+        None
+    }
 
     /// State carried between rounds (e.g. Markov chain states), for checkpoints.
     fn save_state(&self) -> Vec<u8> {
@@ -29,6 +47,17 @@ pub trait Participation: Send + Sync {
             Err("unexpected participation state".into())
         }
     }
+}
+
+/// What building a participation model may need to know about the population.
+#[derive(Debug, Clone, Copy)]
+pub struct Population<'a> {
+    /// Number of registered clients.
+    pub num_clients: usize,
+    /// Run seed.
+    pub seed: u64,
+    /// Per-client label histograms (normalised or counts), row-major `num_clients × num_classes`.
+    pub label_counts: Option<(&'a [u32], usize)>,
 }
 
 /// The scenario's `[participation]` section, selected by `kind`.
@@ -47,6 +76,39 @@ pub enum ParticipationSpec {
         #[serde(default)]
         count: Option<usize>,
     },
+    /// Each client independently with its probability p_i every round (FedAU §2.6).
+    Bernoulli {
+        /// The probabilities.
+        p: ProbabilitySpec,
+    },
+    /// Two-state Markov chain per client with stationary on-probability p_i and transition parameter q:
+    /// P(off→on) = q, P(on→off) = q(1/p_i − 1) (rescaled when that exceeds 1). Initial state ~ Bernoulli(p_i);
+    /// each round transitions first, then reports.
+    Markov {
+        /// Stationary probabilities.
+        p: ProbabilitySpec,
+        /// Transition parameter q.
+        #[serde(default = "default_q")]
+        q: f64,
+    },
+    /// Cyclic on/off per client with period L: on for max(1, round(L·p_i)) rounds, off for
+    /// max(1, L − on); each client starts off for a random number of rounds in [0, off).
+    Cyclic {
+        /// Long-run on-fractions.
+        p: ProbabilitySpec,
+        /// Period L in rounds.
+        period: u64,
+    },
+    /// Replay a CSV trace: `round,client` rows (1-based rounds; the clients that took part) or
+    /// `client,start,end` rows (the client is selected in rounds start ≤ r < end, 1-based).
+    Trace {
+        /// The CSV file.
+        path: std::path::PathBuf,
+    },
+}
+
+fn default_q() -> f64 {
+    0.05
 }
 
 impl Default for ParticipationSpec {
@@ -62,7 +124,7 @@ impl ParticipationSpec {
     /// Checks values, naming the bad key.
     pub fn validate(&self, num_clients: usize) -> Result<(), String> {
         match self {
-            ParticipationSpec::Full => Ok(()),
+            ParticipationSpec::Full | ParticipationSpec::Trace { .. } => Ok(()),
             ParticipationSpec::Uniform { fraction, count } => match (fraction, count) {
                 (Some(_), Some(_)) => {
                     Err("participation: set either fraction or count, not both".into())
@@ -76,98 +138,69 @@ impl ParticipationSpec {
                 )),
                 _ => Ok(()),
             },
-        }
-    }
-
-    /// Builds the model for a population of `num_clients` and run seed `seed`.
-    pub fn build(&self, num_clients: usize, seed: u64) -> Box<dyn Participation> {
-        match self {
-            ParticipationSpec::Full => Box::new(Full),
-            ParticipationSpec::Uniform { fraction, count } => {
-                let m = match (fraction, count) {
-                    (_, Some(m)) => *m,
-                    (Some(c), None) => ((c * num_clients as f64).floor() as usize).max(1),
-                    (None, None) => 1,
-                };
-                Box::new(Uniform { per_round: m, seed })
+            ParticipationSpec::Bernoulli { p } => p.validate(num_clients),
+            ParticipationSpec::Markov { p, q } => {
+                p.validate(num_clients)?;
+                if !(q.is_finite() && *q > 0.0 && *q <= 1.0) {
+                    return Err(format!("participation.q must be in (0, 1], got {q}"));
+                }
+                Ok(())
+            }
+            ParticipationSpec::Cyclic { p, period } => {
+                p.validate(num_clients)?;
+                if *period < 2 {
+                    return Err(format!(
+                        "participation.period must be at least 2, got {period}"
+                    ));
+                }
+                Ok(())
             }
         }
     }
-}
 
-/// Every available client.
-#[derive(Debug, Clone, Copy)]
-pub struct Full;
-
-impl Participation for Full {
-    fn select(&mut self, _round: u64, available: &[ClientId]) -> Vec<ClientId> {
-        available.to_vec()
-    }
-}
-
-/// A fixed number of clients per round, uniformly without replacement.
-#[derive(Debug, Clone, Copy)]
-pub struct Uniform {
-    /// Clients per round (fewer when fewer are available).
-    pub per_round: usize,
-    /// Run seed.
-    pub seed: u64,
-}
-
-impl Participation for Uniform {
-    fn select(&mut self, round: u64, available: &[ClientId]) -> Vec<ClientId> {
-        let m = self.per_round.min(available.len());
-        let mut rng = stream(self.seed, Purpose::Participation, round, 0);
-        let mut picked: Vec<ClientId> = index::sample(&mut rng, available.len(), m)
-            .into_iter()
-            .map(|i| available[i])
-            .collect();
-        picked.sort_unstable();
-        picked
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn uniform_is_deterministic_sorted_and_distinct() {
-        let avail: Vec<u32> = (0..100).collect();
-        let spec = ParticipationSpec::Uniform {
-            fraction: Some(0.1),
-            count: None,
-        };
-        let a = spec.build(100, 7).select(3, &avail);
-        let b = spec.build(100, 7).select(3, &avail);
-        assert_eq!(a, b);
-        assert_eq!(a.len(), 10);
-        assert!(a.windows(2).all(|w| w[0] < w[1]));
-        assert_ne!(a, spec.build(100, 7).select(4, &avail));
+    /// Whether building needs per-client label counts (class-tied probabilities).
+    pub fn needs_labels(&self) -> bool {
+        use probability::ProbabilityDist::ClassTied;
+        matches!(
+            self,
+            ParticipationSpec::Bernoulli {
+                p: ProbabilitySpec::Dist(ClassTied { .. })
+            } | ParticipationSpec::Markov {
+                p: ProbabilitySpec::Dist(ClassTied { .. }),
+                ..
+            } | ParticipationSpec::Cyclic {
+                p: ProbabilitySpec::Dist(ClassTied { .. }),
+                ..
+            }
+        )
     }
 
-    #[test]
-    fn fraction_zero_means_one_client() {
-        let spec = ParticipationSpec::Uniform {
-            fraction: Some(0.0),
-            count: None,
-        };
-        assert_eq!(
-            spec.build(50, 1)
-                .select(0, &(0..50).collect::<Vec<_>>())
-                .len(),
-            1
-        );
-    }
-
-    #[test]
-    fn validation_names_keys() {
-        let e = ParticipationSpec::Uniform {
-            fraction: Some(2.0),
-            count: None,
-        }
-        .validate(10)
-        .unwrap_err();
-        assert!(e.contains("participation.fraction"));
+    /// Builds the model for a population.
+    pub fn build(&self, pop: &Population<'_>) -> Result<Box<dyn Participation>, String> {
+        let n = pop.num_clients;
+        Ok(match self {
+            ParticipationSpec::Full => Box::new(models::Full),
+            ParticipationSpec::Uniform { fraction, count } => {
+                let m = match (fraction, count) {
+                    (_, Some(m)) => *m,
+                    (Some(c), None) => ((c * n as f64).floor() as usize).max(1),
+                    (None, None) => 1,
+                };
+                Box::new(models::Uniform {
+                    per_round: m,
+                    seed: pop.seed,
+                })
+            }
+            ParticipationSpec::Bernoulli { p } => {
+                Box::new(models::Bernoulli::new(p.resolve(pop)?, pop.seed))
+            }
+            ParticipationSpec::Markov { p, q } => {
+                Box::new(models::Markov::new(p.resolve(pop)?, *q, pop.seed))
+            }
+            ParticipationSpec::Cyclic { p, period } => {
+                Box::new(models::Cyclic::new(p.resolve(pop)?, *period, pop.seed))
+            }
+            ParticipationSpec::Trace { path } => Box::new(trace::TraceReplay::load(path, n)?),
+        })
     }
 }

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Learning-rate grid for McMahan's MNIST 2NN FedAvg scenarios (algorithms.md §1.6):
+# rounds until the test accuracy first reaches 97%, for each learning rate.
+# Usage: bench/mnist_lr_grid.sh [iid|shards] [MNIST_DIR]   (results in bench/results/)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+split=${1:-iid}
+data=${2:-../shared/data/mnist}
+rounds=$([ "$split" = iid ] && echo 300 || echo 1500)
+cargo build --release -q
+mkdir -p bench/results
+out=bench/results/mnist_2nn_${split}_lr_grid.csv
+echo "lr,rounds_to_97,best_accuracy,wall_s" > "$out"
+for lr in 0.01 0.02 0.05 0.1 0.2; do
+  dir=$(mktemp -d)
+  ./target/release/fedsim sim "configs/mnist_2nn_${split}.toml" -q --out "$dir" \
+    --set data.dir="$data" --set train.lr=$lr --set rounds=$rounds --set eval.train_loss=false
+  python3 - "$dir/summary.json" "$lr" >> "$out" <<'PY'
+import json, sys
+s = json.load(open(sys.argv[1]))
+r = s["rounds_to_target"].get("0.97")
+print(f'{sys.argv[2]},{r if r is not None else ""},{s["best_test_accuracy"]:.4f},{s["total_wall_s"]:.1f}')
+PY
+  rm -rf "$dir"
+done
+cat "$out"
