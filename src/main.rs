@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand};
 use fedsim_core::Scenario;
 
 mod launch;
+mod plot;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -30,6 +31,33 @@ enum Command {
     Client(ClientArgs),
     /// Start a coordinator and client processes on this machine (local deployment).
     Launch(LaunchArgs),
+    /// Plot a metric of one or more runs (one line per run) as SVG.
+    Plot(PlotArgs),
+}
+
+#[derive(Debug, Args)]
+struct PlotArgs {
+    /// Run directories.
+    #[arg(required = true)]
+    runs: Vec<PathBuf>,
+    /// Metric (any numeric key of metrics.jsonl), e.g. test_accuracy, train_loss, worst_class_accuracy.
+    #[arg(long, default_value = "test_accuracy")]
+    metric: String,
+    /// x axis: round, wall_s, bytes (cumulative up + down) or bytes_up.
+    #[arg(long, default_value = "round")]
+    x: String,
+    /// Legend label for each run, in order (default: directory names).
+    #[arg(long = "label")]
+    labels: Vec<String>,
+    /// Logarithmic y axis.
+    #[arg(long)]
+    log_y: bool,
+    /// Title.
+    #[arg(long)]
+    title: Option<String>,
+    /// Output SVG file.
+    #[arg(short, long)]
+    output: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -161,6 +189,10 @@ struct SimArgs {
     /// No progress bar and no final report on stdout.
     #[arg(long, short)]
     quiet: bool,
+    /// Record the clients that took part in each round as a CSV trace (replay it with
+    /// `--set participation.kind=trace --set participation.path=FILE`).
+    #[arg(long, value_name = "FILE")]
+    record_participation: Option<PathBuf>,
 }
 
 fn main() {
@@ -183,6 +215,15 @@ fn run(cli: Cli) -> Result<()> {
         Command::Server(args) => server(args),
         Command::Client(args) => client(args),
         Command::Launch(args) => launch_cmd(args),
+        Command::Plot(args) => plot::plot(&plot::PlotSpec {
+            runs: args.runs,
+            labels: args.labels,
+            metric: args.metric,
+            x: args.x,
+            log_y: args.log_y,
+            title: args.title,
+            out: args.output,
+        }),
     }
 }
 
@@ -310,6 +351,7 @@ fn sim(args: SimArgs) -> Result<()> {
     let opts = fedsim_sim::SimOptions {
         threads: args.threads,
         progress: !args.quiet && std::io::stderr().is_terminal(),
+        record_participation: args.record_participation.clone(),
     };
     let summary =
         fedsim_sim::run(scenario, Some(&out), &opts).with_context(|| "simulation failed")?;

@@ -196,7 +196,11 @@ impl Engine {
             0,
             0,
         ));
-        strategy.init(&global, scenario.clients);
+        strategy.init(&crate::strategy::Init {
+            global: &global,
+            num_clients: scenario.clients,
+            probabilities: participation.model().probabilities(),
+        });
         let train_eval_indices = train_eval_indices(&scenario, &data);
         let summary = Summary {
             scenario: scenario.name.clone(),

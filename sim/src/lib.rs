@@ -34,6 +34,9 @@ pub struct SimOptions {
     pub threads: Option<usize>,
     /// Show a progress bar (drawn only when stderr is a terminal).
     pub progress: bool,
+    /// Write the clients that took part in each round to this CSV trace (`round,client`), for replay
+    /// with `[participation] kind = "trace"`.
+    pub record_participation: Option<std::path::PathBuf>,
 }
 
 /// Per-client persistent strategy state, kept only for clients that have any.
@@ -104,6 +107,17 @@ pub fn run_engine(
     let all: Vec<ClientId> = (0..scenario.clients as u32).collect();
     let mut states = ClientStates::default();
     let bar = progress_bar(opts.progress, scenario.rounds);
+    let mut recorder = match &opts.record_participation {
+        Some(p) => Some(
+            fedsim_core::participation::trace::TraceRecorder::create(p).map_err(|source| {
+                CoreError::Io {
+                    path: p.clone(),
+                    source,
+                }
+            })?,
+        ),
+        None => None,
+    };
     tracing::info!(
         scenario = %scenario.name,
         model = %engine.model().name(),
@@ -170,6 +184,13 @@ pub fn run_engine(
             }
         }
         tracing::debug!(round = rec.round, acc = ?rec.test_accuracy, loss = ?rec.train_loss, "round done");
+        if let (Some(r), Some(p)) = (recorder.as_mut(), &opts.record_participation) {
+            r.record(rec.round, &rec.participant_ids)
+                .map_err(|source| CoreError::Io {
+                    path: p.clone(),
+                    source,
+                })?;
+        }
         on_round(&rec);
     }
     if let Some(b) = bar {

@@ -1,13 +1,18 @@
-//! FedAvg (McMahan et al., AISTATS 2017), `../shared/algorithms.md` §1.
+//! FedAvg (McMahan et al., AISTATS 2017), `../shared/algorithms.md` §1, and the mean-type baselines of
+//! the FedAU paper (§2.5), which differ only in their aggregation weights.
 //!
 //! Client: E epochs (or Q steps) of minibatch SGD from the global model; sends `Δ = w − x`.
-//! Server: `x ← x + η_g · Σ_k (n_k / Σ_j n_j) Δ_k` over the clients that reported (data-size weights,
-//! normalised by the reporting clients' total), or uniform weights with `weighting = "uniform"`.
+//! Server, by `weighting`:
+//! - `samples` (default): `x ← x + η · Σ_k (n_k / Σ_j n_j) Δ_k` over the reporting clients (McMahan);
+//! - `uniform`: `x ← x + η · (1/|S|) Σ_k Δ_k` (FedAU's "average participating");
+//! - `all_clients`: `x ← x + η · (1/N) Σ_k Δ_k` (FedAU's "average all"; absent clients count as zero);
+//! - `known_probability`: `x ← x + η · (1/N) Σ_k Δ_k / p_k` (oracle: the participation model's p_k).
+//!
 //! Memory: one running sum of the model's size, whatever the number of clients.
 
 use serde::{Deserialize, Serialize};
 
-use super::{ClientState, Reporter, Strategy, StrategyError, dense};
+use super::{ClientState, Init, Reporter, Strategy, StrategyError, dense};
 use crate::{ClientId, LocalTrainer, Payload};
 
 /// How client updates are weighted.
@@ -17,8 +22,12 @@ pub enum Weighting {
     /// By number of local samples `n_k` (McMahan).
     #[default]
     Samples,
-    /// Every reporting client equally.
+    /// Every reporting client equally (mean over participants).
     Uniform,
+    /// Sum over participants divided by the total number of clients N.
+    AllClients,
+    /// `Δ_k / p_k` summed and divided by N, with the participation model's probabilities (an oracle).
+    KnownProbability,
 }
 
 /// FedAvg settings (`[strategy] kind = "fedavg"`).
@@ -64,6 +73,8 @@ impl FedAvgConfig {
 pub struct FedAvg {
     config: FedAvgConfig,
     dim: usize,
+    num_clients: usize,
+    probabilities: Vec<f64>,
     sum: Vec<f64>,
     weight_sum: f64,
 }
@@ -74,6 +85,8 @@ impl FedAvg {
         Self {
             config,
             dim: 0,
+            num_clients: 0,
+            probabilities: Vec::new(),
             sum: Vec::new(),
             weight_sum: 0.0,
         }
@@ -85,8 +98,15 @@ impl Strategy for FedAvg {
         "fedavg".into()
     }
 
-    fn init(&mut self, global: &[f32], _num_clients: usize) {
-        self.dim = global.len();
+    fn init(&mut self, init: &Init<'_>) {
+        self.dim = init.global.len();
+        self.num_clients = init.num_clients;
+        if self.config.weighting == Weighting::KnownProbability {
+            // Without known probabilities every client is taken to participate always (p = 1).
+            self.probabilities = init
+                .probabilities
+                .map_or_else(|| vec![1.0; init.num_clients], <[f64]>::to_vec);
+        }
     }
 
     fn broadcast(&self, _round: u64, global: &[f32]) -> Payload {
@@ -104,7 +124,14 @@ impl Strategy for FedAvg {
         let delta = dense::take_delta(reporter.id, &mut update, self.dim)?;
         let w = match self.config.weighting {
             Weighting::Samples => reporter.num_samples as f64,
-            Weighting::Uniform => 1.0,
+            Weighting::Uniform | Weighting::AllClients => 1.0,
+            Weighting::KnownProbability => {
+                1.0 / self
+                    .probabilities
+                    .get(reporter.id as usize)
+                    .copied()
+                    .unwrap_or(1.0)
+            }
         };
         if w > 0.0 {
             for (s, d) in self.sum.iter_mut().zip(&delta) {
@@ -119,7 +146,11 @@ impl Strategy for FedAvg {
         if self.weight_sum <= 0.0 {
             return;
         }
-        let scale = self.config.server_lr as f64 / self.weight_sum;
+        let norm = match self.config.weighting {
+            Weighting::Samples | Weighting::Uniform => self.weight_sum,
+            Weighting::AllClients | Weighting::KnownProbability => self.num_clients.max(1) as f64,
+        };
+        let scale = self.config.server_lr as f64 / norm;
         for (x, s) in global.iter_mut().zip(&self.sum) {
             *x += (scale * s) as f32;
         }
@@ -131,12 +162,20 @@ impl Strategy for FedAvg {
         _state: &mut ClientState,
         task: &Payload,
     ) -> Result<Payload, StrategyError> {
-        let n = trainer.model.num_params();
-        let global = dense::task_model(task, n)?;
-        let mut local = global.clone();
-        trainer.sgd(&mut local, None);
-        Ok(dense::delta_update(&local, &global))
+        local_sgd_delta(trainer, task)
     }
+}
+
+/// The FedAvg client half, shared by strategies whose clients do plain local SGD: trains from the task's
+/// model and returns the delta.
+pub fn local_sgd_delta(
+    trainer: &mut LocalTrainer<'_>,
+    task: &Payload,
+) -> Result<Payload, StrategyError> {
+    let global = dense::task_model(task, trainer.model.num_params())?;
+    let mut local = global.clone();
+    trainer.sgd(&mut local, None);
+    Ok(dense::delta_update(&local, &global))
 }
 
 #[cfg(test)]
@@ -147,7 +186,11 @@ mod tests {
 
     fn run(config: FedAvgConfig, global: &[f32], updates: &[(u64, Vec<f32>)]) -> Vec<f32> {
         let mut s = FedAvg::new(config);
-        s.init(global, updates.len());
+        s.init(&Init {
+            global,
+            num_clients: updates.len(),
+            probabilities: None,
+        });
         s.begin_round(0, &[], global);
         for (i, (n, d)) in updates.iter().enumerate() {
             let p = Payload::new().with(dense::DELTA, TensorData::vector(d.clone()));
@@ -222,7 +265,11 @@ mod tests {
     #[test]
     fn wrong_length_is_rejected() {
         let mut s = FedAvg::new(FedAvgConfig::default());
-        s.init(&[0.0; 4], 1);
+        s.init(&Init {
+            global: &[0.0; 4],
+            num_clients: 1,
+            probabilities: None,
+        });
         s.begin_round(0, &[0], &[0.0; 4]);
         let p = Payload::new().with(dense::DELTA, TensorData::vector(vec![1.0; 3]));
         let err = s

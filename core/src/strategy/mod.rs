@@ -4,7 +4,10 @@
 //! The round engine calls the server half; a runtime (simulator thread or client process) calls the
 //! client half. Both halves live on one type so an algorithm is one file.
 
+pub mod fedau;
 pub mod fedavg;
+pub mod fedvarp;
+pub mod mifa;
 
 use serde::{Deserialize, Serialize};
 
@@ -33,6 +36,17 @@ pub enum StrategyError {
 /// the runtime: in memory by the simulator, in the client process by the gRPC runtime.
 pub type ClientState = Payload;
 
+/// What a strategy learns before round 0.
+#[derive(Debug, Clone, Copy)]
+pub struct Init<'a> {
+    /// The initial global model.
+    pub global: &'a [f32],
+    /// Number of registered clients N.
+    pub num_clients: usize,
+    /// Per-client participation probabilities, when the participation model has them (oracle baselines).
+    pub probabilities: Option<&'a [f64]>,
+}
+
 /// What the server half knows about a reporting client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Reporter {
@@ -53,9 +67,9 @@ pub trait Strategy: Send + Sync {
 
     // ---- server half ----
 
-    /// Called once before round 0 with the initial global model and the number of clients.
-    fn init(&mut self, global: &[f32], num_clients: usize) {
-        let _ = (global, num_clients);
+    /// Called once before round 0.
+    fn init(&mut self, init: &Init<'_>) {
+        let _ = init;
     }
 
     /// The task every selected client receives in `round` (typically the global model).
@@ -121,8 +135,14 @@ pub trait Strategy: Send + Sync {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum StrategySpec {
-    /// FedAvg (McMahan et al. 2017).
+    /// FedAvg (McMahan et al. 2017), and the mean-type baselines of FedAU's paper via `weighting`.
     Fedavg(fedavg::FedAvgConfig),
+    /// FedAU (Wang & Ji 2024): weights from each client's participation history.
+    Fedau(fedau::FedAuConfig),
+    /// MIFA: the latest update of every client (N model-sized vectors).
+    Mifa(mifa::MifaConfig),
+    /// FedVarp: variance reduction with the latest update of every client (N model-sized vectors).
+    Fedvarp(fedvarp::FedVarpConfig),
 }
 
 impl Default for StrategySpec {
@@ -136,6 +156,9 @@ impl StrategySpec {
     pub fn validate(&self) -> Result<(), String> {
         match self {
             StrategySpec::Fedavg(c) => c.validate(),
+            StrategySpec::Fedau(c) => c.validate(),
+            StrategySpec::Mifa(c) => positive("strategy.server_lr", c.server_lr),
+            StrategySpec::Fedvarp(c) => positive("strategy.server_lr", c.server_lr),
         }
     }
 
@@ -143,7 +166,19 @@ impl StrategySpec {
     pub fn build(&self) -> Box<dyn Strategy> {
         match self {
             StrategySpec::Fedavg(c) => Box::new(fedavg::FedAvg::new(c.clone())),
+            StrategySpec::Fedau(c) => Box::new(fedau::FedAu::new(c.clone())),
+            StrategySpec::Mifa(c) => Box::new(mifa::Mifa::new(c.clone())),
+            StrategySpec::Fedvarp(c) => Box::new(fedvarp::FedVarp::new(c.clone())),
         }
+    }
+}
+
+/// Checks that a setting is a positive finite number.
+pub(crate) fn positive(key: &str, v: f32) -> Result<(), String> {
+    if v.is_finite() && v > 0.0 {
+        Ok(())
+    } else {
+        Err(format!("{key} must be positive, got {v}"))
     }
 }
 
