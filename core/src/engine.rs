@@ -593,11 +593,22 @@ impl Engine {
         if self.scenario.clients <= 100_000 {
             self.summary.participation_counts = self.participation_counts.clone();
         }
+        if let Some(mib) = peak_rss_mib() {
+            self.summary.extra.insert("peak_rss_mib".into(), mib);
+        }
         if let Some(w) = self.writer.as_mut() {
             w.finish(&self.summary, &self.global)?;
         }
         Ok(self.summary.clone())
     }
+}
+
+/// Peak resident memory of this process in MiB (Linux `VmHWM`), if known.
+pub fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
 }
 
 /// Per-client label counts, row-major `clients × classes`.
