@@ -48,6 +48,14 @@ pub enum ClientError {
     /// The coordinator refused this client (credentials, ids, protocol).
     #[error("refused by the coordinator: {0}")]
     Refused(String),
+    /// The TLS handshake failed for a reason retrying cannot fix (e.g. an untrusted certificate).
+    #[error("TLS with the coordinator {url} failed: {msg}")]
+    Tls {
+        /// The coordinator's URL.
+        url: String,
+        /// What happened.
+        msg: String,
+    },
     /// Local data, scenario or model problem.
     #[error(transparent)]
     Core(#[from] fedsim_core::CoreError),
@@ -123,7 +131,11 @@ async fn connect(opts: &ClientOptions) -> Result<CoordinatorClient<Channel>, Cli
         msg,
     };
     let mut ep = Endpoint::from_shared(opts.server.clone()).map_err(|e| err(e.to_string()))?;
-    ep = ep.connect_timeout(Duration::from_secs(5)).tcp_nodelay(true);
+    ep = ep
+        .connect_timeout(Duration::from_secs(5))
+        .tcp_nodelay(true)
+        .initial_stream_window_size(wire::STREAM_WINDOW)
+        .initial_connection_window_size(wire::CONNECTION_WINDOW);
     if opts.server.starts_with("https://") {
         let mut tls = ClientTlsConfig::new();
         if let Some(ca) = &opts.tls.ca_cert {
@@ -149,16 +161,39 @@ async fn connect(opts: &ClientOptions) -> Result<CoordinatorClient<Channel>, Cli
         }
         ep = ep.tls_config(tls).map_err(|e| err(e.to_string()))?;
     }
-    let channel = ep
-        .connect()
-        .await
-        .map_err(|e| err(format!("{e} ({:?})", std::error::Error::source(&e))))?;
+    let channel = ep.connect().await.map_err(|e| {
+        let msg = format!("{e} ({:?})", std::error::Error::source(&e));
+        if is_tls_failure(&e) {
+            ClientError::Tls {
+                url: opts.server.clone(),
+                msg,
+            }
+        } else {
+            err(msg)
+        }
+    })?;
     Ok(CoordinatorClient::new(channel)
         .max_decoding_message_size(MAX_GRPC_MESSAGE)
         .max_encoding_message_size(MAX_GRPC_MESSAGE))
 }
 
-/// Joins with backoff; refusals (bad token, bad ids, version) are final.
+/// Whether a connection error is a TLS failure (rustls reports those as `InvalidData` I/O errors):
+/// an untrusted or mismatched certificate does not get better by retrying.
+fn is_tls_failure(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::InvalidData {
+                return true;
+            }
+        }
+        cur = err.source();
+    }
+    false
+}
+
+/// Joins with backoff; refusals (bad token, bad ids, version), TLS failures and unreadable files are
+/// final, unreachable coordinators are retried until `reconnect_timeout_s`.
 async fn join(
     opts: &ClientOptions,
     sizes: &[(ClientId, u64)],
@@ -206,8 +241,7 @@ async fn join(
         };
         match attempt.await {
             Ok(v) => return Ok(v),
-            Err(e @ ClientError::Refused(_)) => return Err(e),
-            Err(e) => {
+            Err(e @ ClientError::Connect { .. }) => {
                 if start.elapsed().as_secs_f64() > opts.reconnect_timeout_s {
                     return Err(e);
                 }
@@ -215,6 +249,7 @@ async fn join(
                 tokio::time::sleep(wait).await;
                 wait = (wait * 2).min(Duration::from_secs(2));
             }
+            Err(e) => return Err(e),
         }
     }
 }

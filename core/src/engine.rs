@@ -593,6 +593,13 @@ impl Engine {
         if self.scenario.clients <= 100_000 {
             self.summary.participation_counts = self.participation_counts.clone();
         }
+        let d = &self.data;
+        let data_bytes = (d.train.x.len() + d.test.x.len()) * 4
+            + (d.train.y.len() + d.test.y.len()) * 4
+            + d.partition.total() * 4;
+        self.summary
+            .extra
+            .insert("data_mib".into(), data_bytes as f64 / (1 << 20) as f64);
         if let Some(mib) = peak_rss_mib() {
             self.summary.extra.insert("peak_rss_mib".into(), mib);
         }

@@ -326,6 +326,15 @@ impl<'a> LocalTrainer<'a> {
         )
     }
 
+    /// Mean loss and gradient at `params` on the given sample indices (e.g. a full pass in chunks).
+    pub fn loss_grad_on(&mut self, params: &[f32], indices: &[u32], grad: &mut [f32]) -> f32 {
+        let start = self.order.len();
+        self.order.extend_from_slice(indices);
+        let loss = self.loss_grad(params, start..start + indices.len(), grad);
+        self.order.truncate(start);
+        loss
+    }
+
     /// Mean loss and gradient at `params` on the minibatch most recently gathered (no re-copy).
     pub fn loss_grad_same_batch(&mut self, params: &[f32], grad: &mut [f32]) -> f32 {
         self.model.loss_grad(

@@ -74,7 +74,11 @@ fn main() {
         }
         let flops = model.train_flops_per_sample();
         let mut w = TrainWorkload::new(model, batch, 7);
+        #[cfg(feature = "profile")]
+        let _ = fedsim_nn::perf::profile_report();
         let mut rates = w.measure(run, repeats);
+        #[cfg(feature = "profile")]
+        print_profile(name);
         let (lo, hi) = (
             rates.iter().copied().fold(f64::INFINITY, f64::min),
             rates.iter().copied().fold(0.0, f64::max),
@@ -92,4 +96,23 @@ fn main() {
             if met { "yes" } else { "no" }
         );
     }
+}
+
+/// Prints the time per section recorded by the `profile` feature, as shares of the total.
+#[cfg(feature = "profile")]
+fn print_profile(name: &str) {
+    let mut rows: Vec<(&str, f64)> = Vec::new();
+    for (section, d, _) in fedsim_nn::perf::profile_report() {
+        match rows.iter_mut().find(|r| r.0 == section) {
+            Some(r) => r.1 += d.as_secs_f64(),
+            None => rows.push((section, d.as_secs_f64())),
+        }
+    }
+    let total: f64 = rows.iter().map(|r| r.1).sum();
+    rows.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let parts: Vec<String> = rows
+        .iter()
+        .map(|(s, t)| format!("{s} {:.1}%", 100.0 * t / total))
+        .collect();
+    eprintln!("  {name} sections: {}", parts.join(", "));
 }

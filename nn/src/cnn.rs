@@ -4,6 +4,7 @@ use ndarray::ArrayView2;
 
 use crate::gemm::{self, Init};
 use crate::ops;
+use crate::perf::Section;
 use crate::{EvalStats, ImageShape, Layout, Model, NnError, Scratch};
 
 /// Convolution kernel size.
@@ -30,6 +31,8 @@ const SLOT_DOUT_T: usize = 10;
 const SLOT_DP1: usize = 11;
 const SLOT_DFIN: usize = 12;
 const SLOT_DH1: usize = 13;
+const SLOT_I1: usize = 14;
+const SLOT_I2: usize = 15;
 
 /// Convolutional network for images `channels × height × width`:
 /// conv 5×5 (`c1`, "same", stride 1) → ReLU → max-pool 2×2 → conv 5×5 (`c2`, "same") → ReLU →
@@ -213,8 +216,11 @@ impl Cnn {
                 b_stride: d.cin * d.hw1,
                 c_stride: d.hw1,
             };
+            let _s = Section::new("conv1 im2col");
             im2col(x, xin, d.cin, cb, d.h, d.w, &mut bufs.col[..d.k1 * p1n]);
+            drop(_s);
             let a1 = &mut bufs.a1[s0 * d.c1 * d.hw1..][..d.c1 * p1n];
+            let _s = Section::new("conv1 fwd gemm");
             gemm::nn(
                 d.c1,
                 p1n,
@@ -229,12 +235,21 @@ impl Cnn {
                 Init::RowBias(b1),
                 true,
             );
+            drop(_s);
             let p1 = &mut bufs.p1[s0 * d.c1 * d.hw2..][..d.c1 * p2n];
-            for (src, dst) in a1.chunks_exact(d.hw1).zip(p1.chunks_exact_mut(d.hw2)) {
-                maxpool(src, d.h, d.w, dst);
+            let i1 = &mut bufs.i1[s0 * d.c1 * d.hw2..][..d.c1 * p2n];
+            let _s = Section::new("pool1 fwd");
+            for ((src, dst), idx) in a1
+                .chunks_exact(d.hw1)
+                .zip(p1.chunks_exact_mut(d.hw2))
+                .zip(i1.chunks_exact_mut(d.hw2))
+            {
+                maxpool(src, d.h, d.w, dst, idx);
             }
+            drop(_s);
             // conv2: A2 (c2 × cb·hw2) = W2ᵀ · col, + bias, ReLU.
             let pin = Self::chunk_planes(s0, cb, d.c1, d.hw2);
+            let _s = Section::new("conv2 im2col");
             im2col(
                 &bufs.p1,
                 pin,
@@ -244,7 +259,9 @@ impl Cnn {
                 d.w / 2,
                 &mut bufs.col[..d.k2 * p2n],
             );
+            drop(_s);
             let a2 = &mut bufs.a2[s0 * d.c2 * d.hw2..][..d.c2 * p2n];
+            let _s = Section::new("conv2 fwd gemm");
             gemm::nn(
                 d.c2,
                 p2n,
@@ -259,16 +276,26 @@ impl Cnn {
                 Init::RowBias(b2),
                 true,
             );
+            drop(_s);
             // Pool into the dense input, one row per sample, channel-major.
+            let _s = Section::new("pool2 fwd");
             for c in 0..d.c2 {
                 for b in 0..cb {
                     let src = &a2[(c * cb + b) * d.hw2..][..d.hw2];
-                    let dst = &mut bufs.fin[(s0 + b) * d.f + c * d.hw4..][..d.hw4];
-                    maxpool(src, d.h / 2, d.w / 2, dst);
+                    let o = (s0 + b) * d.f + c * d.hw4;
+                    maxpool(
+                        src,
+                        d.h / 2,
+                        d.w / 2,
+                        &mut bufs.fin[o..o + d.hw4],
+                        &mut bufs.i2[o..o + d.hw4],
+                    );
                 }
             }
+            drop(_s);
         }
         let (fc, k) = (self.fc, self.classes);
+        let _s = Section::new("fc fwd gemm");
         gemm::nn(
             rows,
             fc,
@@ -283,6 +310,8 @@ impl Cnn {
             Init::ColBias(b3),
             true,
         );
+        drop(_s);
+        let _s = Section::new("fc fwd gemm");
         gemm::nn(
             rows,
             k,
@@ -297,6 +326,7 @@ impl Cnn {
             Init::ColBias(b4),
             false,
         );
+        drop(_s);
     }
 
     /// Forward and backward pass of `rows ≤ MAX_ROWS` samples, loss gradient scaled by `scale`; the
@@ -316,7 +346,9 @@ impl Cnn {
         let rows = y.len();
         let (fc, k) = (self.fc, self.classes);
         self.forward(params, x, rows, bufs);
+        let _s = Section::new("softmax");
         let loss = ops::softmax_xent_grad(&mut bufs.logits[..rows * k], k, y, scale);
+        drop(_s);
         let dlogits = &bufs.logits[..rows * k];
         let (w2, w3, w4) = (
             self.tensor(params, 2),
@@ -327,11 +359,14 @@ impl Cnn {
         let init = if accumulate { Init::Acc } else { Init::Zero };
 
         // fc2: dW4 = H1ᵀ · dlogits; dH1 = dlogits · W4ᵀ masked by the ReLU.
+        let _s = Section::new("fc bwd gemm");
         gemm::nn(
             fc, k, rows, &bufs.h1, 1, fc, dlogits, k, g.w4, k, init, false,
         );
+        drop(_s);
         ops::col_sums(dlogits, k, g.b4, accumulate);
         let dh1 = &mut bufs.dh1[..rows * fc];
+        let _s = Section::new("fc bwd gemm");
         gemm::nt(
             rows,
             fc,
@@ -346,13 +381,17 @@ impl Cnn {
             Init::Zero,
             false,
         );
+        drop(_s);
         ops::relu_backward(dh1, &bufs.h1[..rows * fc]);
         // fc1: dW3 = Finᵀ · dH1; dFin = dH1 · W3ᵀ (the pooling below applies the conv ReLU mask).
+        let _s = Section::new("fc bwd gemm");
         gemm::nn(
             d.f, fc, rows, &bufs.fin, 1, d.f, dh1, fc, g.w3, fc, init, false,
         );
+        drop(_s);
         ops::col_sums(dh1, fc, g.b3, accumulate);
         let dfin = &mut bufs.dfin[..rows * d.f];
+        let _s = Section::new("fc bwd gemm");
         gemm::nt(
             rows,
             d.f,
@@ -367,6 +406,7 @@ impl Cnn {
             Init::Zero,
             false,
         );
+        drop(_s);
 
         for s0 in (0..rows).step_by(self.chunk) {
             let cb = self.chunk.min(rows - s0);
@@ -374,33 +414,41 @@ impl Cnn {
             let first = !accumulate && s0 == 0;
             let init_c = if first { Init::Zero } else { Init::Acc };
             // pool2 + ReLU backward: dA2 (c2 × cb·hw2).
-            let a2 = &bufs.a2[s0 * d.c2 * d.hw2..][..d.c2 * p2n];
             let dout = &mut bufs.dout[..d.c2 * p2n];
+            let _s = Section::new("pool2 bwd");
+            dout.fill(0.0);
+            drop(_s);
+            let _s = Section::new("pool2 bwd");
             for c in 0..d.c2 {
                 for b in 0..cb {
                     let q = (c * cb + b) * d.hw2;
-                    let gsrc = &dfin[(s0 + b) * d.f + c * d.hw4..][..d.hw4];
-                    maxpool_backward(
-                        &a2[q..q + d.hw2],
-                        d.h / 2,
-                        d.w / 2,
-                        gsrc,
-                        &mut dout[q..q + d.hw2],
-                    );
+                    let o = (s0 + b) * d.f + c * d.hw4;
+                    let (gsrc, idx) = (&dfin[o..o + d.hw4], &bufs.i2[o..o + d.hw4]);
+                    maxpool_backward(idx, gsrc, &mut dout[q..q + d.hw2]);
                 }
             }
+            drop(_s);
+            let _s = Section::new("bias sums");
             ops::row_sums(dout, p2n, g.b2, !first);
+            drop(_s);
             // conv2 weight gradient: dW2 (k2 × c2) += col (k2 × P) · dA2ᵀ (P × c2).
             let pin = Self::chunk_planes(s0, cb, d.c1, d.hw2);
             let col = &mut bufs.col[..d.k2 * p2n];
+            let _s = Section::new("conv2 im2col");
             im2col(&bufs.p1, pin, d.c1, cb, d.h / 2, d.w / 2, col);
+            drop(_s);
             let dout_t = &mut bufs.dout_t[..d.c2 * p2n];
-            transpose(dout, d.c2, p2n, dout_t);
+            let _s = Section::new("transpose");
+            gemm::transpose(dout, d.c2, p2n, dout_t);
+            drop(_s);
+            let _s = Section::new("conv2 dW gemm");
             gemm::nn(
                 d.k2, d.c2, p2n, col, p2n, 1, dout_t, d.c2, g.w2, d.c2, init_c, false,
             );
+            drop(_s);
             // conv2 input gradient: dcol (k2 × P) = W2 · dA2, then col2im into dP1 (c1 × cb·hw2).
             let dcol = &mut bufs.dcol[..d.k2 * p2n];
+            let _s = Section::new("conv2 dcol gemm");
             gemm::nn(
                 d.k2,
                 p2n,
@@ -415,25 +463,37 @@ impl Cnn {
                 Init::Zero,
                 false,
             );
+            drop(_s);
             let dp1 = &mut bufs.dp1[..d.c1 * p2n];
+            let _s = Section::new("col2im");
             dp1.fill(0.0);
+            drop(_s);
             let local = Planes {
                 base: 0,
                 b_stride: d.hw2,
                 c_stride: cb * d.hw2,
             };
+            let _s = Section::new("col2im");
             col2im(dcol, d.c1, cb, d.h / 2, d.w / 2, dp1, local);
+            drop(_s);
             // pool1 + ReLU backward: dA1 (c1 × cb·hw1).
-            let a1 = &bufs.a1[s0 * d.c1 * d.hw1..][..d.c1 * p1n];
+            let i1 = &bufs.i1[s0 * d.c1 * d.hw2..][..d.c1 * p2n];
             let dout = &mut bufs.dout[..d.c1 * p1n];
-            for ((act, gsrc), dst) in a1
-                .chunks_exact(d.hw1)
+            let _s = Section::new("pool1 bwd");
+            dout.fill(0.0);
+            drop(_s);
+            let _s = Section::new("pool1 bwd");
+            for ((idx, gsrc), dst) in i1
+                .chunks_exact(d.hw2)
                 .zip(dp1.chunks_exact(d.hw2))
                 .zip(dout.chunks_exact_mut(d.hw1))
             {
-                maxpool_backward(act, d.h, d.w, gsrc, dst);
+                maxpool_backward(idx, gsrc, dst);
             }
+            drop(_s);
+            let _s = Section::new("bias sums");
             ops::row_sums(dout, p1n, g.b1, !first);
+            drop(_s);
             // conv1 weight gradient: dW1 (k1 × c1) += col (k1 × P) · dA1ᵀ, as a dot-product kernel
             // (c1 is small, so transposing dA1 would cost as much as the product).
             let xin = Planes {
@@ -442,10 +502,14 @@ impl Cnn {
                 c_stride: d.hw1,
             };
             let col = &mut bufs.col[..d.k1 * p1n];
+            let _s = Section::new("conv1 im2col");
             im2col(x, xin, d.cin, cb, d.h, d.w, col);
+            drop(_s);
+            let _s = Section::new("conv1 dW gemm");
             gemm::nt(
                 d.k1, d.c1, p1n, col, p1n, dout, p1n, g.w1, d.c1, 1, init_c, false,
             );
+            drop(_s);
         }
         loss
     }
@@ -459,6 +523,8 @@ impl Cnn {
         Buffers {
             a1: scratch.take(SLOT_A1, rows * d.c1 * d.hw1),
             p1: scratch.take(SLOT_P1, rows * d.c1 * d.hw2),
+            i1: scratch.take(SLOT_I1, rows * d.c1 * d.hw2),
+            i2: scratch.take(SLOT_I2, rows * d.f),
             a2: scratch.take(SLOT_A2, rows * d.c2 * d.hw2),
             fin: scratch.take(SLOT_FIN, rows * d.f),
             h1: scratch.take(SLOT_H1, rows * self.fc),
@@ -478,6 +544,10 @@ impl Cnn {
 struct Buffers {
     a1: Vec<f32>,
     p1: Vec<f32>,
+    /// Arg-max of each pooled value of `p1` (0..4 inside its window, 4 = no gradient).
+    i1: Vec<f32>,
+    /// Arg-max of each pooled value of `fin`.
+    i2: Vec<f32>,
     a2: Vec<f32>,
     fin: Vec<f32>,
     h1: Vec<f32>,
@@ -495,6 +565,8 @@ impl Buffers {
     fn put(self, scratch: &mut Scratch) {
         scratch.put(SLOT_A1, self.a1);
         scratch.put(SLOT_P1, self.p1);
+        scratch.put(SLOT_I1, self.i1);
+        scratch.put(SLOT_I2, self.i2);
         scratch.put(SLOT_A2, self.a2);
         scratch.put(SLOT_FIN, self.fin);
         scratch.put(SLOT_H1, self.h1);
@@ -582,14 +654,14 @@ impl Shift {
         if dx == 0 {
             return;
         }
+        // At most PAD floats per row, stored one by one: a `fill` would call `memset` for each.
+        let first = if self.dx > 0 { w - dx } else { 0 };
         for y in self.y0..self.y1 {
-            let row = &mut plane[y * w..(y + 1) * w];
-            let edge = if self.dx > 0 {
-                &mut row[w - dx..]
-            } else {
-                &mut row[..dx]
-            };
-            edge.fill(0.0);
+            let row = &mut plane[y * w + first..y * w + first + dx];
+            row[0] = 0.0;
+            if dx > 1 {
+                row[1] = 0.0;
+            }
         }
     }
 }
@@ -656,66 +728,53 @@ fn col2im(
     }
 }
 
-/// 2×2 max-pooling with stride 2 of one `h × w` plane.
-fn maxpool(src: &[f32], h: usize, w: usize, dst: &mut [f32]) {
+/// 2×2 max-pooling with stride 2 of one `h × w` plane of ReLU outputs. `idx` receives, for each
+/// window, the in-plane offset of its first maximum, or `−1 − offset of the window` when the maximum is
+/// not positive (the ReLU passes no gradient there). Offsets are exact in `f32` below 2²⁴.
+fn maxpool(src: &[f32], h: usize, w: usize, dst: &mut [f32], idx: &mut [f32]) {
     let w2 = w / 2;
     debug_assert_eq!(dst.len(), (h / 2) * w2);
-    for (oy, out) in dst.chunks_exact_mut(w2).enumerate() {
+    debug_assert_eq!(idx.len(), dst.len());
+    for (oy, (out, ids)) in dst
+        .chunks_exact_mut(w2)
+        .zip(idx.chunks_exact_mut(w2))
+        .enumerate()
+    {
         let r0 = &src[2 * oy * w..][..w];
         let r1 = &src[(2 * oy + 1) * w..][..w];
-        for (ox, o) in out.iter_mut().enumerate() {
-            *o = r0[2 * ox]
-                .max(r0[2 * ox + 1])
-                .max(r1[2 * ox])
-                .max(r1[2 * ox + 1]);
-        }
-    }
-}
-
-/// Backward of [`maxpool`] followed by the ReLU that produced `act`: each pooled gradient goes to the
-/// first maximum of its window (if positive); every other entry of `d` (`h × w`) is zero.
-fn maxpool_backward(act: &[f32], h: usize, w: usize, g: &[f32], d: &mut [f32]) {
-    let w2 = w / 2;
-    debug_assert_eq!(g.len(), (h / 2) * w2);
-    for (oy, grow) in g.chunks_exact(w2).enumerate() {
-        let (top, bottom) = d[2 * oy * w..(2 * oy + 2) * w].split_at_mut(w);
-        let r0 = &act[2 * oy * w..][..w];
-        let r1 = &act[(2 * oy + 1) * w..][..w];
-        for (ox, &gv) in grow.iter().enumerate() {
+        for (ox, (o, id)) in out.iter_mut().zip(ids.iter_mut()).enumerate() {
             let x = 2 * ox;
-            let v = [r0[x], r0[x + 1], r1[x], r1[x + 1]];
-            let mut best = 0;
-            for i in 1..4 {
-                if v[i] > v[best] {
-                    best = i;
-                }
+            let (mut m, mut off) = (r0[x], 0);
+            if r0[x + 1] > m {
+                (m, off) = (r0[x + 1], 1);
             }
-            let gv = if v[best] > 0.0 { gv } else { 0.0 };
-            let mut out = [0.0f32; 4];
-            out[best] = gv;
-            top[x] = out[0];
-            top[x + 1] = out[1];
-            bottom[x] = out[2];
-            bottom[x + 1] = out[3];
+            if r1[x] > m {
+                (m, off) = (r1[x], w);
+            }
+            if r1[x + 1] > m {
+                (m, off) = (r1[x + 1], w + 1);
+            }
+            *o = m;
+            let corner = 2 * oy * w + x;
+            *id = if m > 0.0 {
+                (corner + off) as f32
+            } else {
+                -1.0 - corner as f32
+            };
         }
     }
 }
 
-/// `dst (cols × rows) = srcᵀ` for `src` `rows × cols`, in 8×8 tiles.
-fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
-    debug_assert_eq!(src.len(), rows * cols);
-    debug_assert_eq!(dst.len(), rows * cols);
-    const T: usize = 8;
-    for i0 in (0..rows).step_by(T) {
-        let i1 = (i0 + T).min(rows);
-        for j0 in (0..cols).step_by(T) {
-            let j1 = (j0 + T).min(cols);
-            for i in i0..i1 {
-                for j in j0..j1 {
-                    dst[j * rows + i] = src[i * cols + j];
-                }
-            }
-        }
+/// Backward of [`maxpool`] (and of the ReLU before it) for one plane: writes each pooled gradient
+/// `g` at the offset recorded in `idx` (windows without gradient write a zero into their corner, so
+/// the loop has no unpredictable branch). `d` must be zeroed by the caller.
+fn maxpool_backward(idx: &[f32], g: &[f32], d: &mut [f32]) {
+    debug_assert_eq!(g.len(), idx.len());
+    for (&gv, &i) in g.iter().zip(idx) {
+        let i = i as isize;
+        let keep = i >= 0;
+        let pos = if keep { i } else { -1 - i } as usize;
+        d[pos] = if keep { gv } else { 0.0 };
     }
 }
 
@@ -996,20 +1055,16 @@ mod tests {
     }
 
     #[test]
-    fn transpose_and_pooling() {
-        let src: Vec<f32> = (0..30).map(|i| i as f32).collect();
-        let mut dst = vec![0.0; 30];
-        transpose(&src, 3, 10, &mut dst);
-        assert_eq!(dst[10 * 0 + 0], 0.0);
-        assert_eq!(dst[3 * 9 + 2], 29.0);
-        assert_eq!(dst[3 * 4 + 1], 14.0);
+    fn pooling_records_first_positive_maximum() {
         let act = [1.0, 3.0, 0.0, 0.0, 3.0, 2.0, 0.0, 0.0];
         let mut pooled = [0.0; 2];
-        maxpool(&act, 2, 4, &mut pooled);
+        let mut idx = [0.0; 2];
+        maxpool(&act, 2, 4, &mut pooled, &mut idx);
         assert_eq!(pooled, [3.0, 0.0]);
-        let mut d = [9.0; 8];
-        maxpool_backward(&act, 2, 4, &[5.0, 7.0], &mut d);
         // Ties go to the first maximum; windows whose maximum is not positive pass no gradient.
+        assert_eq!(idx, [1.0, -3.0]);
+        let mut d = [0.0; 8];
+        maxpool_backward(&idx, &[5.0, 7.0], &mut d);
         assert_eq!(d, [0.0, 5.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]);
     }
 

@@ -165,6 +165,30 @@ pub(crate) fn nt(
     portable::nt(m, n, k, a, lda, b, ldb, c, rsc, csc, init, relu);
 }
 
+/// `dst (cols × rows) = srcᵀ` for a row-major `src` of `rows × cols`.
+pub(crate) fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
+    assert!(
+        src.len() >= rows * cols && dst.len() >= rows * cols,
+        "transpose: slice too short"
+    );
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2_fma() {
+        // SAFETY: AVX2 is available and the assertion bounds every access.
+        unsafe { x86::transpose(src.as_ptr(), rows, cols, dst.as_mut_ptr()) };
+        return;
+    }
+    const T: usize = 8;
+    for i0 in (0..rows).step_by(T) {
+        for j0 in (0..cols).step_by(T) {
+            for i in i0..(i0 + T).min(rows) {
+                for j in j0..(j0 + T).min(cols) {
+                    dst[j * rows + i] = src[i * cols + j];
+                }
+            }
+        }
+    }
+}
+
 /// The portable path: initialise `C`, then one `matrixmultiply::sgemm` call, then the ReLU.
 pub(crate) mod portable {
     use super::Init;
@@ -433,6 +457,37 @@ mod x86 {
         }
     }
 
+    /// See [`super::transpose`]: 8 × 8 tiles transposed in registers, scalar edges.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn transpose(src: *const f32, rows: usize, cols: usize, dst: *mut f32) {
+        // SAFETY: the caller guarantees src and dst hold rows·cols floats.
+        unsafe {
+            let (r8, c8) = (rows / 8 * 8, cols / 8 * 8);
+            for i0 in (0..r8).step_by(8) {
+                for j0 in (0..c8).step_by(8) {
+                    let mut t = [_mm256_setzero_ps(); 8];
+                    for (q, x) in t.iter_mut().enumerate() {
+                        *x = _mm256_loadu_ps(src.add((i0 + q) * cols + j0));
+                    }
+                    let t = transpose8(t);
+                    for (q, &x) in t.iter().enumerate() {
+                        _mm256_storeu_ps(dst.add((j0 + q) * rows + i0), x);
+                    }
+                }
+                for i in i0..i0 + 8 {
+                    for j in c8..cols {
+                        *dst.add(j * rows + i) = *src.add(i * cols + j);
+                    }
+                }
+            }
+            for i in r8..rows {
+                for j in 0..cols {
+                    *dst.add(j * rows + i) = *src.add(i * cols + j);
+                }
+            }
+        }
+    }
+
     // ---------------------------------------------------------------------------------------------
     // nn: C = init + A·B, B and C row-major.
 
@@ -489,6 +544,7 @@ mod x86 {
     /// [`row_blocks`]`(m, NN_MR)`): the block starting at row `i` lands at `dst + i·kb`.
     #[inline(always)]
     unsafe fn pack_a(m: usize, kb: usize, a: *const f32, rsa: usize, csa: usize, dst: *mut f32) {
+        let _s = crate::perf::Section::new("gemm pack A");
         for (i, r) in row_blocks(m, NN_MR) {
             // SAFETY: forwarded; block i occupies dst[i·kb .. (i + r)·kb] (+ slack).
             unsafe { pack_a_block(r, kb, a.wrapping_add(i * rsa), rsa, csa, dst.add(i * kb)) };
@@ -802,11 +858,15 @@ mod x86 {
                 let mut bbuf = PackBuf::take(&PACK_B, kb * np * 16);
                 let mut abuf = PackBuf::take(&PACK_A, NN_MR * kb);
                 let (bp, ap) = (bbuf.ptr(), abuf.ptr());
+                let s = crate::perf::Section::new("gemm pack B");
                 for p in 0..np {
                     pack_panel(b.add(16 * p), rsb, kb, width(p), panel(bp, p));
                 }
+                drop(s);
                 for (i, r) in row_blocks(m, NN_MR) {
+                    let s = crate::perf::Section::new("gemm pack A");
                     pack_a_block(r, kb, a.wrapping_add(i * rsa), rsa, csa, ap);
+                    drop(s);
                     for p in 0..np {
                         // The packed block sits at ap; nn_cols offsets it by (i - i)·kb = 0.
                         nn_cols(
@@ -837,7 +897,9 @@ mod x86 {
                 let bp = bbuf.ptr();
                 pack_a(m, kb, a, rsa, csa, ap);
                 for p in 0..np {
+                    let s = crate::perf::Section::new("gemm pack B");
                     pack_panel(b.add(16 * p), rsb, kb, width(p), bp);
+                    drop(s);
                     nn_cols(
                         0,
                         m,
@@ -858,9 +920,11 @@ mod x86 {
                 // Several blocks of A: pack all panels of B once, then stream them past each block.
                 let mut bbuf = PackBuf::take(&PACK_B, kb * np * 16);
                 let bp = bbuf.ptr();
+                let s = crate::perf::Section::new("gemm pack B");
                 for p in 0..np {
                     pack_panel(b.add(16 * p), rsb, kb, width(p), panel(bp, p));
                 }
+                drop(s);
                 for (i0, rows) in row_blocks(m, mc) {
                     pack_a(rows, kb, a.wrapping_add(i0 * rsa), rsa, csa, ap);
                     for p in 0..np {
@@ -912,6 +976,8 @@ mod x86 {
         relu: bool,
     ) {
         let kc = if m <= SKINNY && m > NN_MR { KC / 2 } else { KC };
+        // Equal reduction blocks (800 = 4 × 200 rather than 3 × 256 + 32).
+        let kc = k.div_ceil(k.div_ceil(kc).max(1)).max(1);
         let mut k0 = 0;
         loop {
             let kb = kc.min(k - k0);
@@ -1285,6 +1351,20 @@ mod tests {
                     k,
                     &format!("portable nt {m}x{n}x{k} case {case}"),
                 );
+            }
+        }
+    }
+
+    #[test]
+    fn transpose_matches_indexing() {
+        for (rows, cols) in [(1, 1), (8, 8), (9, 17), (64, 588), (3, 30), (16, 5)] {
+            let src: Vec<f32> = (0..rows * cols).map(|v| v as f32).collect();
+            let mut dst = vec![f32::NAN; rows * cols];
+            transpose(&src, rows, cols, &mut dst);
+            for i in 0..rows {
+                for j in 0..cols {
+                    assert_eq!(dst[j * rows + i], src[i * cols + j]);
+                }
             }
         }
     }

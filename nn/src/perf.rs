@@ -115,6 +115,72 @@ pub fn kernels() -> &'static str {
     crate::gemm::kernel_name()
 }
 
+/// Accumulated time per named section of the models' steps (only with the `profile` feature).
+#[cfg(feature = "profile")]
+mod sections {
+    use std::cell::RefCell;
+    use std::time::Duration;
+
+    thread_local! {
+        static TIMES: RefCell<Vec<(&'static str, Duration, u64)>> = const { RefCell::new(Vec::new()) };
+    }
+
+    pub(crate) fn add(name: &'static str, d: Duration) {
+        TIMES.with(|t| {
+            let mut t = t.borrow_mut();
+            match t.iter_mut().find(|e| e.0 == name) {
+                Some(e) => {
+                    e.1 += d;
+                    e.2 += 1;
+                }
+                None => t.push((name, d, 1)),
+            }
+        });
+    }
+
+    pub(crate) fn take() -> Vec<(&'static str, Duration, u64)> {
+        TIMES.with(|t| std::mem::take(&mut *t.borrow_mut()))
+    }
+}
+
+/// A timed section of a model step: records its lifetime under `name` when the `profile` feature
+/// is on, and is a no-op otherwise.
+pub(crate) struct Section {
+    #[cfg(feature = "profile")]
+    name: &'static str,
+    #[cfg(feature = "profile")]
+    start: Instant,
+}
+
+impl Section {
+    /// Starts a section.
+    #[inline(always)]
+    pub(crate) fn new(name: &'static str) -> Self {
+        #[cfg(not(feature = "profile"))]
+        let _ = name;
+        Self {
+            #[cfg(feature = "profile")]
+            name,
+            #[cfg(feature = "profile")]
+            start: Instant::now(),
+        }
+    }
+}
+
+#[cfg(feature = "profile")]
+impl Drop for Section {
+    fn drop(&mut self) {
+        sections::add(self.name, self.start.elapsed());
+    }
+}
+
+/// Time spent in each named section of the models on this thread since the last call, as
+/// `(name, total, calls)` (only with the `profile` feature).
+#[cfg(feature = "profile")]
+pub fn profile_report() -> Vec<(&'static str, Duration, u64)> {
+    sections::take()
+}
+
 /// A training-step workload on random data (pixels in `[0, 1)`, uniform labels), for throughput
 /// measurements: each [`TrainWorkload::step`] runs `loss_grad` on the next batch of a fixed pool.
 #[derive(Debug)]

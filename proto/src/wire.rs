@@ -9,6 +9,14 @@ use crate::v1;
 /// Size of the data chunks a payload is streamed in.
 pub const CHUNK_BYTES: usize = 1 << 20;
 
+/// HTTP/2 flow-control window of one stream, set on both ends (the HTTP/2 default of 64 KiB, or
+/// hyper's 1 MiB, is less than one chunk and throttles a model transfer to one chunk per scheduling
+/// round trip on a busy machine).
+pub const STREAM_WINDOW: u32 = 8 << 20;
+
+/// HTTP/2 flow-control window of a connection (shared by the streams of the clients a process hosts).
+pub const CONNECTION_WINDOW: u32 = 32 << 20;
+
 /// A malformed message from the network.
 #[derive(Debug, thiserror::Error)]
 #[error("malformed payload: {0}")]

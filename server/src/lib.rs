@@ -118,7 +118,10 @@ pub async fn run(scenario: Scenario, opts: ServerOptions) -> Result<Summary, Ser
         &opts.out,
     )?);
     let svc = service::CoordinatorService::new(shared.clone());
-    let mut builder = tonic::transport::Server::builder();
+    let mut builder = tonic::transport::Server::builder()
+        .initial_stream_window_size(fedsim_proto::wire::STREAM_WINDOW)
+        .initial_connection_window_size(fedsim_proto::wire::CONNECTION_WINDOW)
+        .tcp_nodelay(true);
     if let Some(tls) = &opts.tls {
         builder = builder
             .tls_config(tls_config(tls)?)

@@ -93,6 +93,21 @@ impl FedAvg {
     }
 }
 
+impl FedAvg {
+    /// The round's aggregated delta (before the server learning rate), or `None` when no client with a
+    /// positive weight reported. Server optimisers (FedAvgM, FedAdam, ...) use it as pseudo-gradient.
+    pub fn averaged_delta(&self) -> Option<Vec<f64>> {
+        if self.weight_sum <= 0.0 {
+            return None;
+        }
+        let norm = match self.config.weighting {
+            Weighting::Samples | Weighting::Uniform => self.weight_sum,
+            Weighting::AllClients | Weighting::KnownProbability => self.num_clients.max(1) as f64,
+        };
+        Some(self.sum.iter().map(|s| s / norm).collect())
+    }
+}
+
 impl Strategy for FedAvg {
     fn name(&self) -> String {
         "fedavg".into()
@@ -143,16 +158,11 @@ impl Strategy for FedAvg {
     }
 
     fn finish_round(&mut self, _round: u64, global: &mut [f32], _reported: &[ClientId]) {
-        if self.weight_sum <= 0.0 {
-            return;
-        }
-        let norm = match self.config.weighting {
-            Weighting::Samples | Weighting::Uniform => self.weight_sum,
-            Weighting::AllClients | Weighting::KnownProbability => self.num_clients.max(1) as f64,
-        };
-        let scale = self.config.server_lr as f64 / norm;
-        for (x, s) in global.iter_mut().zip(&self.sum) {
-            *x += (scale * s) as f32;
+        if let Some(avg) = self.averaged_delta() {
+            let eta = self.config.server_lr as f64;
+            for (x, a) in global.iter_mut().zip(&avg) {
+                *x += (eta * a) as f32;
+            }
         }
     }
 

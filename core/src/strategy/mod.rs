@@ -6,8 +6,14 @@
 
 pub mod fedau;
 pub mod fedavg;
+pub mod fedopt;
+pub mod fedprox;
+pub mod fedspeed;
 pub mod fedvarp;
 pub mod mifa;
+pub mod scaffold;
+#[cfg(test)]
+pub(crate) mod testutil;
 
 use serde::{Deserialize, Serialize};
 
@@ -143,6 +149,22 @@ pub enum StrategySpec {
     Mifa(mifa::MifaConfig),
     /// FedVarp: variance reduction with the latest update of every client (N model-sized vectors).
     Fedvarp(fedvarp::FedVarpConfig),
+    /// FedProx: proximal local objective.
+    Fedprox(fedprox::FedProxConfig),
+    /// SCAFFOLD: control variates (client state c_i).
+    Scaffold(scaffold::ScaffoldConfig),
+    /// FedSpeed: prox-correction and gradient perturbation (client state h_i).
+    Fedspeed(fedspeed::FedSpeedConfig),
+    /// FedDyn: FedSpeed without perturbation (`rho` is ignored and set to 0).
+    Feddyn(fedspeed::FedSpeedConfig),
+    /// FedAvgM: server momentum.
+    Fedavgm(fedopt::FedOptConfig),
+    /// FedAdagrad server optimiser.
+    Fedadagrad(fedopt::FedOptConfig),
+    /// FedAdam server optimiser.
+    Fedadam(fedopt::FedOptConfig),
+    /// FedYogi server optimiser.
+    Fedyogi(fedopt::FedOptConfig),
 }
 
 impl Default for StrategySpec {
@@ -159,6 +181,13 @@ impl StrategySpec {
             StrategySpec::Fedau(c) => c.validate(),
             StrategySpec::Mifa(c) => positive("strategy.server_lr", c.server_lr),
             StrategySpec::Fedvarp(c) => positive("strategy.server_lr", c.server_lr),
+            StrategySpec::Fedprox(c) => c.validate(),
+            StrategySpec::Scaffold(c) => c.validate(),
+            StrategySpec::Fedspeed(c) | StrategySpec::Feddyn(c) => c.validate(),
+            StrategySpec::Fedavgm(c)
+            | StrategySpec::Fedadagrad(c)
+            | StrategySpec::Fedadam(c)
+            | StrategySpec::Fedyogi(c) => c.validate(),
         }
     }
 
@@ -169,6 +198,31 @@ impl StrategySpec {
             StrategySpec::Fedau(c) => Box::new(fedau::FedAu::new(c.clone())),
             StrategySpec::Mifa(c) => Box::new(mifa::Mifa::new(c.clone())),
             StrategySpec::Fedvarp(c) => Box::new(fedvarp::FedVarp::new(c.clone())),
+            StrategySpec::Fedprox(c) => Box::new(fedprox::FedProx::new(c.clone())),
+            StrategySpec::Scaffold(c) => Box::new(scaffold::Scaffold::new(c.clone())),
+            StrategySpec::Fedspeed(c) => Box::new(fedspeed::FedSpeed::new(c.clone())),
+            StrategySpec::Feddyn(c) => {
+                Box::new(fedspeed::FedSpeed::new(fedspeed::FedSpeedConfig {
+                    rho: 0.0,
+                    ..c.clone()
+                }))
+            }
+            StrategySpec::Fedavgm(c) => Box::new(fedopt::FedOpt::new(
+                fedopt::ServerOptimizer::Momentum,
+                c.clone(),
+            )),
+            StrategySpec::Fedadagrad(c) => Box::new(fedopt::FedOpt::new(
+                fedopt::ServerOptimizer::Adagrad,
+                c.clone(),
+            )),
+            StrategySpec::Fedadam(c) => Box::new(fedopt::FedOpt::new(
+                fedopt::ServerOptimizer::Adam,
+                c.clone(),
+            )),
+            StrategySpec::Fedyogi(c) => Box::new(fedopt::FedOpt::new(
+                fedopt::ServerOptimizer::Yogi,
+                c.clone(),
+            )),
         }
     }
 }

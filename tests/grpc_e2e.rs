@@ -1,0 +1,387 @@
+//! End-to-end tests of the gRPC runtime with real processes on loopback: `fedsim launch` against
+//! `fedsim sim` (bit-identical runs), a 200 MB model streamed over TLS, real faults (killed clients,
+//! a SIGKILLed and resumed coordinator), TLS with tokens and mutual TLS.
+
+mod grpc_common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use grpc_common::*;
+
+/// Scenarios `fedsim launch` must reproduce bit for bit. Covering another strategy or participation
+/// model is one more line: (scenario file, `--set` overrides).
+const EQUIVALENCE: &[(&str, &[&str])] = &[
+    // FedAvg, weighted by samples (McMahan).
+    ("configs/quickstart.toml", &[]),
+    // FedAvg, mean over participants.
+    (
+        "configs/quickstart.toml",
+        &["strategy.weighting=\"uniform\""],
+    ),
+    // FedAvg with a server learning rate.
+    ("configs/quickstart.toml", &["strategy.server_lr=0.5"]),
+];
+
+/// Overrides that keep every equivalence run short, and evaluate every round.
+const SHORT: &[&str] = &["rounds=6", "eval.every=1"];
+
+fn sim(scenario: &str, sets: &[&str], out: &Path, log: &Path) {
+    let mut args = vec!["sim", scenario, "--quiet", "--out", s(out)];
+    for o in sets {
+        args.extend(["--set", o]);
+    }
+    run_ok(&args, log, Duration::from_secs(120));
+}
+
+fn launch(
+    scenario: &str,
+    sets: &[&str],
+    processes: usize,
+    extra: &[&str],
+    out: &Path,
+    log: &Path,
+) -> String {
+    let p = processes.to_string();
+    let mut args = vec![
+        "launch",
+        scenario,
+        "--quiet",
+        "--processes",
+        &p,
+        "--out",
+        s(out),
+    ];
+    for o in sets {
+        args.extend(["--set", o]);
+    }
+    args.extend(extra);
+    run_ok(&args, log, Duration::from_secs(180))
+}
+
+#[test]
+fn launch_reproduces_sim_bit_for_bit() {
+    let _serial = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    for (i, (scenario, overrides)) in EQUIVALENCE.iter().enumerate() {
+        let sets: Vec<&str> = SHORT.iter().chain(overrides.iter()).copied().collect();
+        let what = format!("{scenario} {overrides:?}");
+        let (a, b) = (
+            tmp.path().join(format!("sim{i}")),
+            tmp.path().join(format!("grpc{i}")),
+        );
+        sim(scenario, &sets, &a, &tmp.path().join(format!("sim{i}.log")));
+        launch(
+            scenario,
+            &sets,
+            4,
+            &[],
+            &b,
+            &tmp.path().join(format!("launch{i}.log")),
+        );
+        assert_same_run(&a, &b, &what);
+        assert_eq!(summary(&b)["runtime"], "grpc", "{what}");
+        let m = metrics(&b);
+        // Real bytes on the wire: at least the model down and up for every participant.
+        let params = summary(&b)["num_params"].as_u64().unwrap();
+        for r in &m {
+            let n = r["participants"].as_u64().unwrap();
+            assert!(
+                r["bytes_up"].as_u64().unwrap() >= n * params * 4,
+                "{what}: bytes_up"
+            );
+            assert!(
+                r["bytes_down"].as_u64().unwrap() >= n * params * 4,
+                "{what}: bytes_down"
+            );
+        }
+    }
+}
+
+/// A model of over 200 MB (53.6 M parameters) goes down and up through the real service, over TLS,
+/// in chunks, and the run still matches the simulator.
+#[test]
+fn launch_streams_a_200_mb_model_over_tls() {
+    let _serial = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let pki = make_pki(tmp.path(), &["127.0.0.1", "localhost"]);
+    let sets = [
+        "rounds=1",
+        "clients=1",
+        "data.features=1000",
+        "data.samples_per_client=20",
+        "data.test_samples=20",
+        "model.hidden=[53000]",
+        "train.batch_size=10",
+    ];
+    let (a, b) = (tmp.path().join("sim"), tmp.path().join("grpc"));
+    sim(
+        "configs/quickstart.toml",
+        &sets,
+        &a,
+        &tmp.path().join("sim.log"),
+    );
+    let server_args = [
+        format!("--server-arg=--tls-cert={}", s(&pki.server_cert)),
+        format!("--server-arg=--tls-key={}", s(&pki.server_key)),
+        format!("--client-arg=--ca-cert={}", s(&pki.ca)),
+    ];
+    let extra: Vec<&str> = server_args.iter().map(String::as_str).collect();
+    let start = std::time::Instant::now();
+    launch(
+        "configs/quickstart.toml",
+        &sets,
+        1,
+        &extra,
+        &b,
+        &tmp.path().join("launch.log"),
+    );
+    eprintln!(
+        "200 MB round trip over TLS: {:.1} s",
+        start.elapsed().as_secs_f64()
+    );
+    assert_same_run(&a, &b, "200 MB model");
+    let params = summary(&b)["num_params"].as_u64().unwrap();
+    assert!(
+        params * 4 >= 200_000_000,
+        "the model has only {params} parameters"
+    );
+    let m = metrics(&b);
+    assert!(m[0]["bytes_down"].as_u64().unwrap() >= params * 4);
+    assert!(m[0]["bytes_up"].as_u64().unwrap() >= params * 4);
+    let server_log = std::fs::read_to_string(b.join("logs/server.log")).unwrap();
+    assert!(
+        !server_log.contains("INSECURE"),
+        "TLS was not used:\n{server_log}"
+    );
+}
+
+/// 30% of the client processes are SIGKILLed at the start of round 3: the coordinator drops their
+/// clients from the open round (heartbeat timeout), logs it, and finishes the run with the rest.
+#[test]
+fn killed_client_processes_are_dropped_and_the_run_completes() {
+    let _serial = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let sets = [
+        "rounds=8",
+        "clients=20",
+        "participation={kind=\"full\"}",
+        "deploy.heartbeat_timeout_s=1",
+        "deploy.faults=[{round=3, kill_clients=0.3}]",
+    ];
+    let log = launch(
+        "configs/quickstart.toml",
+        &sets,
+        10,
+        &[],
+        &out,
+        &tmp.path().join("launch.log"),
+    );
+    assert_eq!(
+        log.matches("fault: killed client process").count(),
+        3,
+        "{log}"
+    );
+    let server_log = std::fs::read_to_string(out.join("logs/server.log")).unwrap();
+    assert!(
+        server_log.contains("dropped from the round"),
+        "the server log does not show the drop:\n{server_log}"
+    );
+    let m = metrics(&out);
+    assert_eq!(m.len(), 8);
+    assert_eq!(m[0]["participants"], 20);
+    let last = m.last().unwrap();
+    assert_eq!(last["participants"], 14, "6 clients were killed: {last}");
+    assert!(m.iter().any(|r| r["dropped"].as_f64().unwrap_or(0.0) > 0.0));
+    assert_eq!(summary(&out)["rounds"], 8);
+}
+
+/// Killed client processes that restart rejoin the run (new session) and take part again.
+#[test]
+fn restarted_client_processes_rejoin() {
+    let _serial = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let sets = [
+        "rounds=20",
+        "clients=20",
+        "participation={kind=\"full\"}",
+        "deploy.heartbeat_timeout_s=2",
+        "deploy.faults=[{round=3, kill_clients=0.3, restart_clients_after_s=0.2}]",
+    ];
+    let log = launch(
+        "configs/quickstart.toml",
+        &sets,
+        10,
+        &[],
+        &out,
+        &tmp.path().join("launch.log"),
+    );
+    assert_eq!(
+        log.matches("fault: restarted client process").count(),
+        3,
+        "{log}"
+    );
+    let restarted: Vec<_> = std::fs::read_dir(out.join("logs"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains("restarted"))
+        .collect();
+    assert_eq!(restarted.len(), 3);
+    for e in restarted {
+        let text = std::fs::read_to_string(e.path()).unwrap();
+        assert!(text.contains("joined"), "{text}");
+        assert!(text.contains("run finished"), "{text}");
+    }
+    let m = metrics(&out);
+    assert_eq!(m.len(), 20);
+    assert_eq!(m.last().unwrap()["participants"], 20);
+}
+
+/// The coordinator is SIGKILLed in round 6 and restarted with `--resume`: the run ends with the same
+/// model, participants and accuracies as an uninterrupted run.
+#[test]
+fn coordinator_killed_and_resumed_ends_with_the_same_model() {
+    let _serial = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let sets = ["rounds=12", "eval.every=1"];
+    let (a, b) = (tmp.path().join("sim"), tmp.path().join("grpc"));
+    sim(
+        "configs/quickstart.toml",
+        &sets,
+        &a,
+        &tmp.path().join("sim.log"),
+    );
+    let faulty = [
+        "rounds=12",
+        "eval.every=1",
+        "deploy.faults=[{round=6, kill_server=true}]",
+    ];
+    let log = launch(
+        "configs/quickstart.toml",
+        &faulty,
+        4,
+        &[],
+        &b,
+        &tmp.path().join("launch.log"),
+    );
+    assert!(log.contains("fault: killed the coordinator"), "{log}");
+    let resumed = std::fs::read_to_string(b.join("logs/server-resumed-1.log")).unwrap();
+    assert!(resumed.contains("resuming from checkpoint"), "{resumed}");
+    // The scenarios differ only in the fault list, which the simulator does not use.
+    assert_same_run(&a, &b, "coordinator crash and resume");
+}
+
+/// TLS on loopback with per-client tokens and mutual TLS: wrong tokens and missing client
+/// certificates are refused (clear status on the client, a line in the server log); the honest
+/// clients finish a run identical to the simulator's.
+#[test]
+fn tls_tokens_and_mutual_tls_on_loopback() {
+    let _serial = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let pki = make_pki(dir, &["127.0.0.1", "localhost"]);
+    let tokens = dir.join("tokens.txt");
+    std::fs::write(
+        &tokens,
+        "# hospital A hosts 0-4, hospital B 5-9\n0-4 token-aaaa-1111\n5-9 token-bbbb-2222\n",
+    )
+    .unwrap();
+    let token_b = dir.join("token-b.txt");
+    std::fs::write(&token_b, "token-bbbb-2222\n").unwrap();
+    let sets = [
+        "rounds=3",
+        "clients=10",
+        "participation={kind=\"full\"}",
+        "eval.every=1",
+    ];
+    let out = dir.join("grpc");
+    let mut cmd = fedsim();
+    cmd.args([
+        "server",
+        "configs/quickstart.toml",
+        "--listen",
+        "127.0.0.1:0",
+        "--out",
+        s(&out),
+    ])
+    .args([
+        "--tls-cert",
+        s(&pki.server_cert),
+        "--tls-key",
+        s(&pki.server_key),
+    ])
+    .args(["--client-ca", s(&pki.ca), "--tokens", s(&tokens)]);
+    for o in sets {
+        cmd.args(["--set", o]);
+    }
+    let mut server = Proc::spawn("server", cmd, &dir.join("server.log"));
+    let addr = listening_addr(&server, Duration::from_secs(30));
+    let url = format!("https://{addr}");
+    let client = |ids: &str, auth: &[&str], mtls: bool, name: &str| {
+        let mut c = fedsim();
+        c.args([
+            "client",
+            "--server",
+            &url,
+            "--ids",
+            ids,
+            "--ca-cert",
+            s(&pki.ca),
+        ])
+        .args(["--reconnect-timeout", "3"])
+        .args(auth);
+        if mtls {
+            c.args(["--cert", s(&pki.client_cert), "--key", s(&pki.client_key)]);
+        }
+        Proc::spawn(name, c, &dir.join(format!("{name}.log")))
+    };
+
+    // A wrong token, and a valid token used for ids it does not cover: refused, with the status.
+    let mut wrong = client("0-4", &["--token", "not-the-token"], true, "wrong-token");
+    assert!(!wrong.wait(Duration::from_secs(30)).success());
+    let text = wrong.output();
+    assert!(
+        text.contains("Unauthenticated") && text.contains("token is not valid for client 0"),
+        "{text}"
+    );
+    let mut other = client("0-4", &["--token-file", s(&token_b)], true, "other-token");
+    assert!(!other.wait(Duration::from_secs(30)).success());
+    assert!(
+        other.output().contains("Unauthenticated"),
+        "{}",
+        other.output()
+    );
+    // No client certificate: the TLS handshake is refused.
+    let mut anon = client(
+        "0-4",
+        &["--token", "token-aaaa-1111"],
+        false,
+        "no-client-cert",
+    );
+    assert!(!anon.wait(Duration::from_secs(30)).success());
+    assert!(
+        wait_until(Duration::from_secs(5), || server
+            .output()
+            .contains("join refused")),
+        "no refusal in the server log:\n{}",
+        server.output()
+    );
+
+    let mut a = client("0-4", &["--token", "token-aaaa-1111"], true, "client-a");
+    let mut b = client("5-9", &["--token-file", s(&token_b)], true, "client-b");
+    server.wait_ok(Duration::from_secs(60));
+    a.wait_ok(Duration::from_secs(15));
+    b.wait_ok(Duration::from_secs(15));
+    assert!(!server.output().contains("INSECURE"));
+
+    let sim_out = dir.join("sim");
+    sim(
+        "configs/quickstart.toml",
+        &sets,
+        &sim_out,
+        &dir.join("sim.log"),
+    );
+    assert_same_run(&sim_out, &out, "TLS with tokens");
+}

@@ -1,0 +1,579 @@
+//! A misbehaving client against the real `fedsim server` binary on loopback, built on the generated
+//! tonic stubs: bad joins, forged sessions, stale round tokens, malformed, truncated and oversized
+//! payloads, results for clients that were not selected, duplicates. Each is refused with the right
+//! gRPC status and never aggregated, while honest `fedsim client` processes finish the run.
+
+mod grpc_common;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use fedsim_core::{Payload, TensorData};
+use fedsim_proto::v1::coordinator_client::CoordinatorClient;
+use fedsim_proto::v1::{
+    self, ClientInfo, FetchTaskRequest, HeartbeatRequest, JoinRequest, LeaveRequest, ResultChunk,
+    ResultHeader, result_chunk, task_chunk, task_header,
+};
+use fedsim_proto::{PROTOCOL_VERSION, wire};
+use grpc_common::*;
+use prost::Message;
+use tonic::Code;
+use tonic::transport::Channel;
+
+type Client = CoordinatorClient<Channel>;
+
+const HONEST: &str = "honest-token-0000";
+const FUZZ: &str = "fuzzer-token-0000";
+const SAMPLES: u64 = 50;
+
+async fn join(
+    c: &mut Client,
+    ids: &[u32],
+    token: &str,
+    version: u32,
+) -> Result<v1::JoinResponse, tonic::Status> {
+    c.join(JoinRequest {
+        protocol_version: version,
+        clients: ids
+            .iter()
+            .map(|&id| ClientInfo {
+                id,
+                num_samples: SAMPLES,
+            })
+            .collect(),
+        token: token.into(),
+        scenario_hash: String::new(),
+    })
+    .await
+    .map(|r| r.into_inner())
+}
+
+/// A TRAIN task: round, token and the global model.
+struct Task {
+    round: u64,
+    token: String,
+    model_len: usize,
+}
+
+async fn fetch_train(c: &mut Client, run_id: &str, session: &str, client: u32) -> Task {
+    for _ in 0..20 {
+        let mut stream = c
+            .fetch_task(FetchTaskRequest {
+                run_id: run_id.into(),
+                session: session.into(),
+                client_id: client,
+                after_round: -1,
+            })
+            .await
+            .expect("fetch")
+            .into_inner();
+        let Some(task_chunk::Part::Header(h)) =
+            stream.message().await.expect("header").and_then(|m| m.part)
+        else {
+            panic!("task stream without a header");
+        };
+        if h.kind != task_header::Kind::Train as i32 {
+            continue;
+        }
+        let mut asm = wire::Assembler::new(h.payload_len, 1 << 30).expect("sane task size");
+        while let Some(m) = stream.message().await.expect("chunk") {
+            if let Some(task_chunk::Part::Data(d)) = m.part {
+                asm.push(&d).expect("declared size");
+            }
+        }
+        let task = asm.finish().expect("a valid task");
+        let model_len = match task.get("model") {
+            Some(TensorData::F32 { values, .. }) => values.len(),
+            other => panic!("unexpected task {other:?}"),
+        };
+        return Task {
+            round: h.round,
+            token: h.round_token,
+            model_len,
+        };
+    }
+    panic!("no task for client {client}");
+}
+
+fn header(
+    run_id: &str,
+    session: &str,
+    client: u32,
+    round: u64,
+    token: &str,
+    len: usize,
+) -> ResultChunk {
+    ResultChunk {
+        part: Some(result_chunk::Part::Header(ResultHeader {
+            run_id: run_id.into(),
+            session: session.into(),
+            client_id: client,
+            round,
+            round_token: token.into(),
+            num_samples: SAMPLES,
+            payload_len: len as u64,
+            error: String::new(),
+        })),
+    }
+}
+
+fn data(b: Bytes) -> ResultChunk {
+    ResultChunk {
+        part: Some(result_chunk::Part::Data(b)),
+    }
+}
+
+async fn submit(c: &mut Client, msgs: Vec<ResultChunk>) -> Result<v1::SubmitReply, tonic::Status> {
+    c.submit_result(tokio_stream::iter(msgs))
+        .await
+        .map(|r| r.into_inner())
+}
+
+fn expect(what: &str, r: Result<impl std::fmt::Debug, tonic::Status>, code: Code) {
+    match r {
+        Err(s) if s.code() == code => eprintln!("ok: {what}: {code:?}: {}", s.message()),
+        other => panic!("{what}: expected {code:?}, got {other:?}"),
+    }
+}
+
+fn delta(values: Vec<f32>) -> Payload {
+    Payload::new().with("delta", TensorData::vector(values))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_and_forged_messages_are_refused_and_the_run_completes() {
+    let _serial = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let tokens = dir.join("tokens.txt");
+    std::fs::write(&tokens, format!("0-4 {HONEST}\n5-7 {FUZZ}\n")).unwrap();
+    let out = dir.join("run");
+    let mut cmd = fedsim();
+    cmd.args([
+        "server",
+        "configs/quickstart.toml",
+        "--listen",
+        "127.0.0.1:0",
+        "--out",
+        s(&out),
+    ])
+    .args(["--tokens", s(&tokens)]);
+    for o in [
+        "rounds=4",
+        "clients=8",
+        "participation={kind=\"full\"}",
+        "deploy.min_clients=7",
+        "deploy.heartbeat_timeout_s=3",
+        "round.deadline_s=60",
+    ] {
+        cmd.args(["--set", o]);
+    }
+    let mut server = Proc::spawn("server", cmd, &dir.join("server.log"));
+    let addr = listening_addr(&server, Duration::from_secs(30));
+    let url = format!("http://{addr}");
+    let mut c = CoordinatorClient::connect(url.clone())
+        .await
+        .expect("connect")
+        .max_decoding_message_size(16 << 20)
+        .max_encoding_message_size(usize::MAX);
+
+    // ---- joins ----
+    expect(
+        "wrong protocol version",
+        join(&mut c, &[5], FUZZ, PROTOCOL_VERSION + 1).await,
+        Code::FailedPrecondition,
+    );
+    expect(
+        "client id out of range",
+        join(&mut c, &[8], FUZZ, PROTOCOL_VERSION).await,
+        Code::InvalidArgument,
+    );
+    expect(
+        "no client ids",
+        join(&mut c, &[], FUZZ, PROTOCOL_VERSION).await,
+        Code::InvalidArgument,
+    );
+    expect(
+        "an id listed twice",
+        join(&mut c, &[5, 5], FUZZ, PROTOCOL_VERSION).await,
+        Code::InvalidArgument,
+    );
+    expect(
+        "wrong token",
+        join(&mut c, &[5], "wrong-token-9999", PROTOCOL_VERSION).await,
+        Code::Unauthenticated,
+    );
+    expect(
+        "token of other ids",
+        join(&mut c, &[0], FUZZ, PROTOCOL_VERSION).await,
+        Code::Unauthenticated,
+    );
+    let me = join(&mut c, &[5, 6], FUZZ, PROTOCOL_VERSION)
+        .await
+        .expect("valid join");
+    let (run, sess) = (me.run_id.clone(), me.session.clone());
+    expect(
+        "result before any round is open",
+        submit(&mut c, vec![header(&run, &sess, 5, 0, "x", 0)]).await,
+        Code::FailedPrecondition,
+    );
+    // Keep the session alive while the honest clients join and train.
+    let hb = {
+        let (mut c, run, sess) = (c.clone(), run.clone(), sess.clone());
+        tokio::spawn(async move {
+            loop {
+                let _ = c
+                    .heartbeat(HeartbeatRequest {
+                        run_id: run.clone(),
+                        session: sess.clone(),
+                    })
+                    .await;
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        })
+    };
+
+    // ---- honest clients: one process hosting 0-3, one hosting 4 on its own partition ----
+    let mut a = fedsim();
+    a.args([
+        "client",
+        "--server",
+        &url,
+        "--ids",
+        "0-3",
+        "--token",
+        HONEST,
+        "--threads",
+        "1",
+    ]);
+    let mut honest_a = Proc::spawn("client 0-3", a, &dir.join("client-a.log"));
+    let token_file = dir.join("token.txt");
+    std::fs::write(&token_file, HONEST).unwrap();
+    let mut b = fedsim();
+    b.args([
+        "client",
+        "--server",
+        &url,
+        "--id",
+        "4",
+        "--data",
+        "partition:4",
+    ])
+    .args(["--token-file", s(&token_file), "--threads", "1"]);
+    let mut honest_b = Proc::spawn("client 4", b, &dir.join("client-b.log"));
+
+    // ---- round 1: tasks for 5 and 6; 6 is held back so the round stays open ----
+    let t = fetch_train(&mut c, &run, &sess, 5).await;
+    let t6 = fetch_train(&mut c, &run, &sess, 6).await;
+    assert_eq!((t.round, t6.round), (0, 0));
+    assert_eq!(t.token, t6.token);
+    let n = t.model_len;
+    let valid = wire::encode(&delta(vec![0.0; n]));
+    let h = |client: u32, round: u64, token: &str, len: usize| {
+        header(&run, &sess, client, round, token, len)
+    };
+
+    expect(
+        "unknown run id",
+        submit(
+            &mut c,
+            vec![
+                header("other-run", &sess, 5, 0, &t.token, valid.len()),
+                data(valid.clone()),
+            ],
+        )
+        .await,
+        Code::FailedPrecondition,
+    );
+    expect(
+        "forged session",
+        submit(
+            &mut c,
+            vec![
+                header(&run, "forged", 5, 0, &t.token, valid.len()),
+                data(valid.clone()),
+            ],
+        )
+        .await,
+        Code::PermissionDenied,
+    );
+    expect(
+        "a client of another session",
+        submit(
+            &mut c,
+            vec![h(0, 0, &t.token, valid.len()), data(valid.clone())],
+        )
+        .await,
+        Code::PermissionDenied,
+    );
+    let forged_fetch = c
+        .fetch_task(FetchTaskRequest {
+            run_id: run.clone(),
+            session: sess.clone(),
+            client_id: 1,
+            after_round: -1,
+        })
+        .await;
+    expect(
+        "a task for a client of another session",
+        forged_fetch.map(|_| ()),
+        Code::PermissionDenied,
+    );
+    expect(
+        "wrong round token",
+        submit(
+            &mut c,
+            vec![h(5, 0, "run-0-forged", valid.len()), data(valid.clone())],
+        )
+        .await,
+        Code::FailedPrecondition,
+    );
+    expect(
+        "wrong round",
+        submit(
+            &mut c,
+            vec![h(5, 1, &t.token, valid.len()), data(valid.clone())],
+        )
+        .await,
+        Code::FailedPrecondition,
+    );
+
+    let mut nan = vec![0.0; n];
+    nan[17] = f32::NAN;
+    let p = wire::encode(&delta(nan));
+    expect(
+        "NaN",
+        submit(&mut c, vec![h(5, 0, &t.token, p.len()), data(p)]).await,
+        Code::InvalidArgument,
+    );
+    let mut inf = vec![0.0; n];
+    inf[n - 1] = f32::INFINITY;
+    let p = wire::encode(&delta(inf));
+    expect(
+        "Inf",
+        submit(&mut c, vec![h(5, 0, &t.token, p.len()), data(p)]).await,
+        Code::InvalidArgument,
+    );
+
+    let mut msg = wire::to_proto(&delta(vec![0.0; n]));
+    if let Some(v1::tensor::Data::Dense(d)) = msg.tensors[0].data.as_mut() {
+        d.shape = vec![10];
+    }
+    let p: Bytes = msg.encode_to_vec().into();
+    expect(
+        "shape does not match the data",
+        submit(&mut c, vec![h(5, 0, &t.token, p.len()), data(p)]).await,
+        Code::InvalidArgument,
+    );
+    let mut msg = wire::to_proto(&delta(vec![0.0; n]));
+    if let Some(v1::tensor::Data::Dense(d)) = msg.tensors[0].data.as_mut() {
+        d.dtype = 7;
+    }
+    let p: Bytes = msg.encode_to_vec().into();
+    expect(
+        "unknown dtype",
+        submit(&mut c, vec![h(5, 0, &t.token, p.len()), data(p)]).await,
+        Code::InvalidArgument,
+    );
+    let mut msg = wire::to_proto(&delta(vec![0.0; n]));
+    msg.tensors.push(msg.tensors[0].clone());
+    let p: Bytes = msg.encode_to_vec().into();
+    expect(
+        "a tensor twice",
+        submit(&mut c, vec![h(5, 0, &t.token, p.len()), data(p)]).await,
+        Code::InvalidArgument,
+    );
+    let sparse = wire::encode(&Payload::new().with(
+        "delta",
+        TensorData::Sparse {
+            len: n,
+            indices: vec![1, n as u32 + 5],
+            values: vec![0.5, 0.5],
+        },
+    ));
+    expect(
+        "sparse index out of range",
+        submit(&mut c, vec![h(5, 0, &t.token, sparse.len()), data(sparse)]).await,
+        Code::InvalidArgument,
+    );
+
+    expect(
+        "truncated bytes",
+        submit(
+            &mut c,
+            vec![
+                h(5, 0, &t.token, valid.len()),
+                data(valid.slice(..valid.len() - 3)),
+            ],
+        )
+        .await,
+        Code::InvalidArgument,
+    );
+    expect(
+        "more bytes than declared",
+        submit(&mut c, vec![h(5, 0, &t.token, 10), data(valid.clone())]).await,
+        Code::InvalidArgument,
+    );
+    let garbage = Bytes::from_static(&[0xff, 0xff, 0xff, 0xff, 0x0f, 0x01]);
+    expect(
+        "undecodable bytes",
+        submit(
+            &mut c,
+            vec![h(5, 0, &t.token, garbage.len()), data(garbage)],
+        )
+        .await,
+        Code::InvalidArgument,
+    );
+    expect(
+        "oversized declaration",
+        submit(&mut c, vec![h(5, 0, &t.token, 1 << 40)]).await,
+        Code::ResourceExhausted,
+    );
+    let big = Bytes::from(vec![0u8; 9 << 20]);
+    expect(
+        "a message above the 8 MiB limit",
+        submit(&mut c, vec![h(5, 0, &t.token, big.len()), data(big)]).await,
+        Code::OutOfRange,
+    );
+    expect(
+        "data before the header",
+        submit(
+            &mut c,
+            vec![data(valid.clone()), h(5, 0, &t.token, valid.len())],
+        )
+        .await,
+        Code::InvalidArgument,
+    );
+    expect(
+        "empty stream",
+        submit(&mut c, vec![]).await,
+        Code::InvalidArgument,
+    );
+    expect(
+        "two headers",
+        submit(
+            &mut c,
+            vec![
+                h(5, 0, &t.token, valid.len()),
+                h(5, 0, &t.token, valid.len()),
+            ],
+        )
+        .await,
+        Code::InvalidArgument,
+    );
+    let mut wrong_n = h(5, 0, &t.token, valid.len());
+    if let Some(result_chunk::Part::Header(x)) = wrong_n.part.as_mut() {
+        x.num_samples = 1_000_000;
+    }
+    expect(
+        "num_samples other than declared",
+        submit(&mut c, vec![wrong_n, data(valid.clone())]).await,
+        Code::InvalidArgument,
+    );
+
+    // A client that joined after the round was drawn was not selected, even with the round's token.
+    let mut c2 = c.clone();
+    let late = join(&mut c2, &[7], FUZZ, PROTOCOL_VERSION)
+        .await
+        .expect("late join");
+    expect(
+        "a client that was not selected",
+        submit(
+            &mut c2,
+            vec![
+                header(&run, &late.session, 7, 0, &t.token, valid.len()),
+                data(valid.clone()),
+            ],
+        )
+        .await,
+        Code::PermissionDenied,
+    );
+    c2.leave(LeaveRequest {
+        run_id: run.clone(),
+        session: late.session.clone(),
+    })
+    .await
+    .expect("leave");
+
+    // Well-formed but the wrong size for the model: the strategy refuses it (once 0-4 are folded in).
+    let short = wire::encode(&delta(vec![0.0; n - 1]));
+    expect(
+        "a delta of the wrong length",
+        submit(&mut c, vec![h(5, 0, &t.token, short.len()), data(short)]).await,
+        Code::InvalidArgument,
+    );
+    // Client 5 is out of this round now: a second (valid) result is a duplicate.
+    expect(
+        "a duplicate result",
+        submit(
+            &mut c,
+            vec![h(5, 0, &t.token, valid.len()), data(valid.clone())],
+        )
+        .await,
+        Code::AlreadyExists,
+    );
+    // Client 6 reports a valid (zero) update: accepted, and the round closes.
+    let ok = submit(
+        &mut c,
+        vec![h(6, 0, &t.token, valid.len()), data(valid.clone())],
+    )
+    .await
+    .expect("valid result");
+    assert!(ok.accepted);
+    // Replaying it once the next round is open: a stale token.
+    let t2 = fetch_train(&mut c, &run, &sess, 6).await;
+    assert_eq!(t2.round, 1);
+    expect(
+        "a replayed result",
+        submit(
+            &mut c,
+            vec![h(6, 0, &t.token, valid.len()), data(valid.clone())],
+        )
+        .await,
+        Code::FailedPrecondition,
+    );
+
+    // The fuzzer leaves; the honest clients finish the run.
+    hb.abort();
+    c.leave(LeaveRequest {
+        run_id: run.clone(),
+        session: sess.clone(),
+    })
+    .await
+    .expect("leave");
+    server.wait_ok(Duration::from_secs(60));
+    honest_a.wait_ok(Duration::from_secs(20));
+    honest_b.wait_ok(Duration::from_secs(20));
+
+    let m = metrics(&out);
+    assert_eq!(m.len(), 4);
+    assert_eq!(
+        m[0]["participant_ids"],
+        serde_json::json!([0, 1, 2, 3, 4, 6]),
+        "round 1: {}",
+        m[0]
+    );
+    for r in &m[1..] {
+        let ids = r["participant_ids"].as_array().unwrap();
+        assert_eq!(
+            ids,
+            &(0..5).map(|i| serde_json::json!(i)).collect::<Vec<_>>(),
+            "{r}"
+        );
+    }
+    assert_eq!(summary(&out)["rounds"], 4);
+    let log = server.output();
+    for line in [
+        "join refused",
+        "malformed result refused",
+        "oversized result refused",
+        "stale or wrong round token refused",
+        "not selected refused",
+        "duplicate result refused",
+        "update rejected",
+        "request for a client this session did not join",
+    ] {
+        assert!(log.contains(line), "server log lacks `{line}`:\n{log}");
+    }
+    assert!(!log.contains("panicked"), "{log}");
+}
