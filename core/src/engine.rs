@@ -200,6 +200,8 @@ impl Engine {
             global: &global,
             num_clients: scenario.clients,
             probabilities: participation.model().probabilities(),
+            model: Some(model.as_ref()),
+            data: Some(&data),
         });
         let train_eval_indices = train_eval_indices(&scenario, &data);
         let summary = Summary {
@@ -511,6 +513,12 @@ impl Engine {
             let per_class = test.class_accuracy();
             rec.worst_class_accuracy = per_class.iter().flatten().copied().reduce(f64::min);
             rec.class_accuracy = Some(per_class);
+        }
+        if self.scenario.eval.grad_norm {
+            rec.extra.insert(
+                "grad_norm_sq".into(),
+                crate::eval::full_gradient_norm_sq(self.model.as_ref(), &self.global, &self.data),
+            );
         }
         if self.scenario.eval.train_loss {
             let ix = self.train_eval_indices.as_deref();

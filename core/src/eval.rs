@@ -58,3 +58,48 @@ pub fn evaluate(
     }
     total
 }
+
+/// `||∇f(x)||²` for `f = (1/n) Σ_i f_i` over the clients that hold data, each `f_i` the mean loss of
+/// client i's samples. Computed in f64 when the model supports it. Clients are processed in parallel
+/// and summed in client order (deterministic).
+pub fn full_gradient_norm_sq(
+    model: &dyn Model,
+    params: &[f32],
+    data: &fedsim_data::FederatedData,
+) -> f64 {
+    let p64: Vec<f64> = params.iter().map(|&v| v as f64).collect();
+    let d = params.len();
+    let clients: Vec<usize> = (0..data.partition.num_clients())
+        .filter(|&k| data.partition.client_len(k) > 0)
+        .collect();
+    let grads: Vec<Vec<f64>> = clients
+        .par_iter()
+        .map_init(Scratch::default, |scratch, &k| {
+            let ix = data.partition.client(k);
+            let x = Array2::from_shape_fn((ix.len(), data.train.features()), |(r, c)| {
+                data.train.x[[ix[r] as usize, c]]
+            });
+            let y: Vec<u32> = ix.iter().map(|&i| data.train.y[i as usize]).collect();
+            let mut g64 = vec![0.0f64; d];
+            if model.loss_grad_f64(&p64, x.view(), &y, &mut g64).is_none() {
+                let mut g32 = vec![0.0f32; d];
+                model.loss_grad(params, x.view(), &y, &mut g32, scratch);
+                for (a, b) in g64.iter_mut().zip(&g32) {
+                    *a = *b as f64;
+                }
+            }
+            g64
+        })
+        .collect();
+    if grads.is_empty() {
+        return 0.0;
+    }
+    let mut mean = vec![0.0f64; d];
+    for g in &grads {
+        for (m, v) in mean.iter_mut().zip(g) {
+            *m += v;
+        }
+    }
+    let n = grads.len() as f64;
+    mean.iter().map(|m| (m / n) * (m / n)).sum()
+}

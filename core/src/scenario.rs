@@ -31,6 +31,10 @@ pub struct EvalConfig {
     /// Samples per evaluation chunk (the unit of parallel work; does not change results).
     #[serde(default = "default_eval_batch")]
     pub batch_size: usize,
+    /// Also compute `grad_norm_sq`, the squared norm of the full objective's gradient
+    /// `∇f = (1/n) Σ_i ∇f_i` (mean of the clients' local mean gradients; in f64 where the model can).
+    #[serde(default)]
+    pub grad_norm: bool,
 }
 
 fn one() -> u64 {
@@ -51,6 +55,7 @@ impl Default for EvalConfig {
             train_loss_samples: 0,
             targets: Vec::new(),
             batch_size: default_eval_batch(),
+            grad_norm: false,
         }
     }
 }

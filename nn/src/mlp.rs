@@ -4,6 +4,7 @@ use ndarray::ArrayView2;
 
 use crate::gemm::{self, Init};
 use crate::ops;
+use crate::perf::Section;
 use crate::{EvalStats, Layout, Model, Scratch};
 
 /// Scratch slot of the activations (every hidden layer, then the logits).
@@ -74,6 +75,7 @@ impl Mlp {
                 None => x,
                 Some(o) => &before[o..],
             };
+            let _s = Section::new("mlp fwd gemm");
             gemm::nn(
                 rows,
                 fo,
@@ -88,6 +90,7 @@ impl Mlp {
                 Init::ColBias(b),
                 relu,
             );
+            drop(_s);
             in_off = Some(off);
             off += rows * fo;
         }
@@ -112,12 +115,14 @@ impl Mlp {
         let last = self.layers() - 1;
         let logits_off = self.forward(params, x, rows, act);
         let classes = self.widths[last + 1];
+        let _s = Section::new("mlp softmax");
         let loss = ops::softmax_xent_grad(
             &mut act[logits_off..logits_off + rows * classes],
             classes,
             y,
             scale,
         );
+        drop(_s);
         let init = if accumulate { Init::Acc } else { Init::Zero };
         let [d_even, d_odd] = deltas;
         // Offset of layer l's output in `act`; its input is the output of layer l − 1 (or x).
@@ -143,6 +148,7 @@ impl Mlp {
             };
             let (gw_all, gb_all) = grad.split_at_mut(bo);
             // dW (in × out) = inputᵀ (in × rows) · d (rows × out).
+            let _s = Section::new("mlp dW gemm");
             gemm::nn(
                 fi,
                 fo,
@@ -157,13 +163,20 @@ impl Mlp {
                 init,
                 false,
             );
+            drop(_s);
+            let _s = Section::new("mlp bias sums");
             ops::col_sums(d, fo, &mut gb_all[..fo], accumulate);
+            drop(_s);
             if l > 0 {
                 // d_in (rows × in) = d (rows × out) · Wᵀ, masked by the ReLU that produced the input.
                 let w = &params[wo..wo + fi * fo];
                 let dst = &mut dst[..rows * fi];
+                let _s = Section::new("mlp dX gemm");
                 gemm::nt(rows, fi, fo, d, fo, w, fo, dst, fi, 1, Init::Zero, false);
+                drop(_s);
+                let _s = Section::new("mlp relu bwd");
                 ops::relu_backward(dst, input);
+                drop(_s);
             }
             out_off = in_off;
         }

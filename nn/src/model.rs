@@ -158,4 +158,18 @@ pub trait Model: Send + Sync + std::fmt::Debug {
 
     /// Floating-point operations of one evaluated sample (forward only).
     fn eval_flops_per_sample(&self) -> f64;
+
+    /// Mean loss and its gradient computed in `f64` from `f64` parameters, for models that support it
+    /// (optimisation experiments with tight tolerances, e.g. EF21's `||∇f||² ≤ 1e−7`). `None` when the
+    /// model computes in `f32` only.
+    fn loss_grad_f64(
+        &self,
+        params: &[f64],
+        x: ArrayView2<'_, f32>,
+        y: &[u32],
+        grad: &mut [f64],
+    ) -> Option<f64> {
+        let _ = (params, x, y, grad);
+        None
+    }
 }

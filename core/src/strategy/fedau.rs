@@ -284,6 +284,8 @@ mod tests {
                 global: &global,
                 num_clients: n,
                 probabilities: None,
+                model: None,
+                data: None,
             });
             let mut g = global.clone();
             for round in 0..3 {
@@ -329,6 +331,8 @@ mod tests {
             global: &[0.0],
             num_clients: 2,
             probabilities: None,
+            model: None,
+            data: None,
         });
         a.estimator.participate(1, 4);
         let mut b = FedAu::new(FedAuConfig {
@@ -339,6 +343,8 @@ mod tests {
             global: &[0.0],
             num_clients: 2,
             probabilities: None,
+            model: None,
+            data: None,
         });
         b.load_state(a.save_state()).unwrap();
         assert_eq!(a.estimator, b.estimator);

@@ -200,6 +200,8 @@ mod tests {
             global,
             num_clients: updates.len(),
             probabilities: None,
+            model: None,
+            data: None,
         });
         s.begin_round(0, &[], global);
         for (i, (n, d)) in updates.iter().enumerate() {
@@ -279,6 +281,8 @@ mod tests {
             global: &[0.0; 4],
             num_clients: 1,
             probabilities: None,
+            model: None,
+            data: None,
         });
         s.begin_round(0, &[0], &[0.0; 4]);
         let p = Payload::new().with(dense::DELTA, TensorData::vector(vec![1.0; 3]));

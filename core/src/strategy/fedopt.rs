@@ -221,6 +221,8 @@ mod tests {
             global: &g,
             num_clients: 1,
             probabilities: None,
+            model: None,
+            data: None,
         });
         for (r, &d) in deltas.iter().enumerate() {
             s.begin_round(r as u64, &[0], &g);

@@ -132,6 +132,8 @@ mod tests {
             global: &[0.0],
             num_clients: 2,
             probabilities: None,
+            model: None,
+            data: None,
         });
         let mut g = vec![0.0f32];
         let send = |f: &mut FedVarp, id, v| {

@@ -51,6 +51,10 @@ pub struct Init<'a> {
     pub num_clients: usize,
     /// Per-client participation probabilities, when the participation model has them (oracle baselines).
     pub probabilities: Option<&'a [f64]>,
+    /// The model (e.g. to compute smoothness constants for theoretical step sizes).
+    pub model: Option<&'a dyn fedsim_nn::Model>,
+    /// The federated data, where the server has it (the simulator and the coordinator both load it).
+    pub data: Option<&'a fedsim_data::FederatedData>,
 }
 
 /// What the server half knows about a reporting client.

@@ -100,6 +100,8 @@ pub(crate) fn two_clients(strategy: &mut dyn Strategy, rounds: u64) -> f32 {
         global: &global,
         num_clients: 2,
         probabilities: None,
+        model: None,
+        data: None,
     });
     let mut states = vec![ClientState::default(), ClientState::default()];
     let mut scratch = Scratch::default();
