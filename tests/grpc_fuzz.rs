@@ -141,6 +141,7 @@ fn delta(values: Vec<f32>) -> Payload {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::await_holding_lock)] // the lock only keeps the tests of this file apart
 async fn malformed_and_forged_messages_are_refused_and_the_run_completes() {
     let _serial = serial();
     let tmp = tempfile::tempdir().unwrap();

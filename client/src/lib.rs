@@ -182,10 +182,11 @@ async fn connect(opts: &ClientOptions) -> Result<CoordinatorClient<Channel>, Cli
 fn is_tls_failure(e: &(dyn std::error::Error + 'static)) -> bool {
     let mut cur = Some(e);
     while let Some(err) = cur {
-        if let Some(io) = err.downcast_ref::<std::io::Error>() {
-            if io.kind() == std::io::ErrorKind::InvalidData {
-                return true;
-            }
+        if err
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::InvalidData)
+        {
+            return true;
         }
         cur = err.source();
     }
@@ -352,10 +353,8 @@ async fn heartbeat(rt: Arc<Runtime>) {
                 },
             )
         };
-        if let Ok(r) = c.heartbeat(req).await {
-            if r.into_inner().done {
-                rt.done.store(true, Ordering::Relaxed);
-            }
+        if c.heartbeat(req).await.is_ok_and(|r| r.into_inner().done) {
+            rt.done.store(true, Ordering::Relaxed);
         }
     }
 }
@@ -534,10 +533,8 @@ async fn train(
             &mut scratch,
         )
         .map_err(|e| e.to_string());
-        if let Ok(mut slots) = rt2.slots.lock() {
-            if let Some(slot) = slots.get_mut(&id) {
-                slot.state = state;
-            }
+        if let Some(slot) = rt2.slots.lock().ok().as_mut().and_then(|s| s.get_mut(&id)) {
+            slot.state = state;
         }
         out
     })

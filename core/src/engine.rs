@@ -475,6 +475,18 @@ impl Engine {
             time_aggregate_s: state.aggregate_time.as_secs_f64(),
             ..RoundRecord::default()
         };
+        let train_samples: usize = state
+            .reported
+            .iter()
+            .map(|&c| {
+                self.scenario
+                    .train
+                    .work(self.data.partition.client_len(c as usize))
+                    .samples
+            })
+            .sum();
+        rec.extra
+            .insert("train_samples".into(), train_samples as f64);
         rec.participant_ids = std::mem::take(&mut state.reported);
         rec.extra.extend(self.strategy.round_metrics());
         rec.extra.extend(io.extra);
@@ -487,6 +499,17 @@ impl Engine {
         if due {
             let t = Instant::now();
             self.evaluate_into(&mut rec);
+            let train_eval = if self.scenario.eval.train_loss {
+                self.train_eval_indices
+                    .as_ref()
+                    .map_or(self.data.train.len(), Vec::len)
+            } else {
+                0
+            };
+            rec.extra.insert(
+                "eval_samples".into(),
+                (self.data.test.len() + train_eval) as f64,
+            );
             rec.time_eval_s = t.elapsed().as_secs_f64();
         }
         rec.time_round_s = state.started.elapsed().as_secs_f64();
@@ -601,6 +624,14 @@ impl Engine {
         if self.scenario.clients <= 100_000 {
             self.summary.participation_counts = self.participation_counts.clone();
         }
+        self.summary.extra.insert(
+            "train_flops_per_sample".into(),
+            self.model.train_flops_per_sample(),
+        );
+        self.summary.extra.insert(
+            "eval_flops_per_sample".into(),
+            self.model.eval_flops_per_sample(),
+        );
         let d = &self.data;
         let data_bytes = (d.train.x.len() + d.test.x.len()) * 4
             + (d.train.y.len() + d.test.y.len()) * 4

@@ -318,8 +318,9 @@ mod x86 {
     /// Rows of `A` per `nn` micro-kernel (6 × 16 accumulators: two vectors per broadcast, which Zen 3
     /// needs to keep both FMA pipes busy).
     const NN_MR: usize = 6;
-    /// Products with at most this many rows take the skinny path: `B` is read in place.
-    const SKINNY: usize = 12;
+    /// Products with at most this many rows read `B` in place (the packed `A` block, at most
+    /// `256 × 128` floats, stays in L2).
+    const MAX_M_IN_PLACE: usize = 256;
     /// Reduction block of `nn`: a packed `KC × 16` panel of `B` (16 KiB) stays in L1.
     const KC: usize = 256;
     /// Target size of the packed block of `A` that stays in L2 while the panels of `B` stream past.
@@ -803,12 +804,35 @@ mod x86 {
         }
     }
 
-    /// One reduction block of `kb` steps. `A` is packed in row blocks; skinny products (at most
-    /// `SKINNY` rows) read `B` in place, others pack it in 16-column panels that stay in L1 while
-    /// every row block uses them (BLIS order).
+    /// How [`nn`] runs a product.
+    #[derive(Clone, Copy, PartialEq, Eq, Debug)]
+    enum NnPath {
+        /// `B` small and reduction short (weight gradients over a batch): `B` packed whole, row blocks
+        /// of `A` outside so each block of rows of `C` is written once, in order.
+        RowsOuter,
+        /// `A` (all rows of a reduction block) packed and kept in L2; `B` read in place, one 16-column
+        /// panel at a time, every row block using the panel while it is in L1.
+        BInPlace,
+        /// Tall `A`: blocks of `A` sized for L2, all panels of `B` packed once per reduction block.
+        Packed,
+    }
+
+    fn nn_path(m: usize, n: usize, k: usize) -> NnPath {
+        let np = n.div_ceil(16);
+        if k <= KC && m > n && k * np * 16 * 4 <= I_OUTER_BYTES {
+            NnPath::RowsOuter
+        } else if m <= MAX_M_IN_PLACE {
+            NnPath::BInPlace
+        } else {
+            NnPath::Packed
+        }
+    }
+
+    /// One reduction block of `kb` steps (see [`NnPath`]).
     #[target_feature(enable = "avx2,fma")]
     #[allow(clippy::too_many_arguments)]
     unsafe fn nn_block(
+        path: NnPath,
         m: usize,
         n: usize,
         kb: usize,
@@ -821,128 +845,99 @@ mod x86 {
         rsc: usize,
         init: Init<'_>,
         relu: bool,
-        single_block: bool,
     ) {
         let np = n.div_ceil(16);
         let width = |p: usize| (n - 16 * p).min(16);
         // SAFETY (whole body): forwarded; panels and row blocks stay inside the checked extents, and
         // the pack buffers hold what is asked of them (plus slack).
         unsafe {
-            if m <= SKINNY || kb == 0 {
-                let mut abuf = PackBuf::take(&PACK_A, m * kb);
-                let ap = abuf.ptr();
-                pack_a(m, kb, a, rsa, csa, ap);
-                for p in 0..np {
-                    nn_cols(
-                        0,
-                        m,
-                        16 * p,
-                        width(p),
-                        kb,
-                        ap,
-                        b.add(16 * p),
-                        rsb,
-                        false,
-                        c,
-                        rsc,
-                        init,
-                        relu,
-                    );
-                }
-                return;
-            }
             let panel = |buf: *mut f32, p: usize| buf.add(16 * kb * p);
-            if single_block && m > n && kb * np * 16 * 4 <= I_OUTER_BYTES {
-                // Small B (e.g. weight gradients over a batch): pack it whole, then row blocks outside,
-                // so each block of rows of C is written once, in order.
-                let mut bbuf = PackBuf::take(&PACK_B, kb * np * 16);
-                let mut abuf = PackBuf::take(&PACK_A, NN_MR * kb);
-                let (bp, ap) = (bbuf.ptr(), abuf.ptr());
-                let s = crate::perf::Section::new("gemm pack B");
-                for p in 0..np {
-                    pack_panel(b.add(16 * p), rsb, kb, width(p), panel(bp, p));
-                }
-                drop(s);
-                for (i, r) in row_blocks(m, NN_MR) {
-                    let s = crate::perf::Section::new("gemm pack A");
-                    pack_a_block(r, kb, a.wrapping_add(i * rsa), rsa, csa, ap);
-                    drop(s);
+            match path {
+                NnPath::BInPlace => {
+                    let mut abuf = PackBuf::take(&PACK_A, m * kb);
+                    let ap = abuf.ptr();
+                    pack_a(m, kb, a, rsa, csa, ap);
                     for p in 0..np {
-                        // The packed block sits at ap; nn_cols offsets it by (i - i)·kb = 0.
                         nn_cols(
                             0,
-                            r,
+                            m,
                             16 * p,
                             width(p),
                             kb,
                             ap,
-                            panel(bp, p),
-                            16,
-                            true,
-                            c.add(i * rsc),
+                            b.add(16 * p),
+                            rsb,
+                            false,
+                            c,
                             rsc,
-                            init_rows(init, i),
+                            init,
                             relu,
                         );
                     }
                 }
-                return;
-            }
-            let mc = (MC_BYTES / (kb * 4)).max(NN_MR) / NN_MR * NN_MR;
-            let mut abuf = PackBuf::take(&PACK_A, m.min(mc) * kb);
-            let ap = abuf.ptr();
-            if m <= mc {
-                // One block of A: pack each panel of B just before its use.
-                let mut bbuf = PackBuf::take(&PACK_B, 16 * kb);
-                let bp = bbuf.ptr();
-                pack_a(m, kb, a, rsa, csa, ap);
-                for p in 0..np {
+                NnPath::RowsOuter => {
+                    let mut bbuf = PackBuf::take(&PACK_B, kb * np * 16);
+                    let mut abuf = PackBuf::take(&PACK_A, NN_MR * kb);
+                    let (bp, ap) = (bbuf.ptr(), abuf.ptr());
                     let s = crate::perf::Section::new("gemm pack B");
-                    pack_panel(b.add(16 * p), rsb, kb, width(p), bp);
-                    drop(s);
-                    nn_cols(
-                        0,
-                        m,
-                        16 * p,
-                        width(p),
-                        kb,
-                        ap,
-                        bp,
-                        16,
-                        true,
-                        c,
-                        rsc,
-                        init,
-                        relu,
-                    );
-                }
-            } else {
-                // Several blocks of A: pack all panels of B once, then stream them past each block.
-                let mut bbuf = PackBuf::take(&PACK_B, kb * np * 16);
-                let bp = bbuf.ptr();
-                let s = crate::perf::Section::new("gemm pack B");
-                for p in 0..np {
-                    pack_panel(b.add(16 * p), rsb, kb, width(p), panel(bp, p));
-                }
-                drop(s);
-                for (i0, rows) in row_blocks(m, mc) {
-                    pack_a(rows, kb, a.wrapping_add(i0 * rsa), rsa, csa, ap);
                     for p in 0..np {
-                        nn_cols(
-                            0,
-                            rows,
-                            16 * p,
-                            width(p),
-                            kb,
-                            ap,
-                            panel(bp, p),
-                            16,
-                            true,
-                            c.add(i0 * rsc),
-                            rsc,
-                            init_rows(init, i0),
-                            relu,
-                        );
+                        pack_panel(b.add(16 * p), rsb, kb, width(p), panel(bp, p));
+                    }
+                    drop(s);
+                    for (i, r) in row_blocks(m, NN_MR) {
+                        let s = crate::perf::Section::new("gemm pack A");
+                        pack_a_block(r, kb, a.wrapping_add(i * rsa), rsa, csa, ap);
+                        drop(s);
+                        let (ci, init_i) = (c.add(i * rsc), init_rows(init, i));
+                        for p in 0..np {
+                            nn_cols(
+                                0,
+                                r,
+                                16 * p,
+                                width(p),
+                                kb,
+                                ap,
+                                panel(bp, p),
+                                16,
+                                true,
+                                ci,
+                                rsc,
+                                init_i,
+                                relu,
+                            );
+                        }
+                    }
+                }
+                NnPath::Packed => {
+                    let mc = (MC_BYTES / (kb * 4)).max(NN_MR) / NN_MR * NN_MR;
+                    let mut abuf = PackBuf::take(&PACK_A, m.min(mc) * kb);
+                    let mut bbuf = PackBuf::take(&PACK_B, kb * np * 16);
+                    let (ap, bp) = (abuf.ptr(), bbuf.ptr());
+                    let s = crate::perf::Section::new("gemm pack B");
+                    for p in 0..np {
+                        pack_panel(b.add(16 * p), rsb, kb, width(p), panel(bp, p));
+                    }
+                    drop(s);
+                    for (i0, rows) in row_blocks(m, mc) {
+                        pack_a(rows, kb, a.wrapping_add(i0 * rsa), rsa, csa, ap);
+                        let (ci, init_i) = (c.add(i0 * rsc), init_rows(init, i0));
+                        for p in 0..np {
+                            nn_cols(
+                                0,
+                                rows,
+                                16 * p,
+                                width(p),
+                                kb,
+                                ap,
+                                panel(bp, p),
+                                16,
+                                true,
+                                ci,
+                                rsc,
+                                init_i,
+                                relu,
+                            );
+                        }
                     }
                 }
             }
@@ -958,8 +953,9 @@ mod x86 {
         }
     }
 
-    /// See [`super::nn`]. Blocks the reduction by `KC` (half that for skinny products with two row
-    /// blocks, whose unpacked panels of B must stay in L1).
+    /// See [`super::nn`]: picks a [`NnPath`], then runs equal reduction blocks of at most `KC` steps
+    /// (`KC / 2` when `B` is read in place, so a 16-column panel stays in L1 even when its rows
+    /// straddle cache lines).
     #[allow(clippy::too_many_arguments)]
     pub(super) unsafe fn nn(
         m: usize,
@@ -975,8 +971,8 @@ mod x86 {
         init: Init<'_>,
         relu: bool,
     ) {
-        let kc = if m <= SKINNY && m > NN_MR { KC / 2 } else { KC };
-        // Equal reduction blocks (800 = 4 × 200 rather than 3 × 256 + 32).
+        let path = nn_path(m, n, k);
+        let kc = if path == NnPath::BInPlace { KC / 2 } else { KC };
         let kc = k.div_ceil(k.div_ceil(kc).max(1)).max(1);
         let mut k0 = 0;
         loop {
@@ -988,6 +984,7 @@ mod x86 {
             // SAFETY: forwarded; the reduction block k0..k0+kb is inside 0..k.
             unsafe {
                 nn_block(
+                    path,
                     m,
                     n,
                     kb,
@@ -1000,7 +997,6 @@ mod x86 {
                     rsc,
                     init_k,
                     relu && last,
-                    first && last,
                 )
             };
             k0 += kb;

@@ -34,10 +34,9 @@ impl Registry {
     pub fn join(&mut self, session: &str, ids: &[(ClientId, u64)]) {
         let now = Instant::now();
         for &(id, num_samples) in ids {
-            if let Some(old) = self.clients.get(&id) {
-                if let Some((list, _)) = self.sessions.get_mut(&old.session) {
-                    list.retain(|c| *c != id);
-                }
+            let old = self.clients.get(&id).map(|e| e.session.as_str());
+            if let Some((list, _)) = old.and_then(|o| self.sessions.get_mut(o)) {
+                list.retain(|c| *c != id);
             }
             self.clients.insert(
                 id,

@@ -266,10 +266,8 @@ impl Coordinator for CoordinatorService {
                 "client id {dup} is listed twice"
             )));
         }
-        if let Some(creds) = &s.credentials {
-            if let Err(msg) = creds.check(&r.token, &ids) {
-                return refuse(Status::unauthenticated(msg));
-            }
+        if let Some(Err(msg)) = s.credentials.as_ref().map(|c| c.check(&r.token, &ids)) {
+            return refuse(Status::unauthenticated(msg));
         }
         if !r.scenario_hash.is_empty() && r.scenario_hash != s.scenario_hash {
             return refuse(Status::failed_precondition(
