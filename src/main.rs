@@ -82,10 +82,10 @@ struct ServerArgs {
     /// Token file: lines `IDS TOKEN` (IDS = `*`, `7` or `0-24`); clients must present a matching token.
     #[arg(long)]
     tokens: Option<PathBuf>,
-    /// MiB of early-arriving updates kept in memory while they wait for their turn in client-id
-    /// order; the rest are spilled to files in the run directory (0 = spill every early update).
-    #[arg(long, default_value_t = fedsim_server::DEFAULT_REORDER_BUDGET >> 20)]
-    reorder_memory_mib: usize,
+    /// MiB of received client updates held in memory (being received or waiting for their turn in
+    /// client-id order); beyond it updates are spooled to the run directory. One update always fits.
+    #[arg(long, default_value_t = fedsim_server::DEFAULT_UPDATE_MEMORY >> 20)]
+    update_memory_mib: usize,
 }
 
 #[derive(Debug, Args)]
@@ -260,7 +260,7 @@ fn server(args: ServerArgs) -> Result<()> {
         resume,
         tls,
         credentials,
-        reorder_budget_bytes: args.reorder_memory_mib.saturating_mul(1 << 20),
+        update_memory_bytes: args.update_memory_mib.saturating_mul(1 << 20),
     };
     let summary = tokio_runtime()?.block_on(fedsim_server::run(scenario, opts))?;
     print_summary(&summary, &out);

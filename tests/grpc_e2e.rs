@@ -21,6 +21,32 @@ const EQUIVALENCE: &[(&str, &[&str])] = &[
     ),
     // FedAvg with a server learning rate.
     ("configs/quickstart.toml", &["strategy.server_lr=0.5"]),
+    // FedAvg averaged over all clients, cyclic availability.
+    (
+        "configs/quickstart.toml",
+        &[
+            "strategy.weighting=\"all_clients\"",
+            "participation={kind=\"cyclic\", p=0.2, period=5}",
+        ],
+    ),
+    // FedAU under Bernoulli participation.
+    (
+        "configs/quickstart.toml",
+        &[
+            "strategy={kind=\"fedau\"}",
+            "participation={kind=\"bernoulli\", p=0.1}",
+        ],
+    ),
+    // MIFA (server memory of every client's latest update).
+    ("configs/quickstart.toml", &["strategy={kind=\"mifa\"}"]),
+    // FedVarp under Markov participation.
+    (
+        "configs/quickstart.toml",
+        &[
+            "strategy={kind=\"fedvarp\"}",
+            "participation={kind=\"markov\", p=0.2}",
+        ],
+    ),
 ];
 
 /// Overrides that keep every equivalence run short, and evaluate every round.
@@ -98,6 +124,42 @@ fn launch_reproduces_sim_bit_for_bit() {
     }
 }
 
+/// With no memory for received updates, the coordinator spools every update that arrives while
+/// another is held (to disk, decoded when folded in): the run is still bit-identical.
+#[test]
+fn updates_spooled_to_disk_give_the_same_run() {
+    let _serial = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let sets = [
+        "rounds=4",
+        "eval.every=1",
+        "participation={kind=\"full\"}",
+        "clients=20",
+    ];
+    let (a, b) = (tmp.path().join("sim"), tmp.path().join("grpc"));
+    sim(
+        "configs/quickstart.toml",
+        &sets,
+        &a,
+        &tmp.path().join("sim.log"),
+    );
+    launch(
+        "configs/quickstart.toml",
+        &sets,
+        5,
+        &["--server-arg=--update-memory-mib=0"],
+        &b,
+        &tmp.path().join("launch.log"),
+    );
+    assert_same_run(&a, &b, "spooled updates");
+    let spooled: f64 = metrics(&b)
+        .iter()
+        .map(|r| r["updates_spooled"].as_f64().unwrap())
+        .sum();
+    assert!(spooled > 0.0, "no update was spooled");
+    assert!(!b.join("spool").exists(), "spool files left behind");
+}
+
 /// A model of over 200 MB (53.6 M parameters) goes down and up through the real service, over TLS,
 /// in chunks, and the run still matches the simulator.
 #[test]
@@ -167,7 +229,7 @@ fn killed_client_processes_are_dropped_and_the_run_completes() {
         "rounds=8",
         "clients=20",
         "participation={kind=\"full\"}",
-        "deploy.heartbeat_timeout_s=1",
+        "deploy.heartbeat_timeout_s=2",
         "deploy.faults=[{round=3, kill_clients=0.3}]",
     ];
     let log = launch(
@@ -240,37 +302,47 @@ fn restarted_client_processes_rejoin() {
 }
 
 /// The coordinator is SIGKILLed in round 6 and restarted with `--resume`: the run ends with the same
-/// model, participants and accuracies as an uninterrupted run.
+/// model, participants and accuracies as an uninterrupted run. Also with server state to restore
+/// (FedAU's per-client participation statistics, a Markov participation chain).
 #[test]
 fn coordinator_killed_and_resumed_ends_with_the_same_model() {
     let _serial = serial();
     let tmp = tempfile::tempdir().unwrap();
-    let sets = ["rounds=12", "eval.every=1"];
-    let (a, b) = (tmp.path().join("sim"), tmp.path().join("grpc"));
-    sim(
-        "configs/quickstart.toml",
-        &sets,
-        &a,
-        &tmp.path().join("sim.log"),
-    );
-    let faulty = [
-        "rounds=12",
-        "eval.every=1",
-        "deploy.faults=[{round=6, kill_server=true}]",
-    ];
-    let log = launch(
-        "configs/quickstart.toml",
-        &faulty,
-        4,
+    let cases: [&[&str]; 2] = [
         &[],
-        &b,
-        &tmp.path().join("launch.log"),
-    );
-    assert!(log.contains("fault: killed the coordinator"), "{log}");
-    let resumed = std::fs::read_to_string(b.join("logs/server-resumed-1.log")).unwrap();
-    assert!(resumed.contains("resuming from checkpoint"), "{resumed}");
-    // The scenarios differ only in the fault list, which the simulator does not use.
-    assert_same_run(&a, &b, "coordinator crash and resume");
+        &[
+            "strategy={kind=\"fedau\"}",
+            "participation={kind=\"markov\", p=0.2}",
+        ],
+    ];
+    for (i, case) in cases.iter().enumerate() {
+        let mut sets = vec!["rounds=12", "eval.every=1"];
+        sets.extend(case.iter());
+        let (a, b) = (
+            tmp.path().join(format!("sim{i}")),
+            tmp.path().join(format!("grpc{i}")),
+        );
+        sim(
+            "configs/quickstart.toml",
+            &sets,
+            &a,
+            &tmp.path().join(format!("sim{i}.log")),
+        );
+        sets.push("deploy.faults=[{round=6, kill_server=true}]");
+        let log = launch(
+            "configs/quickstart.toml",
+            &sets,
+            4,
+            &[],
+            &b,
+            &tmp.path().join(format!("launch{i}.log")),
+        );
+        assert!(log.contains("fault: killed the coordinator"), "{log}");
+        let resumed = std::fs::read_to_string(b.join("logs/server-resumed-1.log")).unwrap();
+        assert!(resumed.contains("resuming from checkpoint"), "{resumed}");
+        // The scenarios differ only in the fault list, which the simulator does not use.
+        assert_same_run(&a, &b, &format!("coordinator crash and resume {case:?}"));
+    }
 }
 
 /// TLS on loopback with per-client tokens and mutual TLS: wrong tokens and missing client

@@ -6,6 +6,7 @@
 //! `begin_round` → `submit` (one per client result, any order) → `end_round`; the client half of a
 //! strategy ([`Strategy::local_update`]) runs wherever the client lives, with a [`LocalTrainer`].
 
+pub mod compress;
 pub mod engine;
 pub mod eval;
 pub mod participation;

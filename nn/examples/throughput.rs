@@ -29,22 +29,13 @@ enum Target {
 }
 
 fn env_or(name: &str, default: f64) -> f64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
 /// Busy jiffies of the whole machine and of this process (Linux); `None` elsewhere.
 fn jiffies() -> Option<(u64, u64)> {
     let stat = std::fs::read_to_string("/proc/stat").ok()?;
-    let cpu: Vec<u64> = stat
-        .lines()
-        .next()?
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|v| v.parse().ok())
-        .collect();
+    let cpu: Vec<u64> = stat.lines().next()?.split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect();
     if cpu.len() < 8 {
         return None;
     }
@@ -77,12 +68,7 @@ fn watched<T>(f: impl FnOnce() -> T) -> (T, f64) {
 /// Clean measurements: calls `run` (returning a rate) until `repeats` runs were undisturbed or the
 /// time budget is spent; returns (kept rates, discarded count). If no run was clean, the least
 /// disturbed ones are kept.
-fn clean_runs(
-    repeats: usize,
-    max_other: f64,
-    budget: Duration,
-    mut run: impl FnMut() -> f64,
-) -> (Vec<f64>, usize) {
+fn clean_runs(repeats: usize, max_other: f64, budget: Duration, mut run: impl FnMut() -> f64) -> (Vec<f64>, usize) {
     let start = Instant::now();
     let mut clean = Vec::new();
     let mut dirty: Vec<(f64, f64)> = Vec::new();
@@ -112,11 +98,7 @@ fn main() {
     let run = Duration::from_secs_f64(env_or("RUN_MS", 400.0) / 1e3);
     let max_other = env_or("MAX_OTHER", 0.1);
     let budget = Duration::from_secs_f64(env_or("MAX_WAIT_S", 120.0));
-    let mnist = ImageShape {
-        channels: 1,
-        height: 28,
-        width: 28,
-    };
+    let mnist = ImageShape { channels: 1, height: 28, width: 28 };
     let cnn = || -> Box<dyn Model> {
         match Cnn::new(mnist, [32, 64], 512, 10) {
             Ok(m) => Box::new(m),
@@ -157,16 +139,10 @@ fn main() {
         peaks.len()
     );
     println!();
-    println!(
-        "| workload | samples/s (median; min..max) | GFLOP/s | % of peak | target | met | runs kept/discarded |"
-    );
+    println!("| workload | samples/s (median; min..max) | GFLOP/s | % of peak | target | met | runs kept/discarded |");
     println!("|---|---:|---:|---:|---|---|---|");
     for (name, model, batch, target) in workloads {
-        if !filter.is_empty()
-            && !filter
-                .iter()
-                .any(|f| name.to_lowercase().contains(f.as_str()))
-        {
+        if !filter.is_empty() && !filter.iter().any(|f| name.to_lowercase().contains(f.as_str())) {
             continue;
         }
         let flops = model.train_flops_per_sample();
@@ -217,15 +193,8 @@ fn print_profile(name: &str) {
             None => rows.push((section, d.as_secs_f64())),
         }
     }
-    let total: f64 = rows
-        .iter()
-        .filter(|r| !r.0.starts_with("gemm "))
-        .map(|r| r.1)
-        .sum();
+    let total: f64 = rows.iter().filter(|r| !r.0.starts_with("gemm ")).map(|r| r.1).sum();
     rows.sort_by(|a, b| b.1.total_cmp(&a.1));
-    let parts: Vec<String> = rows
-        .iter()
-        .map(|(s, t)| format!("{s} {:.1}%", 100.0 * t / total))
-        .collect();
+    let parts: Vec<String> = rows.iter().map(|(s, t)| format!("{s} {:.1}%", 100.0 * t / total)).collect();
     eprintln!("  {name} sections: {}", parts.join(", "));
 }

@@ -94,17 +94,8 @@ impl Cnn {
     ///
     /// Fails with [`NnError::InvalidSpec`] when a size is zero or the height and width are not
     /// multiples of 4 (two 2×2 poolings must divide them exactly).
-    pub fn new(
-        image: ImageShape,
-        channels: [usize; 2],
-        fc: usize,
-        classes: usize,
-    ) -> Result<Self, NnError> {
-        let ImageShape {
-            channels: cin,
-            height: h,
-            width: w,
-        } = image;
+    pub fn new(image: ImageShape, channels: [usize; 2], fc: usize, classes: usize) -> Result<Self, NnError> {
+        let ImageShape { channels: cin, height: h, width: w } = image;
         if cin == 0 || h == 0 || w == 0 {
             return Err(NnError::InvalidSpec(format!(
                 "cnn: empty image shape {cin}x{h}x{w} (channels x height x width)"
@@ -143,23 +134,11 @@ impl Cnn {
         }
         let per_sample = (cin * KS * KS * h * w).max(c1 * KS * KS * (h / 2) * (w / 2));
         let chunk = (COL_BUDGET / per_sample).clamp(1, MAX_ROWS);
-        Ok(Self {
-            image,
-            channels,
-            fc,
-            classes,
-            layout,
-            off,
-            chunk,
-        })
+        Ok(Self { image, channels, fc, classes, layout, off, chunk })
     }
 
     fn dims(&self) -> Dims {
-        let ImageShape {
-            channels: cin,
-            height: h,
-            width: w,
-        } = self.image;
+        let ImageShape { channels: cin, height: h, width: w } = self.image;
         let [c1, c2] = self.channels;
         Dims {
             cin,
@@ -184,65 +163,34 @@ impl Cnn {
 
     /// Where chunk `(s0, cb)` of an activation stored chunk-major (`[C][cb][plane]` per chunk) starts.
     fn chunk_planes(s0: usize, cb: usize, channels: usize, plane: usize) -> Planes {
-        Planes {
-            base: s0 * channels * plane,
-            b_stride: plane,
-            c_stride: cb * plane,
-        }
+        Planes { base: s0 * channels * plane, b_stride: plane, c_stride: cb * plane }
     }
 
     /// Forward pass of `rows ≤ MAX_ROWS` samples. Fills the activation buffers of `bufs` and the
     /// logits.
     fn forward(&self, params: &[f32], x: &[f32], rows: usize, bufs: &mut Buffers) {
         let d = self.dims();
-        let (w1, b1, w2, b2) = (
-            self.tensor(params, 0),
-            self.tensor(params, 1),
-            self.tensor(params, 2),
-            self.tensor(params, 3),
-        );
-        let (w3, b3, w4, b4) = (
-            self.tensor(params, 4),
-            self.tensor(params, 5),
-            self.tensor(params, 6),
-            self.tensor(params, 7),
-        );
+        let (w1, b1, w2, b2) =
+            (self.tensor(params, 0), self.tensor(params, 1), self.tensor(params, 2), self.tensor(params, 3));
+        let (w3, b3, w4, b4) =
+            (self.tensor(params, 4), self.tensor(params, 5), self.tensor(params, 6), self.tensor(params, 7));
         for s0 in (0..rows).step_by(self.chunk) {
             let cb = self.chunk.min(rows - s0);
             let (p1n, p2n) = (cb * d.hw1, cb * d.hw2);
             // conv1: A1 (c1 × cb·hw1) = W1ᵀ · col, + bias, ReLU.
-            let xin = Planes {
-                base: s0 * d.cin * d.hw1,
-                b_stride: d.cin * d.hw1,
-                c_stride: d.hw1,
-            };
+            let xin = Planes { base: s0 * d.cin * d.hw1, b_stride: d.cin * d.hw1, c_stride: d.hw1 };
             let _s = Section::new("conv1 im2col");
             im2col(x, xin, d.cin, cb, d.h, d.w, &mut bufs.col[..d.k1 * p1n]);
             drop(_s);
             let a1 = &mut bufs.a1[s0 * d.c1 * d.hw1..][..d.c1 * p1n];
             let _s = Section::new("conv1 fwd gemm");
-            gemm::nn(
-                d.c1,
-                p1n,
-                d.k1,
-                w1,
-                1,
-                d.c1,
-                &bufs.col,
-                p1n,
-                a1,
-                p1n,
-                Init::RowBias(b1),
-                true,
-            );
+            gemm::nn(d.c1, p1n, d.k1, w1, 1, d.c1, &bufs.col, p1n, a1, p1n, Init::RowBias(b1), true);
             drop(_s);
             let p1 = &mut bufs.p1[s0 * d.c1 * d.hw2..][..d.c1 * p2n];
             let i1 = &mut bufs.i1[s0 * d.c1 * d.hw2..][..d.c1 * p2n];
             let _s = Section::new("pool1 fwd");
-            for ((src, dst), idx) in a1
-                .chunks_exact(d.hw1)
-                .zip(p1.chunks_exact_mut(d.hw2))
-                .zip(i1.chunks_exact_mut(d.hw2))
+            for ((src, dst), idx) in
+                a1.chunks_exact(d.hw1).zip(p1.chunks_exact_mut(d.hw2)).zip(i1.chunks_exact_mut(d.hw2))
             {
                 maxpool(src, d.h, d.w, dst, idx);
             }
@@ -250,32 +198,11 @@ impl Cnn {
             // conv2: A2 (c2 × cb·hw2) = W2ᵀ · col, + bias, ReLU.
             let pin = Self::chunk_planes(s0, cb, d.c1, d.hw2);
             let _s = Section::new("conv2 im2col");
-            im2col(
-                &bufs.p1,
-                pin,
-                d.c1,
-                cb,
-                d.h / 2,
-                d.w / 2,
-                &mut bufs.col[..d.k2 * p2n],
-            );
+            im2col(&bufs.p1, pin, d.c1, cb, d.h / 2, d.w / 2, &mut bufs.col[..d.k2 * p2n]);
             drop(_s);
             let a2 = &mut bufs.a2[s0 * d.c2 * d.hw2..][..d.c2 * p2n];
             let _s = Section::new("conv2 fwd gemm");
-            gemm::nn(
-                d.c2,
-                p2n,
-                d.k2,
-                w2,
-                1,
-                d.c2,
-                &bufs.col,
-                p2n,
-                a2,
-                p2n,
-                Init::RowBias(b2),
-                true,
-            );
+            gemm::nn(d.c2, p2n, d.k2, w2, 1, d.c2, &bufs.col, p2n, a2, p2n, Init::RowBias(b2), true);
             drop(_s);
             // Pool into the dense input, one row per sample, channel-major.
             let _s = Section::new("pool2 fwd");
@@ -283,49 +210,17 @@ impl Cnn {
                 for b in 0..cb {
                     let src = &a2[(c * cb + b) * d.hw2..][..d.hw2];
                     let o = (s0 + b) * d.f + c * d.hw4;
-                    maxpool(
-                        src,
-                        d.h / 2,
-                        d.w / 2,
-                        &mut bufs.fin[o..o + d.hw4],
-                        &mut bufs.i2[o..o + d.hw4],
-                    );
+                    maxpool(src, d.h / 2, d.w / 2, &mut bufs.fin[o..o + d.hw4], &mut bufs.i2[o..o + d.hw4]);
                 }
             }
             drop(_s);
         }
         let (fc, k) = (self.fc, self.classes);
         let _s = Section::new("fc fwd gemm");
-        gemm::nn(
-            rows,
-            fc,
-            d.f,
-            &bufs.fin,
-            d.f,
-            1,
-            w3,
-            fc,
-            &mut bufs.h1[..rows * fc],
-            fc,
-            Init::ColBias(b3),
-            true,
-        );
+        gemm::nn(rows, fc, d.f, &bufs.fin, d.f, 1, w3, fc, &mut bufs.h1[..rows * fc], fc, Init::ColBias(b3), true);
         drop(_s);
         let _s = Section::new("fc fwd gemm");
-        gemm::nn(
-            rows,
-            k,
-            fc,
-            &bufs.h1,
-            fc,
-            1,
-            w4,
-            k,
-            &mut bufs.logits[..rows * k],
-            k,
-            Init::ColBias(b4),
-            false,
-        );
+        gemm::nn(rows, k, fc, &bufs.h1, fc, 1, w4, k, &mut bufs.logits[..rows * k], k, Init::ColBias(b4), false);
         drop(_s);
     }
 
@@ -350,62 +245,28 @@ impl Cnn {
         let loss = ops::softmax_xent_grad(&mut bufs.logits[..rows * k], k, y, scale);
         drop(_s);
         let dlogits = &bufs.logits[..rows * k];
-        let (w2, w3, w4) = (
-            self.tensor(params, 2),
-            self.tensor(params, 4),
-            self.tensor(params, 6),
-        );
+        let (w2, w3, w4) = (self.tensor(params, 2), self.tensor(params, 4), self.tensor(params, 6));
         let g = GradParts::split(grad, &self.off);
         let init = if accumulate { Init::Acc } else { Init::Zero };
 
         // fc2: dW4 = H1ᵀ · dlogits; dH1 = dlogits · W4ᵀ masked by the ReLU.
         let _s = Section::new("fc bwd gemm");
-        gemm::nn(
-            fc, k, rows, &bufs.h1, 1, fc, dlogits, k, g.w4, k, init, false,
-        );
+        gemm::nn(fc, k, rows, &bufs.h1, 1, fc, dlogits, k, g.w4, k, init, false);
         drop(_s);
         ops::col_sums(dlogits, k, g.b4, accumulate);
         let dh1 = &mut bufs.dh1[..rows * fc];
         let _s = Section::new("fc bwd gemm");
-        gemm::nt(
-            rows,
-            fc,
-            k,
-            dlogits,
-            k,
-            w4,
-            k,
-            dh1,
-            fc,
-            1,
-            Init::Zero,
-            false,
-        );
+        gemm::nt(rows, fc, k, dlogits, k, w4, k, dh1, fc, 1, Init::Zero, false);
         drop(_s);
         ops::relu_backward(dh1, &bufs.h1[..rows * fc]);
         // fc1: dW3 = Finᵀ · dH1; dFin = dH1 · W3ᵀ (the pooling below applies the conv ReLU mask).
         let _s = Section::new("fc bwd gemm");
-        gemm::nn(
-            d.f, fc, rows, &bufs.fin, 1, d.f, dh1, fc, g.w3, fc, init, false,
-        );
+        gemm::nn(d.f, fc, rows, &bufs.fin, 1, d.f, dh1, fc, g.w3, fc, init, false);
         drop(_s);
         ops::col_sums(dh1, fc, g.b3, accumulate);
         let dfin = &mut bufs.dfin[..rows * d.f];
         let _s = Section::new("fc bwd gemm");
-        gemm::nt(
-            rows,
-            d.f,
-            fc,
-            dh1,
-            fc,
-            w3,
-            fc,
-            dfin,
-            d.f,
-            1,
-            Init::Zero,
-            false,
-        );
+        gemm::nt(rows, d.f, fc, dh1, fc, w3, fc, dfin, d.f, 1, Init::Zero, false);
         drop(_s);
 
         for s0 in (0..rows).step_by(self.chunk) {
@@ -442,37 +303,18 @@ impl Cnn {
             gemm::transpose(dout, d.c2, p2n, dout_t);
             drop(_s);
             let _s = Section::new("conv2 dW gemm");
-            gemm::nn(
-                d.k2, d.c2, p2n, col, p2n, 1, dout_t, d.c2, g.w2, d.c2, init_c, false,
-            );
+            gemm::nn(d.k2, d.c2, p2n, col, p2n, 1, dout_t, d.c2, g.w2, d.c2, init_c, false);
             drop(_s);
             // conv2 input gradient: dcol (k2 × P) = W2 · dA2, then col2im into dP1 (c1 × cb·hw2).
             let dcol = &mut bufs.dcol[..d.k2 * p2n];
             let _s = Section::new("conv2 dcol gemm");
-            gemm::nn(
-                d.k2,
-                p2n,
-                d.c2,
-                w2,
-                d.c2,
-                1,
-                dout,
-                p2n,
-                dcol,
-                p2n,
-                Init::Zero,
-                false,
-            );
+            gemm::nn(d.k2, p2n, d.c2, w2, d.c2, 1, dout, p2n, dcol, p2n, Init::Zero, false);
             drop(_s);
             let dp1 = &mut bufs.dp1[..d.c1 * p2n];
             let _s = Section::new("col2im");
             dp1.fill(0.0);
             drop(_s);
-            let local = Planes {
-                base: 0,
-                b_stride: d.hw2,
-                c_stride: cb * d.hw2,
-            };
+            let local = Planes { base: 0, b_stride: d.hw2, c_stride: cb * d.hw2 };
             let _s = Section::new("col2im");
             col2im(dcol, d.c1, cb, d.h / 2, d.w / 2, dp1, local);
             drop(_s);
@@ -483,10 +325,8 @@ impl Cnn {
             dout.fill(0.0);
             drop(_s);
             let _s = Section::new("pool1 bwd");
-            for ((idx, gsrc), dst) in i1
-                .chunks_exact(d.hw2)
-                .zip(dp1.chunks_exact(d.hw2))
-                .zip(dout.chunks_exact_mut(d.hw1))
+            for ((idx, gsrc), dst) in
+                i1.chunks_exact(d.hw2).zip(dp1.chunks_exact(d.hw2)).zip(dout.chunks_exact_mut(d.hw1))
             {
                 maxpool_backward(idx, gsrc, dst);
             }
@@ -496,19 +336,13 @@ impl Cnn {
             drop(_s);
             // conv1 weight gradient: dW1 (k1 × c1) += col (k1 × P) · dA1ᵀ, as a dot-product kernel
             // (c1 is small, so transposing dA1 would cost as much as the product).
-            let xin = Planes {
-                base: s0 * d.cin * d.hw1,
-                b_stride: d.cin * d.hw1,
-                c_stride: d.hw1,
-            };
+            let xin = Planes { base: s0 * d.cin * d.hw1, b_stride: d.cin * d.hw1, c_stride: d.hw1 };
             let col = &mut bufs.col[..d.k1 * p1n];
             let _s = Section::new("conv1 im2col");
             im2col(x, xin, d.cin, cb, d.h, d.w, col);
             drop(_s);
             let _s = Section::new("conv1 dW gemm");
-            gemm::nt(
-                d.k1, d.c1, p1n, col, p1n, dout, p1n, g.w1, d.c1, 1, init_c, false,
-            );
+            gemm::nt(d.k1, d.c1, p1n, col, p1n, dout, p1n, g.w1, d.c1, 1, init_c, false);
             drop(_s);
         }
         loss
@@ -602,16 +436,7 @@ impl<'a> GradParts<'a> {
         let (w3, rest) = rest.split_at_mut(off[5] - off[4]);
         let (b3, rest) = rest.split_at_mut(off[6] - off[5]);
         let (w4, b4) = rest.split_at_mut(off[7] - off[6]);
-        Self {
-            w1,
-            b1,
-            w2,
-            b2,
-            w3,
-            b3,
-            w4,
-            b4,
-        }
+        Self { w1, b1, w2, b2, w3, b3, w4, b4 }
     }
 }
 
@@ -635,26 +460,25 @@ impl Shift {
         let shift = dy * wi + dx;
         let y0 = (-dy).clamp(0, hi_) as usize;
         let y1 = (hi_ - dy).clamp(y0 as isize, hi_) as usize;
-        let lo = ((y0 * w) as isize).max(-shift);
-        let hi = ((y1 * w) as isize).min(hi_ * wi - shift).max(lo);
-        Self {
-            shift,
-            y0,
-            y1,
-            lo: lo as usize,
-            hi: hi as usize,
-            dx,
-        }
+        // The copied range lies within the valid rows (empty when no row is valid, e.g. a shift of 2
+        // on a 2-pixel-high plane), and its source within the plane.
+        let end = (y1 * w) as isize;
+        let lo = ((y0 * w) as isize).max(-shift).min(end);
+        let hi = end.min(hi_ * wi - shift).max(lo);
+        Self { shift, y0, y1, lo: lo as usize, hi: hi as usize, dx }
     }
 
-    /// Zeroes the columns of rows `y0..y1` of `plane` whose source lies outside the image.
+    /// Zeroes the entries of one `h × w` plane whose source pixel lies outside the image: the rows
+    /// outside `y0..y1` and, in the others, the `|dx|` edge columns (at most `PAD`, stored one by one:
+    /// a `fill` would call `memset` for one or two floats).
     #[inline]
-    fn zero_edges(&self, plane: &mut [f32], w: usize) {
+    fn zero_outside(&self, plane: &mut [f32], w: usize) {
+        plane[..self.y0 * w].fill(0.0);
+        plane[self.y1 * w..].fill(0.0);
         let dx = self.dx.unsigned_abs().min(w);
         if dx == 0 {
             return;
         }
-        // At most PAD floats per row, stored one by one: a `fill` would call `memset` for each.
         let first = if self.dx > 0 { w - dx } else { 0 };
         for y in self.y0..self.y1 {
             let row = &mut plane[y * w + first..y * w + first + dx];
@@ -669,23 +493,40 @@ impl Shift {
 /// im2col for a 5×5 "same" convolution over `cb` samples: row `(ci·5 + kh)·5 + kw` of `col`
 /// (`cin·25 × cb·h·w`) holds, for every sample `b` and pixel `(y, x)`, the input pixel
 /// `(y + kh − 2, x + kw − 2)` of plane `(ci, b)`, or zero outside the image.
+///
+/// When the `cb` planes of a channel are contiguous (`b_stride = h·w`), each row is one shifted copy
+/// over all samples followed by zeroing the entries whose source is outside the image.
 fn im2col(src: &[f32], planes: Planes, cin: usize, cb: usize, h: usize, w: usize, col: &mut [f32]) {
     let hw = h * w;
     let p = cb * hw;
     debug_assert_eq!(col.len(), cin * KS * KS * p);
+    let merged = planes.b_stride == hw;
     for ci in 0..cin {
         for kh in 0..KS {
             for kw in 0..KS {
                 let s = Shift::new(kh, kw, h, w);
                 let row = &mut col[((ci * KS + kh) * KS + kw) * p..][..p];
-                for (b, dst) in row.chunks_exact_mut(hw).enumerate() {
-                    let plane =
-                        &src[planes.base + b * planes.b_stride + ci * planes.c_stride..][..hw];
-                    dst[..s.y0 * w].fill(0.0);
-                    dst[s.y1 * w..].fill(0.0);
-                    let from = (s.lo as isize + s.shift) as usize;
-                    dst[s.lo..s.hi].copy_from_slice(&plane[from..from + (s.hi - s.lo)]);
-                    s.zero_edges(dst, w);
+                if s.y0 == s.y1 {
+                    row.fill(0.0);
+                } else if merged {
+                    let chan = &src[planes.base + ci * planes.c_stride..][..p];
+                    let (lo, hi) = (s.lo, (cb - 1) * hw + s.hi);
+                    let from = (lo as isize + s.shift) as usize;
+                    row[lo..hi].copy_from_slice(&chan[from..from + (hi - lo)]);
+                    row[..lo].fill(0.0);
+                    row[hi..].fill(0.0);
+                    for dst in row.chunks_exact_mut(hw) {
+                        s.zero_outside(dst, w);
+                    }
+                } else {
+                    for (b, dst) in row.chunks_exact_mut(hw).enumerate() {
+                        let plane = &src[planes.base + b * planes.b_stride + ci * planes.c_stride..][..hw];
+                        let from = (s.lo as isize + s.shift) as usize;
+                        dst[s.lo..s.hi].copy_from_slice(&plane[from..from + (s.hi - s.lo)]);
+                        dst[..s.lo].fill(0.0);
+                        dst[s.hi..].fill(0.0);
+                        s.zero_outside(dst, w);
+                    }
                 }
             }
         }
@@ -693,34 +534,38 @@ fn im2col(src: &[f32], planes: Planes, cin: usize, cb: usize, h: usize, w: usize
 }
 
 /// The adjoint of [`im2col`]: adds every entry of `dcol` to the input pixel it was copied from.
-/// `dcol` is used as working memory (its out-of-image entries are zeroed).
-fn col2im(
-    dcol: &mut [f32],
-    cin: usize,
-    cb: usize,
-    h: usize,
-    w: usize,
-    dst: &mut [f32],
-    planes: Planes,
-) {
+/// `dcol` is used as working memory (its out-of-image entries are zeroed first, so that contiguous
+/// planes can be updated with one shifted addition per row).
+fn col2im(dcol: &mut [f32], cin: usize, cb: usize, h: usize, w: usize, dst: &mut [f32], planes: Planes) {
     let hw = h * w;
     let p = cb * hw;
     debug_assert_eq!(dcol.len(), cin * KS * KS * p);
+    let merged = planes.b_stride == hw;
     for ci in 0..cin {
         for kh in 0..KS {
             for kw in 0..KS {
                 let s = Shift::new(kh, kw, h, w);
                 let row = &mut dcol[((ci * KS + kh) * KS + kw) * p..][..p];
-                for (b, src) in row.chunks_exact_mut(hw).enumerate() {
-                    s.zero_edges(src, w);
-                    let plane =
-                        &mut dst[planes.base + b * planes.b_stride + ci * planes.c_stride..][..hw];
-                    let to = (s.lo as isize + s.shift) as usize;
-                    for (o, &g) in plane[to..to + (s.hi - s.lo)]
-                        .iter_mut()
-                        .zip(&src[s.lo..s.hi])
-                    {
+                if s.y0 == s.y1 {
+                    continue;
+                }
+                for src in row.chunks_exact_mut(hw) {
+                    s.zero_outside(src, w);
+                }
+                if merged {
+                    let chan = &mut dst[planes.base + ci * planes.c_stride..][..p];
+                    let (lo, hi) = (s.lo, (cb - 1) * hw + s.hi);
+                    let to = (lo as isize + s.shift) as usize;
+                    for (o, &g) in chan[to..to + (hi - lo)].iter_mut().zip(&row[lo..hi]) {
                         *o += g;
+                    }
+                } else {
+                    for (b, src) in row.chunks_exact(hw).enumerate() {
+                        let plane = &mut dst[planes.base + b * planes.b_stride + ci * planes.c_stride..][..hw];
+                        let to = (s.lo as isize + s.shift) as usize;
+                        for (o, &g) in plane[to..to + (s.hi - s.lo)].iter_mut().zip(&src[s.lo..s.hi]) {
+                            *o += g;
+                        }
                     }
                 }
             }
@@ -735,11 +580,7 @@ fn maxpool(src: &[f32], h: usize, w: usize, dst: &mut [f32], idx: &mut [f32]) {
     let w2 = w / 2;
     debug_assert_eq!(dst.len(), (h / 2) * w2);
     debug_assert_eq!(idx.len(), dst.len());
-    for (oy, (out, ids)) in dst
-        .chunks_exact_mut(w2)
-        .zip(idx.chunks_exact_mut(w2))
-        .enumerate()
-    {
+    for (oy, (out, ids)) in dst.chunks_exact_mut(w2).zip(idx.chunks_exact_mut(w2)).enumerate() {
         let r0 = &src[2 * oy * w..][..w];
         let r1 = &src[(2 * oy + 1) * w..][..w];
         for (ox, (o, id)) in out.iter_mut().zip(ids.iter_mut()).enumerate() {
@@ -756,11 +597,7 @@ fn maxpool(src: &[f32], h: usize, w: usize, dst: &mut [f32], idx: &mut [f32]) {
             }
             *o = m;
             let corner = 2 * oy * w + x;
-            *id = if m > 0.0 {
-                (corner + off) as f32
-            } else {
-                -1.0 - corner as f32
-            };
+            *id = if m > 0.0 { (corner + off) as f32 } else { -1.0 - corner as f32 };
         }
     }
 }
@@ -780,11 +617,7 @@ fn maxpool_backward(idx: &[f32], g: &[f32], d: &mut [f32]) {
 
 impl Model for Cnn {
     fn name(&self) -> String {
-        let ImageShape {
-            channels,
-            height,
-            width,
-        } = self.image;
+        let ImageShape { channels, height, width } = self.image;
         format!(
             "cnn({channels}x{height}x{width}-c{}-c{}-fc{}-{})",
             self.channels[0], self.channels[1], self.fc, self.classes
@@ -796,11 +629,7 @@ impl Model for Cnn {
     }
 
     fn input_len(&self) -> usize {
-        let ImageShape {
-            channels,
-            height,
-            width,
-        } = self.image;
+        let ImageShape { channels, height, width } = self.image;
         channels * height * width
     }
 
@@ -841,15 +670,7 @@ impl Model for Cnn {
         let mut loss = 0.0;
         for (i, s) in (0..rows).step_by(mb).enumerate() {
             let e = (s + mb).min(rows);
-            loss += self.step(
-                params,
-                &xs[s * f..e * f],
-                &y[s..e],
-                scale,
-                grad,
-                i > 0,
-                &mut bufs,
-            );
+            loss += self.step(params, &xs[s * f..e * f], &y[s..e], scale, grad, i > 0, &mut bufs);
         }
         bufs.put(scratch);
         scratch.put(ops::SLOT_INPUT, xbuf);
@@ -921,11 +742,7 @@ mod tests {
     use crate::testutil::{check_gradient, toy_problem, train_toy};
 
     fn shape(channels: usize, height: usize, width: usize) -> ImageShape {
-        ImageShape {
-            channels,
-            height,
-            width,
-        }
+        ImageShape { channels, height, width }
     }
 
     fn small(chunk: usize) -> Cnn {
@@ -938,12 +755,7 @@ mod tests {
     fn mcmahan_cnn_has_1663370_parameters() {
         let m = Cnn::new(shape(1, 28, 28), [32, 64], 512, 10).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(m.num_params(), 1_663_370);
-        let names: Vec<&str> = m
-            .layout()
-            .tensors()
-            .iter()
-            .map(|t| t.name.as_str())
-            .collect();
+        let names: Vec<&str> = m.layout().tensors().iter().map(|t| t.name.as_str()).collect();
         assert_eq!(
             names,
             [
@@ -957,58 +769,48 @@ mod tests {
                 "fc2.bias"
             ]
         );
-        assert_eq!(
-            m.layout().get("fc1.weight").map(|t| t.shape.clone()),
-            Some(vec![3136, 512])
-        );
+        assert_eq!(m.layout().get("fc1.weight").map(|t| t.shape.clone()), Some(vec![3136, 512]));
         let conv1 = 2.0 * 784.0 * 25.0 * 32.0;
         let conv2 = 2.0 * 196.0 * 25.0 * 32.0 * 64.0;
         let fc = 2.0 * (3136.0 * 512.0 + 512.0 * 10.0);
         assert_eq!(m.eval_flops_per_sample(), conv1 + conv2 + fc);
-        assert_eq!(
-            m.train_flops_per_sample(),
-            2.0 * (conv1 + conv2 + fc) + conv2 + fc
-        );
+        assert_eq!(m.train_flops_per_sample(), 2.0 * (conv1 + conv2 + fc) + conv2 + fc);
         assert_eq!(m.name(), "cnn(1x28x28-c32-c64-fc512-10)");
     }
 
     #[test]
     fn invalid_shapes_are_rejected() {
-        for (img, ch, fc) in [
-            (shape(1, 30, 28), [32, 64], 512),
-            (shape(1, 28, 6), [32, 64], 512),
-            (shape(0, 28, 28), [32, 64], 512),
-        ] {
+        for (img, ch, fc) in
+            [(shape(1, 30, 28), [32, 64], 512), (shape(1, 28, 6), [32, 64], 512), (shape(0, 28, 28), [32, 64], 512)]
+        {
             let e = Cnn::new(img, ch, fc, 10);
-            assert!(
-                matches!(e, Err(NnError::InvalidSpec(_))),
-                "{img:?} should be rejected"
-            );
+            assert!(matches!(e, Err(NnError::InvalidSpec(_))), "{img:?} should be rejected");
         }
-        assert!(matches!(
-            Cnn::new(shape(1, 28, 28), [0, 64], 512, 10),
-            Err(NnError::InvalidSpec(_))
-        ));
-        let msg = Cnn::new(shape(3, 30, 30), [32, 64], 512, 10)
-            .err()
-            .map(|e| e.to_string())
-            .unwrap_or_default();
+        assert!(matches!(Cnn::new(shape(1, 28, 28), [0, 64], 512, 10), Err(NnError::InvalidSpec(_))));
+        let msg = Cnn::new(shape(3, 30, 30), [32, 64], 512, 10).err().map(|e| e.to_string()).unwrap_or_default();
         assert!(msg.contains("multiples of 4"), "{msg}");
         assert!(Cnn::new(shape(3, 32, 32), [32, 64], 512, 10).is_ok());
     }
 
     #[test]
     fn im2col_matches_direct_indexing_and_col2im_is_its_adjoint() {
+        // Sample-major planes (the input batch) and channel-major ones (a chunk: merged copies), on
+        // images down to 2 × 2 (every shift leaves the image).
+        for (cin, cb, h, w, chunk_major) in
+            [(2, 3, 4, 8, false), (2, 3, 4, 8, true), (3, 2, 2, 2, true), (1, 4, 6, 4, true)]
+        {
+            let planes = if chunk_major {
+                Planes { base: 5, b_stride: h * w, c_stride: cb * h * w }
+            } else {
+                Planes { base: 5, b_stride: cin * h * w, c_stride: h * w }
+            };
+            check_im2col(cin, cb, h, w, planes);
+        }
+    }
+
+    fn check_im2col(cin: usize, cb: usize, h: usize, w: usize, planes: Planes) {
         let mut rng = ChaCha8Rng::seed_from_u64(1);
-        let (cin, cb, h, w) = (2, 3, 4, 8);
-        let planes = Planes {
-            base: 5,
-            b_stride: cin * h * w,
-            c_stride: h * w,
-        };
-        let src: Vec<f32> = (0..5 + cb * cin * h * w)
-            .map(|_| rng.random_range(-1.0f32..1.0))
-            .collect();
+        let src: Vec<f32> = (0..5 + cb * cin * h * w).map(|_| rng.random_range(-1.0f32..1.0)).collect();
         let p = cb * h * w;
         let mut col = vec![f32::NAN; cin * 25 * p];
         im2col(&src, planes, cin, cb, h, w, &mut col);
@@ -1018,18 +820,16 @@ mod tests {
                     for b in 0..cb {
                         for y in 0..h {
                             for x in 0..w {
-                                let (sy, sx) =
-                                    (y as isize + kh as isize - 2, x as isize + kw as isize - 2);
-                                let want =
-                                    if sy < 0 || sx < 0 || sy >= h as isize || sx >= w as isize {
-                                        0.0
-                                    } else {
-                                        src[planes.base
-                                            + b * planes.b_stride
-                                            + ci * planes.c_stride
-                                            + sy as usize * w
-                                            + sx as usize]
-                                    };
+                                let (sy, sx) = (y as isize + kh as isize - 2, x as isize + kw as isize - 2);
+                                let want = if sy < 0 || sx < 0 || sy >= h as isize || sx >= w as isize {
+                                    0.0
+                                } else {
+                                    src[planes.base
+                                        + b * planes.b_stride
+                                        + ci * planes.c_stride
+                                        + sy as usize * w
+                                        + sx as usize]
+                                };
                                 let got = col[((ci * 5 + kh) * 5 + kw) * p + (b * h + y) * w + x];
                                 assert_eq!(got, want);
                             }
@@ -1039,17 +839,11 @@ mod tests {
             }
         }
         // <im2col(u), v> == <u, col2im(v)>.
-        let v: Vec<f32> = (0..col.len())
-            .map(|_| rng.random_range(-1.0f32..1.0))
-            .collect();
+        let v: Vec<f32> = (0..col.len()).map(|_| rng.random_range(-1.0f32..1.0)).collect();
         let lhs: f64 = col.iter().zip(&v).map(|(a, b)| *a as f64 * *b as f64).sum();
         let mut back = vec![0.0f32; src.len()];
         col2im(&mut v.clone(), cin, cb, h, w, &mut back, planes);
-        let rhs: f64 = back
-            .iter()
-            .zip(&src)
-            .map(|(a, b)| *a as f64 * *b as f64)
-            .sum();
+        let rhs: f64 = back.iter().zip(&src).map(|(a, b)| *a as f64 * *b as f64).sum();
         assert!((lhs - rhs).abs() < 1e-4, "{lhs} vs {rhs}");
         assert!(back[..5].iter().all(|&z| z == 0.0));
     }
@@ -1073,6 +867,9 @@ mod tests {
         // One chunk per sample, and all samples in one chunk.
         check_gradient(&small(1), 3, 31);
         check_gradient(&small(64), 3, 32);
+        // The smallest valid image: the second convolution works on 2 × 2 planes.
+        let tiny = Cnn::new(shape(1, 4, 4), [2, 3], 4, 2).unwrap_or_else(|e| panic!("{e}"));
+        check_gradient(&tiny, 4, 33);
     }
 
     #[test]
@@ -1096,26 +893,11 @@ mod tests {
         let mut g1 = vec![0.0; a.num_params()];
         let mut g2 = vec![0.0; a.num_params()];
         let mut s = Scratch::default();
-        let l1 = a.loss_grad(
-            &p,
-            x.slice(ndarray::s![..35, ..]),
-            &y[..35],
-            &mut g1,
-            &mut s,
-        );
-        let l2 = a.loss_grad(
-            &p,
-            x.slice(ndarray::s![35.., ..]),
-            &y[35..],
-            &mut g2,
-            &mut s,
-        );
+        let l1 = a.loss_grad(&p, x.slice(ndarray::s![..35, ..]), &y[..35], &mut g1, &mut s);
+        let l2 = a.loss_grad(&p, x.slice(ndarray::s![35.., ..]), &y[35..], &mut g2, &mut s);
         assert!((la - 0.5 * (l1 + l2)).abs() < 1e-5);
         for ((u, v), w) in ga.iter().zip(&g1).zip(&g2) {
-            assert!(
-                (u - 0.5 * (v + w)).abs() < 1e-5 * (1.0 + u.abs()),
-                "{u} vs {v}, {w}"
-            );
+            assert!((u - 0.5 * (v + w)).abs() < 1e-5 * (1.0 + u.abs()), "{u} vs {v}, {w}");
         }
     }
 
@@ -1134,9 +916,7 @@ mod tests {
         m.evaluate(&p, x.slice(ndarray::s![..4, ..]), &y[..4], &mut s, &mut st);
         let l1 = m.loss_grad(&p, x.view(), &y, &mut g1, &mut s);
         let l2 = std::thread::scope(|sc| {
-            sc.spawn(|| m.loss_grad(&p, x.view(), &y, &mut g2, &mut Scratch::default()))
-                .join()
-                .unwrap_or(f32::NAN)
+            sc.spawn(|| m.loss_grad(&p, x.view(), &y, &mut g2, &mut Scratch::default())).join().unwrap_or(f32::NAN)
         });
         assert_eq!(l1.to_bits(), l2.to_bits());
         assert_eq!(g1, g2);
@@ -1169,13 +949,7 @@ mod tests {
         let mut correct = 0;
         for i in 0..100 {
             let mut s = EvalStats::new(3);
-            m.evaluate(
-                &p,
-                x.slice(ndarray::s![i..i + 1, ..]),
-                &y[i..i + 1],
-                &mut Scratch::default(),
-                &mut s,
-            );
+            m.evaluate(&p, x.slice(ndarray::s![i..i + 1, ..]), &y[i..i + 1], &mut Scratch::default(), &mut s);
             correct += s.correct;
         }
         assert_eq!(correct, stats.correct);

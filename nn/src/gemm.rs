@@ -43,20 +43,12 @@ pub(crate) fn has_avx2_fma() -> bool {
 
 /// Name of the kernel family in use, for reports.
 pub(crate) fn kernel_name() -> &'static str {
-    if has_avx2_fma() {
-        "avx2+fma"
-    } else {
-        "portable (matrixmultiply)"
-    }
+    if has_avx2_fma() { "avx2+fma" } else { "portable (matrixmultiply)" }
 }
 
 /// Smallest slice length covering `rows × cols` elements at the given strides (0 when empty).
 fn extent(rows: usize, cols: usize, rs: usize, cs: usize) -> usize {
-    if rows == 0 || cols == 0 {
-        0
-    } else {
-        (rows - 1) * rs + (cols - 1) * cs + 1
-    }
+    if rows == 0 || cols == 0 { 0 } else { (rows - 1) * rs + (cols - 1) * cs + 1 }
 }
 
 fn check_init(init: Init<'_>, m: usize, n: usize) {
@@ -95,22 +87,7 @@ pub(crate) fn nn(
     #[cfg(target_arch = "x86_64")]
     if has_avx2_fma() {
         // SAFETY: AVX2 and FMA are available, and the assertions above bound every access.
-        unsafe {
-            x86::nn(
-                m,
-                n,
-                k,
-                a.as_ptr(),
-                rsa,
-                csa,
-                b.as_ptr(),
-                rsb,
-                c.as_mut_ptr(),
-                rsc,
-                init,
-                relu,
-            )
-        };
+        unsafe { x86::nn(m, n, k, a.as_ptr(), rsa, csa, b.as_ptr(), rsb, c.as_mut_ptr(), rsc, init, relu) };
         return;
     }
     portable::nn(m, n, k, a, rsa, csa, b, rsb, c, rsc, init, relu);
@@ -144,22 +121,7 @@ pub(crate) fn nt(
     #[cfg(target_arch = "x86_64")]
     if has_avx2_fma() {
         // SAFETY: AVX2 and FMA are available, and the assertions above bound every access.
-        unsafe {
-            x86::nt(
-                m,
-                n,
-                k,
-                a.as_ptr(),
-                lda,
-                b.as_ptr(),
-                ldb,
-                c.as_mut_ptr(),
-                rsc,
-                csc,
-                init,
-                relu,
-            )
-        };
+        unsafe { x86::nt(m, n, k, a.as_ptr(), lda, b.as_ptr(), ldb, c.as_mut_ptr(), rsc, csc, init, relu) };
         return;
     }
     portable::nt(m, n, k, a, lda, b, ldb, c, rsc, csc, init, relu);
@@ -167,10 +129,7 @@ pub(crate) fn nt(
 
 /// `dst (cols × rows) = srcᵀ` for a row-major `src` of `rows × cols`.
 pub(crate) fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
-    assert!(
-        src.len() >= rows * cols && dst.len() >= rows * cols,
-        "transpose: slice too short"
-    );
+    assert!(src.len() >= rows * cols && dst.len() >= rows * cols, "transpose: slice too short");
     #[cfg(target_arch = "x86_64")]
     if has_avx2_fma() {
         // SAFETY: AVX2 is available and the assertion bounds every access.
@@ -349,10 +308,7 @@ mod x86 {
     }
 
     impl PackBuf {
-        fn take(
-            which: &'static std::thread::LocalKey<std::cell::RefCell<Vec<f32>>>,
-            len: usize,
-        ) -> Self {
+        fn take(which: &'static std::thread::LocalKey<std::cell::RefCell<Vec<f32>>>, len: usize) -> Self {
             let mut v = which.with(|cell| std::mem::take(&mut *cell.borrow_mut()));
             let need = len + SLACK + 16;
             if v.len() < need {
@@ -495,14 +451,7 @@ mod x86 {
     /// Packs `r ≤ 8` rows × `kb` columns of `A` as `dst[p·r + t] = A[t][p]` (writes up to 8 floats
     /// past the end).
     #[inline(always)]
-    unsafe fn pack_a_block(
-        r: usize,
-        kb: usize,
-        a: *const f32,
-        rsa: usize,
-        csa: usize,
-        dst: *mut f32,
-    ) {
+    unsafe fn pack_a_block(r: usize, kb: usize, a: *const f32, rsa: usize, csa: usize, dst: *mut f32) {
         // SAFETY: the caller guarantees rows 0..r × columns 0..kb of A are in bounds and dst holds
         // r·kb + 8 floats; masked lanes are not read.
         unsafe {
@@ -554,18 +503,10 @@ mod x86 {
 
     /// Loads vector `v` of a row whose last vector may be partial.
     #[inline(always)]
-    unsafe fn load_row<const V: usize, const MASKED: bool>(
-        p: *const f32,
-        v: usize,
-        mask: __m256i,
-    ) -> __m256 {
+    unsafe fn load_row<const V: usize, const MASKED: bool>(p: *const f32, v: usize, mask: __m256i) -> __m256 {
         // SAFETY: the caller guarantees lanes selected by the mask (all lanes for full vectors) are in bounds.
         unsafe {
-            if MASKED && v == V - 1 {
-                _mm256_maskload_ps(p.add(8 * v), mask)
-            } else {
-                _mm256_loadu_ps(p.add(8 * v))
-            }
+            if MASKED && v == V - 1 { _mm256_maskload_ps(p.add(8 * v), mask) } else { _mm256_loadu_ps(p.add(8 * v)) }
         }
     }
 
@@ -621,11 +562,7 @@ mod x86 {
             for _ in 0..k {
                 let mut bv = [_mm256_setzero_ps(); V];
                 for (v, x) in bv.iter_mut().enumerate() {
-                    *x = if b_packed {
-                        _mm256_load_ps(b.add(8 * v))
-                    } else {
-                        load_row::<V, MASKED>(b, v, mask)
-                    };
+                    *x = if b_packed { _mm256_load_ps(b.add(8 * v)) } else { load_row::<V, MASKED>(b, v, mask) };
                 }
                 for (i, row) in acc.iter_mut().enumerate() {
                     let av = _mm256_broadcast_ss(&*a.add(i));
@@ -670,24 +607,12 @@ mod x86 {
         // SAFETY: forwarded from the caller.
         unsafe {
             match rows {
-                1 => {
-                    nn_kernel::<1, V, MASKED>(k, ap, bp, b_step, b_packed, c, rsc, init, relu, mask)
-                }
-                2 => {
-                    nn_kernel::<2, V, MASKED>(k, ap, bp, b_step, b_packed, c, rsc, init, relu, mask)
-                }
-                3 => {
-                    nn_kernel::<3, V, MASKED>(k, ap, bp, b_step, b_packed, c, rsc, init, relu, mask)
-                }
-                4 => {
-                    nn_kernel::<4, V, MASKED>(k, ap, bp, b_step, b_packed, c, rsc, init, relu, mask)
-                }
-                5 => {
-                    nn_kernel::<5, V, MASKED>(k, ap, bp, b_step, b_packed, c, rsc, init, relu, mask)
-                }
-                6 => {
-                    nn_kernel::<6, V, MASKED>(k, ap, bp, b_step, b_packed, c, rsc, init, relu, mask)
-                }
+                1 => nn_kernel::<1, V, MASKED>(k, ap, bp, b_step, b_packed, c, rsc, init, relu, mask),
+                2 => nn_kernel::<2, V, MASKED>(k, ap, bp, b_step, b_packed, c, rsc, init, relu, mask),
+                3 => nn_kernel::<3, V, MASKED>(k, ap, bp, b_step, b_packed, c, rsc, init, relu, mask),
+                4 => nn_kernel::<4, V, MASKED>(k, ap, bp, b_step, b_packed, c, rsc, init, relu, mask),
+                5 => nn_kernel::<5, V, MASKED>(k, ap, bp, b_step, b_packed, c, rsc, init, relu, mask),
+                6 => nn_kernel::<6, V, MASKED>(k, ap, bp, b_step, b_packed, c, rsc, init, relu, mask),
                 _ => unreachable!("nn block of {rows} rows"),
             }
         }
@@ -695,7 +620,9 @@ mod x86 {
 
     /// Columns `j..j + width` of `C` (`width ≤ 16`) for rows `i0..i0 + rows` (packed A of those rows
     /// at `apack + i0·kb`), in row blocks. `B` is either a packed panel or the unpacked rows at column
-    /// `j` (stride `rsb`).
+    /// `j` (stride `rsb`). If `next` is not null, the `kb` rows of 16 floats at `next` (stride
+    /// `b_step`, the panel to be used next) are prefetched, a slice before each row block, so that a
+    /// panel read in place from L3 or memory is in cache when its turn comes.
     #[inline(always)]
     #[allow(clippy::too_many_arguments)]
     unsafe fn nn_cols(
@@ -708,72 +635,33 @@ mod x86 {
         bp: *const f32,
         b_step: usize,
         b_packed: bool,
+        next: *const f32,
         c: *mut f32,
         rsc: usize,
         init: Init<'_>,
         relu: bool,
     ) {
-        // SAFETY: forwarded; rows and columns stay inside the checked extents.
+        // SAFETY: forwarded; rows and columns stay inside the checked extents (prefetches never fault).
         unsafe {
-            for (i, r) in row_blocks(rows, NN_MR) {
+            let blocks = if rows == 0 { 1 } else { balanced(rows, NN_MR).0 };
+            for (blk, (i, r)) in row_blocks(rows, NN_MR).enumerate() {
+                if !next.is_null() {
+                    for t in blk * kb / blocks..(blk + 1) * kb / blocks {
+                        let p = next.wrapping_add(t * b_step);
+                        _mm_prefetch::<_MM_HINT_T0>(p as *const i8);
+                        _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(15) as *const i8);
+                    }
+                }
                 let i = i0 + i;
                 let (ap, cp, ki) = (apack.add(i * kb), c.add(i * rsc + j), KInit::at(init, i, j));
                 if width == 16 {
-                    nn_rows::<2, false>(
-                        r,
-                        kb,
-                        ap,
-                        bp,
-                        b_step,
-                        b_packed,
-                        cp,
-                        rsc,
-                        ki,
-                        relu,
-                        tail_mask(8),
-                    );
+                    nn_rows::<2, false>(r, kb, ap, bp, b_step, b_packed, cp, rsc, ki, relu, tail_mask(8));
                 } else if width > 8 {
-                    nn_rows::<2, true>(
-                        r,
-                        kb,
-                        ap,
-                        bp,
-                        b_step,
-                        b_packed,
-                        cp,
-                        rsc,
-                        ki,
-                        relu,
-                        tail_mask(width - 8),
-                    );
+                    nn_rows::<2, true>(r, kb, ap, bp, b_step, b_packed, cp, rsc, ki, relu, tail_mask(width - 8));
                 } else if width == 8 {
-                    nn_rows::<1, false>(
-                        r,
-                        kb,
-                        ap,
-                        bp,
-                        b_step,
-                        b_packed,
-                        cp,
-                        rsc,
-                        ki,
-                        relu,
-                        tail_mask(8),
-                    );
+                    nn_rows::<1, false>(r, kb, ap, bp, b_step, b_packed, cp, rsc, ki, relu, tail_mask(8));
                 } else {
-                    nn_rows::<1, true>(
-                        r,
-                        kb,
-                        ap,
-                        bp,
-                        b_step,
-                        b_packed,
-                        cp,
-                        rsc,
-                        ki,
-                        relu,
-                        tail_mask(width),
-                    );
+                    nn_rows::<1, true>(r, kb, ap, bp, b_step, b_packed, cp, rsc, ki, relu, tail_mask(width));
                 }
             }
         }
@@ -819,7 +707,9 @@ mod x86 {
 
     fn nn_path(m: usize, n: usize, k: usize) -> NnPath {
         let np = n.div_ceil(16);
-        if k <= KC && m > n && k * np * 16 * 4 <= I_OUTER_BYTES {
+        if k == 0 {
+            NnPath::BInPlace
+        } else if k <= KC && m > n && k * np * 16 * 4 <= I_OUTER_BYTES {
             NnPath::RowsOuter
         } else if m <= MAX_M_IN_PLACE {
             NnPath::BInPlace
@@ -858,21 +748,8 @@ mod x86 {
                     let ap = abuf.ptr();
                     pack_a(m, kb, a, rsa, csa, ap);
                     for p in 0..np {
-                        nn_cols(
-                            0,
-                            m,
-                            16 * p,
-                            width(p),
-                            kb,
-                            ap,
-                            b.add(16 * p),
-                            rsb,
-                            false,
-                            c,
-                            rsc,
-                            init,
-                            relu,
-                        );
+                        let next = if p + 1 < np { b.add(16 * (p + 1)) } else { std::ptr::null() };
+                        nn_cols(0, m, 16 * p, width(p), kb, ap, b.add(16 * p), rsb, false, next, c, rsc, init, relu);
                     }
                 }
                 NnPath::RowsOuter => {
@@ -900,6 +777,7 @@ mod x86 {
                                 panel(bp, p),
                                 16,
                                 true,
+                                std::ptr::null(),
                                 ci,
                                 rsc,
                                 init_i,
@@ -932,6 +810,7 @@ mod x86 {
                                 panel(bp, p),
                                 16,
                                 true,
+                                std::ptr::null(),
                                 ci,
                                 rsc,
                                 init_i,
@@ -982,23 +861,7 @@ mod x86 {
             let init_k = if first { init } else { Init::Acc };
             let (ak, bk) = (a.wrapping_add(k0 * csa), b.wrapping_add(k0 * rsb));
             // SAFETY: forwarded; the reduction block k0..k0+kb is inside 0..k.
-            unsafe {
-                nn_block(
-                    path,
-                    m,
-                    n,
-                    kb,
-                    ak,
-                    rsa,
-                    csa,
-                    bk,
-                    rsb,
-                    c,
-                    rsc,
-                    init_k,
-                    relu && last,
-                )
-            };
+            unsafe { nn_block(path, m, n, kb, ak, rsa, csa, bk, rsb, c, rsc, init_k, relu && last) };
             k0 += kb;
             if k0 >= k {
                 break;
@@ -1133,30 +996,56 @@ mod x86 {
         init: Init<'_>,
         relu: bool,
     ) {
-        let (mblocks, mbase) = balanced(m, NT_MR);
-        let mextra = m % mblocks;
-        let (nblocks, nbase) = balanced(n, NT_NR);
-        let nextra = n % nblocks;
-        let mut j = 0;
-        for jb in 0..nblocks {
-            let cols = nbase + usize::from(jb < nextra);
-            let mut i = 0;
-            for ib in 0..mblocks {
-                let rows = mbase + usize::from(ib < mextra);
-                let kinit = KInit::at(init, i, j);
-                // SAFETY: rows i..i+rows of A, j..j+cols of B and that block of C are in bounds.
-                unsafe {
-                    let (ap, bp, cp) = (a.add(i * lda), b.add(j * ldb), c.add(i * rsc + j * csc));
-                    match cols {
-                        1 => nt_rows::<1>(rows, k, ap, lda, bp, ldb, cp, rsc, csc, kinit, relu),
-                        2 => nt_rows::<2>(rows, k, ap, lda, bp, ldb, cp, rsc, csc, kinit, relu),
-                        3 => nt_rows::<3>(rows, k, ap, lda, bp, ldb, cp, rsc, csc, kinit, relu),
-                        _ => unreachable!("nt block of {cols} columns"),
+        // Keep the smaller operand in cache and stream the larger one once: rows of B outside when A
+        // is the small one (e.g. input gradients: A = a batch, B = weights), rows of A outside
+        // otherwise (e.g. weight gradients: A = im2col rows, B = output gradients).
+        // SAFETY (both loops): every block lies inside the checked extents.
+        unsafe {
+            if m * lda <= n * ldb {
+                for (j, cols) in row_blocks(n, NT_NR) {
+                    for (i, rows) in row_blocks(m, NT_MR) {
+                        nt_block(i, rows, j, cols, k, a, lda, b, ldb, c, rsc, csc, init, relu);
                     }
                 }
-                i += rows;
+            } else {
+                for (i, rows) in row_blocks(m, NT_MR) {
+                    for (j, cols) in row_blocks(n, NT_NR) {
+                        nt_block(i, rows, j, cols, k, a, lda, b, ldb, c, rsc, csc, init, relu);
+                    }
+                }
             }
-            j += cols;
+        }
+    }
+
+    /// The `rows × cols` block of `C` at `(i, j)`.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn nt_block(
+        i: usize,
+        rows: usize,
+        j: usize,
+        cols: usize,
+        k: usize,
+        a: *const f32,
+        lda: usize,
+        b: *const f32,
+        ldb: usize,
+        c: *mut f32,
+        rsc: usize,
+        csc: usize,
+        init: Init<'_>,
+        relu: bool,
+    ) {
+        let kinit = KInit::at(init, i, j);
+        // SAFETY: rows i..i+rows of A, j..j+cols of B and that block of C are in bounds.
+        unsafe {
+            let (ap, bp, cp) = (a.add(i * lda), b.add(j * ldb), c.add(i * rsc + j * csc));
+            match cols {
+                1 => nt_rows::<1>(rows, k, ap, lda, bp, ldb, cp, rsc, csc, kinit, relu),
+                2 => nt_rows::<2>(rows, k, ap, lda, bp, ldb, cp, rsc, csc, kinit, relu),
+                3 => nt_rows::<3>(rows, k, ap, lda, bp, ldb, cp, rsc, csc, kinit, relu),
+                _ => unreachable!("nt block of {cols} columns"),
+            }
         }
     }
 }
@@ -1211,7 +1100,11 @@ mod tests {
             (64, 200, 200),
             (7, 10, 300),
             (13, 31, 0),
+            (300, 31, 0),
             (200, 33, 10),
+            (300, 40, 300),
+            (700, 37, 70),
+            (401, 300, 20),
         ];
         for m in [1, 2, 3, 5, 6, 7, 12, 13] {
             for n in [1, 7, 8, 9, 16, 17, 24, 25, 40] {
@@ -1226,10 +1119,7 @@ mod tests {
     fn check_close(got: &[f32], want: &[f64], k: usize, what: &str) {
         for (idx, (&g, &w)) in got.iter().zip(want).enumerate() {
             let tol = 1e-5 * (k as f64 + 1.0).sqrt() * (1.0 + w.abs());
-            assert!(
-                (g as f64 - w).abs() <= tol,
-                "{what}: element {idx}: got {g}, want {w}"
-            );
+            assert!((g as f64 - w).abs() <= tol, "{what}: element {idx}: got {g}, want {w}");
         }
     }
 
@@ -1237,10 +1127,7 @@ mod tests {
     fn nn_matches_reference() {
         let mut rng = ChaCha8Rng::seed_from_u64(1);
         for (m, n, k) in shapes() {
-            for (case, (transposed_a, relu)) in [(false, false), (true, true), (false, true)]
-                .into_iter()
-                .enumerate()
-            {
+            for (case, (transposed_a, relu)) in [(false, false), (true, true), (false, true)].into_iter().enumerate() {
                 // A either row-major (rsa = k + 3) or column-major (csa = m + 2).
                 let (rsa, csa) = if transposed_a { (1, m + 2) } else { (k + 3, 1) };
                 let a = rand_vec(&mut rng, extent(m, k, rsa, csa).max(1));
@@ -1272,27 +1159,13 @@ mod tests {
                 let mut c = c0.clone();
                 portable::nn(m, n, k, &a, rsa, csa, &b, rsb, &mut c, rsc, init, relu);
                 let got: Vec<f32> = (0..m * n).map(|ij| c[(ij / n) * rsc + ij % n]).collect();
-                check_close(
-                    &got,
-                    &want,
-                    k,
-                    &format!("portable nn {m}x{n}x{k} case {case}"),
-                );
+                check_close(&got, &want, k, &format!("portable nn {m}x{n}x{k} case {case}"));
             }
             let a = rand_vec(&mut rng, m * k);
             let b = rand_vec(&mut rng, k * n);
             let mut c = vec![f32::NAN; m * n];
             nn(m, n, k, &a, k, 1, &b, n, &mut c, n, Init::Zero, false);
-            let want = reference(
-                m,
-                n,
-                k,
-                |i, p| a[i * k + p],
-                |p, j| b[p * n + j],
-                |_, _| 0.0,
-                Init::Zero,
-                false,
-            );
+            let want = reference(m, n, k, |i, p| a[i * k + p], |p, j| b[p * n + j], |_, _| 0.0, Init::Zero, false);
             check_close(&c, &want, k, &format!("nn zero {m}x{n}x{k}"));
         }
     }
@@ -1302,9 +1175,7 @@ mod tests {
         let mut rng = ChaCha8Rng::seed_from_u64(2);
         for (m, n, k) in shapes() {
             for (case, (col_major_c, relu)) in
-                [(false, false), (true, true), (false, true), (true, false)]
-                    .into_iter()
-                    .enumerate()
+                [(false, false), (true, true), (false, true), (true, false)].into_iter().enumerate()
             {
                 let lda = k + 1;
                 let ldb = k + 2;
@@ -1332,21 +1203,12 @@ mod tests {
                 );
                 let mut c = c0.clone();
                 nt(m, n, k, &a, lda, &b, ldb, &mut c, rsc, csc, init, relu);
-                let got: Vec<f32> = (0..m * n)
-                    .map(|ij| c[(ij / n) * rsc + (ij % n) * csc])
-                    .collect();
+                let got: Vec<f32> = (0..m * n).map(|ij| c[(ij / n) * rsc + (ij % n) * csc]).collect();
                 check_close(&got, &want, k, &format!("nt {m}x{n}x{k} case {case}"));
                 let mut c = c0.clone();
                 portable::nt(m, n, k, &a, lda, &b, ldb, &mut c, rsc, csc, init, relu);
-                let got: Vec<f32> = (0..m * n)
-                    .map(|ij| c[(ij / n) * rsc + (ij % n) * csc])
-                    .collect();
-                check_close(
-                    &got,
-                    &want,
-                    k,
-                    &format!("portable nt {m}x{n}x{k} case {case}"),
-                );
+                let got: Vec<f32> = (0..m * n).map(|ij| c[(ij / n) * rsc + (ij % n) * csc]).collect();
+                check_close(&got, &want, k, &format!("portable nt {m}x{n}x{k} case {case}"));
             }
         }
     }
@@ -1378,11 +1240,7 @@ mod tests {
     fn cpu_time() -> f64 {
         std::fs::read_to_string("/proc/thread-self/schedstat")
             .ok()
-            .and_then(|s| {
-                s.split_whitespace()
-                    .next()
-                    .and_then(|v| v.parse::<f64>().ok())
-            })
+            .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse::<f64>().ok()))
             .map_or(f64::NAN, |ns| ns * 1e-9)
     }
 
@@ -1419,6 +1277,7 @@ mod tests {
             ("conv2 dW", true, 800, 64, p2, (p2, 1)),
             ("conv2 dcol", true, 800, p2, 64, (64, 1)),
             ("conv1 dW nt", false, 25, 32, p1, (0, 0)),
+            ("conv2 dW nt", false, 800, 64, p2, (0, 0)),
             ("fc1 fwd B64", true, 64, 512, 3136, (3136, 1)),
             ("fc1 dW B64", true, 3136, 512, 64, (1, 3136)),
             ("fc1 dX B64", false, 64, 3136, 512, (0, 0)),
@@ -1456,10 +1315,7 @@ mod tests {
                 }
                 best = best.min((cpu_time() - t) / runs as f64);
             }
-            eprintln!(
-                "{label:16} {m:5}x{n:5}x{k:5}  {:6.1} GFLOP/s",
-                2.0 * (m * n * k) as f64 / best / 1e9
-            );
+            eprintln!("{label:16} {m:5}x{n:5}x{k:5}  {:6.1} GFLOP/s", 2.0 * (m * n * k) as f64 / best / 1e9);
         }
     }
 }

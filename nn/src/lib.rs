@@ -8,6 +8,7 @@ pub mod cnn;
 mod gemm;
 pub mod layout;
 pub mod logreg;
+pub mod logreg_nc;
 pub mod mlp;
 pub mod model;
 mod ops;

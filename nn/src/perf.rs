@@ -103,11 +103,7 @@ pub fn median(v: &mut [f64]) -> f64 {
     }
     v.sort_by(f64::total_cmp);
     let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        0.5 * (v[n / 2 - 1] + v[n / 2])
-    }
+    if n % 2 == 1 { v[n / 2] } else { 0.5 * (v[n / 2 - 1] + v[n / 2]) }
 }
 
 /// The matrix-product kernels selected on this machine: `"avx2+fma"` or the portable fallback.
@@ -203,24 +199,11 @@ impl TrainWorkload {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let pool = 2048usize.div_ceil(batch).clamp(2, 64);
         let (f, k) = (model.input_len(), model.num_classes() as u32);
-        let xs = (0..pool)
-            .map(|_| Array2::from_shape_fn((batch, f), |_| rng.random::<f32>()))
-            .collect();
-        let ys = (0..pool)
-            .map(|_| (0..batch).map(|_| rng.random_range(0..k.max(1))).collect())
-            .collect();
+        let xs = (0..pool).map(|_| Array2::from_shape_fn((batch, f), |_| rng.random::<f32>())).collect();
+        let ys = (0..pool).map(|_| (0..batch).map(|_| rng.random_range(0..k.max(1))).collect()).collect();
         let params = model.init_params(seed);
         let grad = vec![0.0; params.len()];
-        Self {
-            model,
-            batch,
-            params,
-            grad,
-            xs,
-            ys,
-            scratch: Scratch::default(),
-            next: 0,
-        }
+        Self { model, batch, params, grad, xs, ys, scratch: Scratch::default(), next: 0 }
     }
 
     /// The model.
@@ -242,13 +225,7 @@ impl TrainWorkload {
     pub fn step(&mut self) -> f32 {
         let i = self.next;
         self.next = (i + 1) % self.xs.len();
-        self.model.loss_grad(
-            &self.params,
-            self.xs[i].view(),
-            &self.ys[i],
-            &mut self.grad,
-            &mut self.scratch,
-        )
+        self.model.loss_grad(&self.params, self.xs[i].view(), &self.ys[i], &mut self.grad, &mut self.scratch)
     }
 
     /// Runs `steps` steps and returns the elapsed time.
@@ -267,8 +244,7 @@ impl TrainWorkload {
         loop {
             let e = self.time_steps(steps);
             if e >= run / 4 {
-                steps =
-                    ((steps as f64 * run.as_secs_f64() / e.as_secs_f64().max(1e-9)) as u64).max(1);
+                steps = ((steps as f64 * run.as_secs_f64() / e.as_secs_f64().max(1e-9)) as u64).max(1);
                 break;
             }
             steps *= 2;
@@ -300,10 +276,7 @@ mod tests {
         let mut w = TrainWorkload::new(Box::new(crate::Mlp::new(20, &[8], 3)), 5, 1);
         assert!(w.step().is_finite());
         assert_eq!(w.batch(), 5);
-        assert_eq!(
-            w.flops_per_step(),
-            5.0 * (4.0 * (160.0 + 24.0) + 2.0 * 24.0)
-        );
+        assert_eq!(w.flops_per_step(), 5.0 * (4.0 * (160.0 + 24.0) + 2.0 * 24.0));
         let rates = w.measure(Duration::from_millis(2), 2);
         assert_eq!(rates.len(), 2);
         assert!(rates.iter().all(|&r| r > 0.0));

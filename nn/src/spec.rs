@@ -32,6 +32,13 @@ pub struct InputSpec {
 pub enum ModelSpec {
     /// Multinomial logistic regression (softmax regression): one linear layer with bias.
     Logreg,
+    /// Binary logistic regression with the nonconvex regulariser `λ Σ x_k²/(1 + x_k²)` (EF21 experiments):
+    /// class 0 → y = −1, class 1 → y = +1, no bias, `x⁰ ~ N(0, I)`.
+    LogregNonconvex {
+        /// Regularisation strength λ.
+        #[serde(default = "default_nc_lambda")]
+        lambda: f64,
+    },
     /// Multi-layer perceptron with ReLU hidden layers, e.g. McMahan's 2NN with `hidden = [200, 200]`.
     Mlp {
         /// Hidden layer widths.
@@ -48,6 +55,10 @@ pub enum ModelSpec {
     },
 }
 
+fn default_nc_lambda() -> f64 {
+    crate::logreg_nc::DEFAULT_LAMBDA
+}
+
 fn default_cnn_channels() -> [usize; 2] {
     [32, 64]
 }
@@ -60,44 +71,38 @@ impl ModelSpec {
     /// Builds the model for the given input.
     pub fn build(&self, input: &InputSpec) -> Result<Box<dyn Model>, NnError> {
         if input.num_classes < 2 {
-            return Err(NnError::InvalidSpec(format!(
-                "need at least 2 classes, got {}",
-                input.num_classes
-            )));
+            return Err(NnError::InvalidSpec(format!("need at least 2 classes, got {}", input.num_classes)));
         }
         if input.features == 0 {
             return Err(NnError::InvalidSpec("input has no features".into()));
         }
         match self {
-            ModelSpec::Logreg => Ok(Box::new(crate::logreg::LogReg::new(
-                input.features,
-                input.num_classes,
-            ))),
+            ModelSpec::Logreg => Ok(Box::new(crate::logreg::LogReg::new(input.features, input.num_classes))),
+            ModelSpec::LogregNonconvex { lambda } => {
+                if input.num_classes != 2 {
+                    return Err(NnError::InvalidSpec(format!(
+                        "model kind \"logreg_nonconvex\" is binary, the data has {} classes",
+                        input.num_classes
+                    )));
+                }
+                if !(lambda.is_finite() && *lambda >= 0.0) {
+                    return Err(NnError::InvalidSpec(format!(
+                        "model.lambda must be a non-negative number, got {lambda}"
+                    )));
+                }
+                Ok(Box::new(crate::logreg_nc::LogRegNonconvex::new(input.features, *lambda)))
+            }
             ModelSpec::Mlp { hidden } => {
                 if hidden.contains(&0) {
-                    return Err(NnError::InvalidSpec(
-                        "model.hidden: layer widths must be positive".into(),
-                    ));
+                    return Err(NnError::InvalidSpec("model.hidden: layer widths must be positive".into()));
                 }
-                Ok(Box::new(crate::mlp::Mlp::new(
-                    input.features,
-                    hidden,
-                    input.num_classes,
-                )))
+                Ok(Box::new(crate::mlp::Mlp::new(input.features, hidden, input.num_classes)))
             }
             ModelSpec::Cnn { channels, fc } => {
                 let image = input.image.ok_or_else(|| {
-                    NnError::InvalidSpec(
-                        "model kind \"cnn\" needs image data (a data set with an image shape)"
-                            .into(),
-                    )
+                    NnError::InvalidSpec("model kind \"cnn\" needs image data (a data set with an image shape)".into())
                 })?;
-                Ok(Box::new(crate::cnn::Cnn::new(
-                    image,
-                    *channels,
-                    *fc,
-                    input.num_classes,
-                )?))
+                Ok(Box::new(crate::cnn::Cnn::new(image, *channels, *fc, input.num_classes)?))
             }
         }
     }

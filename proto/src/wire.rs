@@ -7,7 +7,7 @@ use prost::Message;
 use crate::v1;
 
 /// Size of the data chunks a payload is streamed in.
-pub const CHUNK_BYTES: usize = 1 << 20;
+pub const CHUNK_BYTES: usize = 256 << 10;
 
 /// HTTP/2 flow-control window of one stream, set on both ends (the HTTP/2 default of 64 KiB, or
 /// hyper's 1 MiB, is less than one chunk and throttles a model transfer to one chunk per scheduling
@@ -189,10 +189,6 @@ pub fn chunks(bytes: &Bytes) -> impl Iterator<Item = Bytes> + '_ {
         .map(move |s| bytes.slice(s..(s + CHUNK_BYTES).min(bytes.len())))
 }
 
-/// Largest buffer reserved up front for a declared payload; beyond it the buffer grows as data
-/// arrives, so a peer cannot make the receiver reserve memory by declaring a size it never sends.
-const MAX_PREALLOC: usize = 64 << 20;
-
 /// A payload declaration that exceeds the receiver's limit.
 #[derive(Debug, thiserror::Error)]
 #[error("declared payload of {declared} bytes exceeds the limit of {limit} bytes")]
@@ -225,9 +221,12 @@ impl Assembler {
                 limit: max_len,
             });
         }
+        // The whole declared size is reserved at once (no regrowth copies). Untouched reserved pages
+        // cost no resident memory, and the coordinator creates an assembler only for an authenticated,
+        // selected client with the round's token, under the `deploy.max_message_mib` limit.
         Ok(Self {
             declared,
-            buf: Vec::with_capacity(declared.min(MAX_PREALLOC)),
+            buf: Vec::with_capacity(declared),
         })
     }
 

@@ -2,31 +2,28 @@
 //!
 //! Results arrive in any order, but the engine folds updates in ascending client id so the aggregate
 //! never depends on arrival order. The driver therefore feeds the engine itself, in order, through a
-//! [`Reorder`] buffer that keeps early arrivals in memory up to a byte budget and spills the rest to
-//! files in the run directory: the coordinator's memory stays O(model + budget) whatever the number of
-//! clients and their arrival order.
+//! [`Reorder`] buffer. Early arrivals wait there as they were received: in memory under the
+//! [`crate::budget`], or in spool files: the coordinator's memory stays O(model + budget) whatever the
+//! number of clients and their arrival order.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use fedsim_core::engine::RoundIo;
 use fedsim_core::report::Summary;
-use fedsim_core::{ClientId, ClientOutcome, CoreError, Engine, Payload, Scenario};
+use fedsim_core::{ClientId, ClientOutcome, CoreError, Engine, Scenario};
 use fedsim_proto::wire;
 use tokio::sync::{mpsc, oneshot};
 use tonic::Status;
 
+use crate::budget::Received;
 use crate::service::{OpenRound, Phase, Shared, Submission, Verdict};
 use crate::{ServerError, ServerOptions, checkpoint};
 
 /// How often the driver checks for disconnected clients while a round is open.
 const TICK: Duration = Duration::from_millis(200);
-
-/// Directory (inside the run directory) for updates spilled by the reorder buffer.
-const SPOOL_DIR: &str = "spool";
 
 /// Loads the data, waits for clients and runs every round; returns the summary.
 pub async fn drive(
@@ -61,16 +58,15 @@ pub async fn drive(
     )
     .await?;
 
-    let spool = opts.out.join(SPOOL_DIR);
+    let _ = std::fs::remove_dir_all(&shared.spool); // leftovers of a crashed run
     while !engine.is_done() {
         if shared.registry().available().is_empty() {
             wait_for_clients(&shared, 1, scenario.deploy.wait_timeout_s).await?;
         }
-        let reorder = Reorder::new(opts.reorder_budget_bytes, spool.clone());
-        run_round(&mut engine, &shared, &mut results, &scenario, reorder).await?;
+        run_round(&mut engine, &shared, &mut results, &scenario).await?;
         checkpoint::save(&opts.out, &shared.run_id, &hash, &engine.snapshot())?;
     }
-    let _ = std::fs::remove_dir_all(&spool);
+    let _ = std::fs::remove_dir_all(&shared.spool);
     let summary = tokio::task::block_in_place(|| engine.finish())?;
     tracing::info!(
         peak_rss_mib = ?peak_rss_mib(),
@@ -115,103 +111,54 @@ pub fn peak_rss_mib() -> Option<f64> {
     Some(kib / 1024.0)
 }
 
-/// Where a held update waits.
-#[derive(Debug)]
-enum Stored {
-    /// In memory.
-    Memory(Payload, usize),
-    /// Spilled to a file (wire encoding).
-    File(PathBuf),
-}
-
 /// An outcome waiting for its turn.
 #[derive(Debug)]
 enum Held {
     Update {
-        stored: Stored,
+        received: Received,
         num_samples: u64,
-        reply: Option<oneshot::Sender<Verdict>>,
+        reply: oneshot::Sender<Verdict>,
     },
     Dropped(String),
 }
 
 /// The reorder buffer of one round: hands outcomes to the engine in ascending client id.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Reorder {
     order: Vec<ClientId>,
     next: usize,
     held: BTreeMap<ClientId, Held>,
-    memory_bytes: usize,
-    budget: usize,
-    spool: PathBuf,
-    /// Updates spilled to disk this round.
-    pub spilled: usize,
-    /// Most bytes held in memory at once this round.
-    pub peak_memory_bytes: usize,
+    /// Updates of this round that were spooled to disk.
+    pub spooled: usize,
 }
 
 impl Reorder {
-    /// A buffer keeping at most `budget` bytes of early updates in memory, spilling the rest to `spool`.
-    pub fn new(budget: usize, spool: PathBuf) -> Self {
+    /// A buffer for a round whose clients are `selected` (ascending).
+    pub fn new(selected: &[ClientId]) -> Self {
         Self {
-            order: Vec::new(),
-            next: 0,
-            held: BTreeMap::new(),
-            memory_bytes: 0,
-            budget,
-            spool,
-            spilled: 0,
-            peak_memory_bytes: 0,
+            order: selected.to_vec(),
+            ..Self::default()
         }
     }
 
-    fn start(&mut self, selected: &[ClientId]) {
-        self.order = selected.to_vec();
-    }
-
-    fn is_next(&self, client: ClientId) -> bool {
-        self.order.get(self.next) == Some(&client)
-    }
-
-    /// Accepts an update: folds it now if it is next in order, else holds it (memory or spool file).
+    /// Accepts an update; it is folded in as soon as every earlier client is in.
     fn update(
         &mut self,
         engine: &mut Engine,
-        round: u64,
         client: ClientId,
-        payload: Payload,
+        received: Received,
         num_samples: u64,
         reply: oneshot::Sender<Verdict>,
     ) {
-        let stored = if self.is_next(client) {
-            Stored::Memory(payload, 0)
-        } else {
-            let size = payload.heap_bytes();
-            if self.memory_bytes + size <= self.budget {
-                self.memory_bytes += size;
-                self.peak_memory_bytes = self.peak_memory_bytes.max(self.memory_bytes);
-                Stored::Memory(payload, size)
-            } else {
-                match spill(&self.spool, round, client, &payload) {
-                    Ok(path) => {
-                        self.spilled += 1;
-                        Stored::File(path)
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot spill an update to disk; keeping it in memory");
-                        self.memory_bytes += size;
-                        self.peak_memory_bytes = self.peak_memory_bytes.max(self.memory_bytes);
-                        Stored::Memory(payload, size)
-                    }
-                }
-            }
-        };
+        if matches!(received, Received::Spooled(_)) {
+            self.spooled += 1;
+        }
         self.held.insert(
             client,
             Held::Update {
-                stored,
+                received,
                 num_samples,
-                reply: Some(reply),
+                reply,
             },
         );
         self.feed(engine);
@@ -235,18 +182,12 @@ impl Reorder {
                     let _ = engine.submit(c, ClientOutcome::Dropped(reason));
                 }
                 Held::Update {
-                    stored,
+                    received,
                     num_samples,
                     reply,
                 } => {
-                    let payload = match stored {
-                        Stored::Memory(p, size) => {
-                            self.memory_bytes -= size;
-                            Ok(p)
-                        }
-                        Stored::File(path) => unspill(&path),
-                    };
-                    let verdict = match payload {
+                    // A spooled update is decoded (and validated) only now.
+                    let verdict = match received.into_payload() {
                         Ok(payload) => engine
                             .submit(
                                 c,
@@ -257,14 +198,12 @@ impl Reorder {
                             )
                             .map_err(|e| Status::invalid_argument(e.to_string())),
                         Err(e) => {
-                            tracing::warn!(client = c, error = %e, "spilled update lost");
+                            tracing::warn!(client = c, error = %e, "malformed result refused");
                             let _ = engine.submit(c, ClientOutcome::Dropped(e.clone()));
-                            Err(Status::internal(e))
+                            Err(Status::invalid_argument(e))
                         }
                     };
-                    if let Some(r) = reply {
-                        let _ = r.send(verdict);
-                    }
+                    let _ = reply.send(verdict);
                 }
             }
         }
@@ -280,21 +219,7 @@ impl Reorder {
             });
         }
         self.feed(engine);
-        let _ = std::fs::remove_dir_all(&self.spool);
     }
-}
-
-fn spill(dir: &Path, round: u64, client: ClientId, payload: &Payload) -> Result<PathBuf, String> {
-    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let path = dir.join(format!("r{round}-c{client}.bin"));
-    std::fs::write(&path, wire::encode(payload)).map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok(path)
-}
-
-fn unspill(path: &Path) -> Result<Payload, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let _ = std::fs::remove_file(path);
-    wire::decode_bytes(bytes.into()).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 async fn run_round(
@@ -302,11 +227,11 @@ async fn run_round(
     shared: &Shared,
     results: &mut mpsc::Receiver<Submission>,
     scenario: &Scenario,
-    mut reorder: Reorder,
 ) -> Result<(), ServerError> {
     let available = shared.registry().available();
     let task = engine.begin_round(&available);
-    reorder.start(&task.selected);
+    let mut reorder = Reorder::new(&task.selected);
+    shared.budget.take_peak();
     let payload = wire::encode(&task.broadcast);
     let deadline = (scenario.round.deadline_s > 0.0)
         .then(|| Instant::now() + Duration::from_secs_f64(scenario.round.deadline_s));
@@ -375,13 +300,17 @@ async fn run_round(
                 }
                 bytes_up += sub.wire_bytes;
                 match sub.update {
-                    Ok(payload) => {
-                        // Checked on arrival, so a bad update is refused at once even when it waits
-                        // for its turn; the strategy may still refuse it when it is folded in.
-                        match engine.strategy().validate_update(sub.client, &payload, num_params) {
+                    Ok(received) => {
+                        // An update in memory is checked on arrival, so a bad one is refused at once
+                        // even when it waits for its turn; a spooled one is checked when folded in.
+                        let check = match &received {
+                            Received::Memory(p, _) => engine.strategy().validate_update(sub.client, p, num_params),
+                            Received::Spooled(_) => Ok(()),
+                        };
+                        match check {
                             Ok(()) => {
                                 reported += 1;
-                                reorder.update(engine, task.round, sub.client, payload, sub.num_samples, sub.reply);
+                                reorder.update(engine, sub.client, received, sub.num_samples, sub.reply);
                             }
                             Err(e) => {
                                 tracing::warn!(round = task.round + 1, client = sub.client, error = %e, "invalid update refused; client dropped from the round");
@@ -413,10 +342,10 @@ async fn run_round(
     shared.phase.send_replace(Phase::Waiting);
     reorder.close(engine);
     let mut extra = vec![
-        ("reorder_spilled".to_string(), reorder.spilled as f64),
+        ("updates_spooled".to_string(), reorder.spooled as f64),
         (
-            "reorder_peak_mib".to_string(),
-            reorder.peak_memory_bytes as f64 / (1 << 20) as f64,
+            "update_memory_peak_mib".to_string(),
+            shared.budget.take_peak() as f64 / (1 << 20) as f64,
         ),
     ];
     if let Some(rss) = peak_rss_mib() {

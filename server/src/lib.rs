@@ -6,6 +6,7 @@
 //! closes rounds by the scenario's policy, evaluates and checkpoints. Clients long-poll for tasks.
 
 pub mod auth;
+pub mod budget;
 pub mod checkpoint;
 pub mod driver;
 pub mod registry;
@@ -74,13 +75,14 @@ pub struct ServerOptions {
     pub tls: Option<TlsFiles>,
     /// Client credentials; `None` accepts any client.
     pub credentials: Option<Credentials>,
-    /// Bytes of early-arriving updates the reorder buffer keeps in memory before spilling to disk
-    /// (see [`driver`]); [`DEFAULT_REORDER_BUDGET`] by default.
-    pub reorder_budget_bytes: usize,
+    /// Bytes of received updates (being received, or waiting for their turn in client-id order)
+    /// held in memory; beyond it updates are spooled to disk (see [`budget`]).
+    /// [`DEFAULT_UPDATE_MEMORY`] by default.
+    pub update_memory_bytes: usize,
 }
 
-/// Default in-memory budget of the reorder buffer: 16 MiB.
-pub const DEFAULT_REORDER_BUDGET: usize = 16 << 20;
+/// Default memory for received updates: 64 MiB.
+pub const DEFAULT_UPDATE_MEMORY: usize = 64 << 20;
 
 fn read_file(path: &PathBuf) -> Result<Vec<u8>, ServerError> {
     std::fs::read(path).map_err(|e| ServerError::File {
@@ -116,6 +118,7 @@ pub async fn run(scenario: Scenario, opts: ServerOptions) -> Result<Summary, Ser
         opts.credentials.clone(),
         opts.resume,
         &opts.out,
+        opts.update_memory_bytes,
     )?);
     let svc = service::CoordinatorService::new(shared.clone());
     let mut builder = tonic::transport::Server::builder()

@@ -2,7 +2,7 @@
 //! engine: results go to the round driver over a channel, and the driver's verdict comes back.
 
 use std::collections::HashSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -12,8 +12,8 @@ use fedsim_core::{ClientId, Payload, Scenario};
 use fedsim_proto::v1::coordinator_server::{Coordinator, CoordinatorServer};
 use fedsim_proto::v1::{
     self, FetchTaskRequest, HeartbeatReply, HeartbeatRequest, JoinRequest, JoinResponse,
-    LeaveReply, LeaveRequest, ResultChunk, SubmitReply, TaskChunk, TaskHeader, result_chunk,
-    task_chunk,
+    LeaveReply, LeaveRequest, ResultChunk, ResultHeader, SubmitReply, TaskChunk, TaskHeader,
+    result_chunk, task_chunk,
 };
 use fedsim_proto::{PROTOCOL_VERSION, wire};
 use prost::Message;
@@ -21,6 +21,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::budget::{MemoryBudget, Received, SpoolFile};
 use crate::registry::Registry;
 use crate::{Credentials, ServerError};
 
@@ -34,6 +35,14 @@ pub const MAX_GRPC_MESSAGE: usize = 8 << 20;
 
 /// Longest the service waits for the next chunk of a result stream before giving up on it.
 const MIN_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Tasks streamed to clients at the same time. Each download holds about a chunk and HTTP/2 send
+/// buffers (well under 1 MiB, whatever the model size); further fetchers wait their turn, so the
+/// coordinator's buffers do not grow with the number of clients fetching at once.
+const MAX_CONCURRENT_DOWNLOADS: usize = 16;
+
+/// Directory (inside the run directory) of updates spooled to disk.
+pub const SPOOL_DIR: &str = "spool";
 
 /// The driver's answer to a submission: accepted, or the status the client receives.
 pub type Verdict = Result<(), Status>;
@@ -79,8 +88,8 @@ pub struct Submission {
     pub round: u64,
     /// Its samples.
     pub num_samples: u64,
-    /// The update, or the client's own error.
-    pub update: Result<Payload, String>,
+    /// The update (decoded in memory, or spooled to a file), or the client's own error.
+    pub update: Result<Received, String>,
     /// Bytes received (gRPC messages, see [`wire::grpc_message_len`]).
     pub wire_bytes: u64,
     /// The driver's verdict; it may come only once the update has been folded in (client-id order).
@@ -104,6 +113,11 @@ pub struct Shared {
     credentials: Option<Credentials>,
     max_payload: usize,
     idle_timeout: Duration,
+    /// Memory for received updates (see [`crate::budget`]).
+    pub budget: Arc<MemoryBudget>,
+    /// Directory of spool files.
+    pub spool: PathBuf,
+    downloads: tokio::sync::Semaphore,
 }
 
 pub(crate) fn random_hex(bytes: usize) -> String {
@@ -121,6 +135,7 @@ impl Shared {
         credentials: Option<Credentials>,
         resume: bool,
         out: &Path,
+        update_memory: usize,
     ) -> Result<Self, ServerError> {
         let run_id = if resume {
             crate::checkpoint::read_run_id(out)?
@@ -145,6 +160,9 @@ impl Shared {
             idle_timeout: MIN_IDLE_TIMEOUT.max(Duration::from_secs_f64(
                 scenario.deploy.heartbeat_timeout_s * 3.0,
             )),
+            budget: MemoryBudget::new(update_memory),
+            spool: out.join(SPOOL_DIR),
+            downloads: tokio::sync::Semaphore::new(MAX_CONCURRENT_DOWNLOADS),
         })
     }
 
@@ -190,6 +208,75 @@ impl Shared {
         Ok(())
     }
 
+    /// Receives a result's payload into memory, decoding and validating it.
+    async fn receive_in_memory(
+        &self,
+        h: &ResultHeader,
+        stream: &mut Streaming<ResultChunk>,
+        wire_bytes: &mut u64,
+    ) -> Result<Payload, Status> {
+        let mut asm = wire::Assembler::new(h.payload_len, self.max_payload)
+            .map_err(|e| Status::resource_exhausted(e.to_string()))?;
+        while let Some(chunk) = self.next_chunk(stream).await? {
+            *wire_bytes += wire::grpc_message_len(chunk.encoded_len());
+            match chunk.part {
+                Some(result_chunk::Part::Data(d)) => {
+                    asm.push(&d).map_err(|e| refuse(h, e.to_string()))?;
+                }
+                _ => return Err(refuse(h, SECOND_HEADER.into())),
+            }
+        }
+        asm.finish().map_err(|e| refuse(h, e.to_string()))
+    }
+
+    /// Receives a result's payload chunk by chunk into a spool file (memory: one chunk). It is decoded
+    /// and validated when the engine folds it in.
+    async fn receive_to_spool(
+        &self,
+        h: &ResultHeader,
+        stream: &mut Streaming<ResultChunk>,
+        wire_bytes: &mut u64,
+    ) -> Result<SpoolFile, Status> {
+        use tokio::io::AsyncWriteExt;
+        let io = |e: std::io::Error| {
+            tracing::error!(error = %e, "cannot spool an update to disk");
+            Status::unavailable(format!("the coordinator cannot store the update: {e}"))
+        };
+        let spool = SpoolFile::new(&self.spool, h.round, h.client_id).map_err(io)?;
+        let mut file = tokio::fs::File::create(spool.path()).await.map_err(io)?;
+        let mut written = 0u64;
+        while let Some(chunk) = self.next_chunk(stream).await? {
+            *wire_bytes += wire::grpc_message_len(chunk.encoded_len());
+            match chunk.part {
+                Some(result_chunk::Part::Data(d)) => {
+                    written += d.len() as u64;
+                    if written > h.payload_len {
+                        return Err(refuse(
+                            h,
+                            format!(
+                                "malformed payload: more data than the declared {} bytes",
+                                h.payload_len
+                            ),
+                        ));
+                    }
+                    file.write_all(&d).await.map_err(io)?;
+                }
+                _ => return Err(refuse(h, SECOND_HEADER.into())),
+            }
+        }
+        if written != h.payload_len {
+            return Err(refuse(
+                h,
+                format!(
+                    "malformed payload: truncated: {written} of {} declared bytes arrived",
+                    h.payload_len
+                ),
+            ));
+        }
+        file.flush().await.map_err(io)?;
+        Ok(spool)
+    }
+
     /// Reads the next message of a result stream, giving up after the idle timeout.
     async fn next_chunk(
         &self,
@@ -223,6 +310,14 @@ impl CoordinatorService {
             .max_decoding_message_size(MAX_GRPC_MESSAGE)
             .max_encoding_message_size(MAX_GRPC_MESSAGE)
     }
+}
+
+const SECOND_HEADER: &str = "unexpected second header in a result stream";
+
+/// Refuses a malformed result, with a log line.
+fn refuse(h: &ResultHeader, msg: String) -> Status {
+    tracing::warn!(client = h.client_id, round = h.round, error = %msg, "malformed result refused");
+    Status::invalid_argument(msg)
 }
 
 fn header(kind: v1::task_header::Kind) -> TaskHeader {
@@ -325,6 +420,10 @@ impl Coordinator for CoordinatorService {
                         if o.selected.binary_search(&client).is_ok()
                             && !o.submitted.lock().is_ok_and(|set| set.contains(&client)) =>
                     {
+                        // Bounded concurrent downloads: each holds send buffers of a chunk or two.
+                        let Ok(_permit) = s.downloads.acquire().await else {
+                            return;
+                        };
                         let h = TaskHeader {
                             kind: v1::task_header::Kind::Train as i32,
                             round: o.round,
@@ -435,37 +534,36 @@ impl Coordinator for CoordinatorService {
         let update = if !h.error.is_empty() {
             Err(format!("client reported an error: {}", h.error))
         } else {
-            let refuse = |msg: String| {
-                tracing::warn!(client = h.client_id, round = h.round, error = %msg, "malformed result refused");
-                Status::invalid_argument(msg)
-            };
-            let mut asm = wire::Assembler::new(h.payload_len, s.max_payload).map_err(|e| {
+            if h.payload_len > s.max_payload as u64 {
+                let e = wire::TooLarge {
+                    declared: h.payload_len,
+                    limit: s.max_payload,
+                };
                 tracing::warn!(client = h.client_id, round = h.round, error = %e, "oversized result refused");
-                Status::resource_exhausted(e.to_string())
-            })?;
-            while let Some(chunk) = s.next_chunk(&mut stream).await? {
-                wire_bytes += wire::grpc_message_len(chunk.encoded_len());
-                match chunk.part {
-                    Some(result_chunk::Part::Data(d)) => {
-                        asm.push(&d).map_err(|e| refuse(e.to_string()))?;
-                    }
-                    _ => {
-                        return Err(refuse("unexpected second header in a result stream".into()));
-                    }
-                }
+                return Err(Status::resource_exhausted(e.to_string()));
             }
-            let received = asm.received();
-            let payload = asm.finish().map_err(|e| refuse(e.to_string()))?;
+            let received = match s.budget.try_reserve(h.payload_len as usize) {
+                Some(reservation) => {
+                    let payload = s
+                        .receive_in_memory(&h, &mut stream, &mut wire_bytes)
+                        .await?;
+                    Received::Memory(payload, reservation)
+                }
+                None => {
+                    Received::Spooled(s.receive_to_spool(&h, &mut stream, &mut wire_bytes).await?)
+                }
+            };
             let secs = started.elapsed().as_secs_f64();
             tracing::debug!(
                 client = h.client_id,
                 round = h.round,
-                bytes = received,
+                bytes = h.payload_len,
                 secs,
-                mb_per_s = received as f64 / 1e6 / secs.max(1e-9),
+                mb_per_s = h.payload_len as f64 / 1e6 / secs.max(1e-9),
+                spooled = matches!(received, Received::Spooled(_)),
                 "result received"
             );
-            Ok(payload)
+            Ok(received)
         };
         let (reply, verdict) = oneshot::channel();
         let sub = Submission {

@@ -4,6 +4,8 @@
 //! The round engine calls the server half; a runtime (simulator thread or client process) calls the
 //! client half. Both halves live on one type so an algorithm is one file.
 
+pub mod ef21;
+pub mod ef21_lt;
 pub mod fedau;
 pub mod fedavg;
 pub mod fedopt;
@@ -169,6 +171,19 @@ pub enum StrategySpec {
     Fedadam(fedopt::FedOptConfig),
     /// FedYogi server optimiser.
     Fedyogi(fedopt::FedOptConfig),
+    /// EF21 (error feedback with contractive compression; EF21-PP under partial participation, EF21-SGD
+    /// with `batch_fraction`).
+    Ef21(ef21::Ef21Config),
+    /// EF21-W: EF21 with weights `w_i = L_i / Σ L_j`.
+    Ef21W(ef21::Ef21Config),
+    /// EF21+: each client keeps the closer of the EF21 update and the fresh compressed gradient.
+    Ef21Plus(ef21::Ef21Config),
+    /// Classic error feedback (EF baseline of the EF21 experiments).
+    Ef(ef21::Ef21Config),
+    /// Uncompressed distributed gradient descent (EF21 with the identity compressor).
+    Gd(ef21::Ef21Config),
+    /// FedAvg with an EF21-compressed uplink ("EF21-LT", a heuristic).
+    FedavgEf21(ef21_lt::FedAvgEf21Config),
 }
 
 impl Default for StrategySpec {
@@ -192,6 +207,12 @@ impl StrategySpec {
             | StrategySpec::Fedadagrad(c)
             | StrategySpec::Fedadam(c)
             | StrategySpec::Fedyogi(c) => c.validate(),
+            StrategySpec::Ef21(c) => c.validate(ef21::Variant::Ef21),
+            StrategySpec::Ef21W(c) => c.validate(ef21::Variant::Ef21W),
+            StrategySpec::Ef21Plus(c) => c.validate(ef21::Variant::Ef21Plus),
+            StrategySpec::Ef(c) => c.validate(ef21::Variant::Ef),
+            StrategySpec::Gd(c) => c.validate(ef21::Variant::Gd),
+            StrategySpec::FedavgEf21(c) => c.validate(),
         }
     }
 
@@ -227,6 +248,14 @@ impl StrategySpec {
                 fedopt::ServerOptimizer::Yogi,
                 c.clone(),
             )),
+            StrategySpec::Ef21(c) => Box::new(ef21::Ef21::new(ef21::Variant::Ef21, c.clone())),
+            StrategySpec::Ef21W(c) => Box::new(ef21::Ef21::new(ef21::Variant::Ef21W, c.clone())),
+            StrategySpec::Ef21Plus(c) => {
+                Box::new(ef21::Ef21::new(ef21::Variant::Ef21Plus, c.clone()))
+            }
+            StrategySpec::Ef(c) => Box::new(ef21::Ef21::new(ef21::Variant::Ef, c.clone())),
+            StrategySpec::Gd(c) => Box::new(ef21::Ef21::new(ef21::Variant::Gd, c.clone())),
+            StrategySpec::FedavgEf21(c) => Box::new(ef21_lt::FedAvgEf21::new(c.clone())),
         }
     }
 }
