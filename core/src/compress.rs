@@ -415,17 +415,6 @@ fn put_value(out: &mut Vec<u8>, v: f64, precision: Precision) {
     }
 }
 
-fn get_value(buf: &[u8], precision: Precision) -> f64 {
-    match precision {
-        Precision::F32 => f32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]) as f64,
-        Precision::F64 => {
-            let mut b = [0u8; 8];
-            b.copy_from_slice(&buf[..8]);
-            f64::from_le_bytes(b)
-        }
-    }
-}
-
 /// Checks that every value of `body` (a whole number of values) is finite; names the first bad one.
 fn check_values(body: &[u8], precision: Precision) -> Result<(), CompressError> {
     let bad = match precision {
@@ -1030,6 +1019,8 @@ impl Compressor for Natural {
         9 * self.dim as u64
     }
 
+    /// The per-coordinate uniform draws come from a counter-based SplitMix64 sequence keyed by one 64-bit
+    /// draw from `rng` (cheap, deterministic per client and round).
     fn encode(
         &self,
         x: &[f64],
@@ -1042,10 +1033,33 @@ impl Compressor for Natural {
         out.reserve(self.encoded_len());
         out.push(self.tag());
         put_varint(out, self.dim as u64);
+        let key = rng.next_u64();
+        let code = |j: usize, v: f64| {
+            let r = if v == 0.0 {
+                0
+            } else {
+                crate::rng::mix64(key.wrapping_add((j as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)))
+                    >> 12
+            };
+            natural_code(v, r)
+        };
+        // Eight 9-bit codes fill nine bytes exactly (least significant bit first).
+        let mut groups = x.chunks_exact(8);
+        let mut j = 0;
+        for g in &mut groups {
+            let mut lo = 0u64;
+            for (l, &v) in g.iter().enumerate().take(7) {
+                lo |= code(j + l, v) << (9 * l);
+            }
+            let c7 = code(j + 7, g[7]);
+            lo |= (c7 & 1) << 63;
+            out.extend_from_slice(&lo.to_le_bytes());
+            out.push((c7 >> 1) as u8);
+            j += 8;
+        }
         let mut bw = BitWriter::new(out);
-        for &v in x {
-            let r = if v == 0.0 { 0 } else { rng.next_u64() >> 12 };
-            bw.put(natural_code(v, r), 9);
+        for (l, &v) in groups.remainder().iter().enumerate() {
+            bw.put(code(j + l, v), 9);
         }
         bw.finish();
         Ok(())
@@ -1060,13 +1074,10 @@ impl Compressor for Natural {
         let pos = read_header(buf, self.tag(), self.dim, None, self.encoded_len())?;
         let body = &buf[pos..];
         // Validation pass: "negative zero" codes are not canonical.
-        let mut br = BitReader::new(body);
-        for i in 0..self.dim {
-            if br.get(9) == 0x100 {
-                return Err(CompressError::Malformed(format!(
-                    "code {i} is a signed zero"
-                )));
-            }
+        if let Some(i) = natural_codes(body, self.dim).position(|c| c == 0x100) {
+            return Err(CompressError::Malformed(format!(
+                "code {i} is a signed zero"
+            )));
         }
         let mut table = [0.0f64; 512];
         for c in 1..256u64 {
@@ -1074,18 +1085,37 @@ impl Compressor for Natural {
             table[c as usize] = m;
             table[(c | 0x100) as usize] = -m;
         }
-        let mut br = BitReader::new(body);
-        for o in out.iter_mut() {
-            *o += table[br.get(9) as usize];
+        for (o, c) in out.iter_mut().zip(natural_codes(body, self.dim)) {
+            *o += table[c as usize];
         }
         Ok(())
     }
 }
 
+/// The `d` 9-bit codes of a natural-compression body (whose length was checked).
+fn natural_codes(body: &[u8], d: usize) -> impl Iterator<Item = u64> + '_ {
+    let split = (9 * (d / 8)).min(body.len());
+    let groups = body[..split].chunks_exact(9).flat_map(|g| {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&g[..8]);
+        let lo = u64::from_le_bytes(b);
+        let hi = g[8] as u64;
+        (0..8).map(move |l| {
+            if l < 7 {
+                (lo >> (9 * l)) & 0x1ff
+            } else {
+                (lo >> 63) | (hi << 1)
+            }
+        })
+    });
+    let mut tail = BitReader::new(&body[split..]);
+    groups.chain((0..d % 8).map(move |_| tail.get(9)))
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
-    use rand::SeedableRng;
+    use rand::{RngExt, SeedableRng};
 
     use super::*;
 
@@ -1412,6 +1442,35 @@ mod tests {
         .build(5);
         assert_eq!(c.alpha(), Some(1.0));
         assert_eq!(c.encoded_len(), 1 + 1 + 40);
+    }
+
+    #[test]
+    fn top_k_selection_is_exact_on_large_vectors() {
+        let d = 100_000;
+        let mut r = rng(3);
+        let random: Vec<f64> = (0..d).map(|_| r.random_range(-1.0..1.0)).collect();
+        let ties: Vec<f64> = (0..d).map(|j| ((j * 7919) % 3) as f64 - 1.0).collect();
+        // Large values exactly on the sampling stride (24 for d = 10⁵): the sampled bound keeps too few
+        // candidates and the selection falls back to every entry.
+        let skewed: Vec<f64> = (0..d)
+            .map(|j| {
+                if j % 24 == 0 {
+                    10.0 + (j % 97) as f64
+                } else {
+                    0.5
+                }
+            })
+            .collect();
+        let sparse: Vec<f64> = (0..d)
+            .map(|j| if j % 1013 == 5 { j as f64 } else { 0.0 })
+            .collect();
+        let mut ix = Vec::new();
+        for x in [&random, &ties, &skewed, &sparse] {
+            for k in [2, 10, 1000, 4000, 50_000, d - 1] {
+                top_k_indices(x, k, &mut ix);
+                assert_eq!(ix, top_k_reference(x, k), "k = {k}");
+            }
+        }
     }
 
     #[test]

@@ -269,7 +269,7 @@ pub(crate) mod portable {
 }
 
 #[cfg(target_arch = "x86_64")]
-mod x86 {
+pub(crate) mod x86 {
     use std::arch::x86_64::*;
 
     use super::Init;
@@ -292,6 +292,16 @@ mod x86 {
     const NT_NR: usize = 3;
     /// Slack after packed blocks: packing writes whole vectors past the last element.
     const SLACK: usize = 16;
+
+    /// Knobs for the timing tests (test builds only).
+    #[cfg(test)]
+    pub(crate) mod tune {
+        use std::sync::atomic::AtomicUsize;
+        /// Reduction block of the in-place path (0: default).
+        pub(crate) static KC_IN_PLACE: AtomicUsize = AtomicUsize::new(0);
+        /// Prefetch of the next panel: 0 none, 1 T1 hint, 2 T0 hint (default).
+        pub(crate) static PREFETCH: AtomicUsize = AtomicUsize::new(2);
+    }
 
     thread_local! {
         /// Per-thread buffers for packed `A` and `B` (grown on first use, then reused).
@@ -648,8 +658,23 @@ mod x86 {
                 if !next.is_null() {
                     for t in blk * kb / blocks..(blk + 1) * kb / blocks {
                         let p = next.wrapping_add(t * b_step);
-                        _mm_prefetch::<_MM_HINT_T0>(p as *const i8);
-                        _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(15) as *const i8);
+                        #[cfg(test)]
+                        match tune::PREFETCH.load(std::sync::atomic::Ordering::Relaxed) {
+                            0 => {}
+                            1 => {
+                                _mm_prefetch::<_MM_HINT_T1>(p as *const i8);
+                                _mm_prefetch::<_MM_HINT_T1>(p.wrapping_add(15) as *const i8);
+                            }
+                            _ => {
+                                _mm_prefetch::<_MM_HINT_T0>(p as *const i8);
+                                _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(15) as *const i8);
+                            }
+                        }
+                        #[cfg(not(test))]
+                        {
+                            _mm_prefetch::<_MM_HINT_T0>(p as *const i8);
+                            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(15) as *const i8);
+                        }
                     }
                 }
                 let i = i0 + i;
@@ -761,7 +786,13 @@ mod x86 {
                         pack_panel(b.add(16 * p), rsb, kb, width(p), panel(bp, p));
                     }
                     drop(s);
-                    for (i, r) in row_blocks(m, NN_MR) {
+                    let mut blocks = row_blocks(m, NN_MR).peekable();
+                    while let Some((i, r)) = blocks.next() {
+                        // C is written once, typically into lines no longer cached: prefetch the next
+                        // block's rows of C so that their ownership requests overlap this block's work.
+                        if let Some(&(i2, r2)) = blocks.peek() {
+                            prefetch_rows(c.add(i2 * rsc), r2, n, rsc);
+                        }
                         let s = crate::perf::Section::new("gemm pack A");
                         pack_a_block(r, kb, a.wrapping_add(i * rsa), rsa, csa, ap);
                         drop(s);
@@ -823,6 +854,22 @@ mod x86 {
         }
     }
 
+    /// Prefetches `rows` rows of `n` floats at `p` (row stride `rs`), one request per cache line.
+    #[inline(always)]
+    unsafe fn prefetch_rows(p: *const f32, rows: usize, n: usize, rs: usize) {
+        for r in 0..rows {
+            let row = p.wrapping_add(r * rs);
+            let mut t = 0;
+            while t < n {
+                // SAFETY: prefetches never fault.
+                unsafe { _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(t) as *const i8) };
+                t += 16;
+            }
+            // SAFETY: as above (the last element, in case the row ends in a new line).
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(n - 1) as *const i8) };
+        }
+    }
+
     /// `init` for a sub-matrix starting at row `i` (row biases shift, the others do not).
     #[inline(always)]
     fn init_rows(init: Init<'_>, i: usize) -> Init<'_> {
@@ -852,6 +899,12 @@ mod x86 {
     ) {
         let path = nn_path(m, n, k);
         let kc = if path == NnPath::BInPlace { KC / 2 } else { KC };
+        #[cfg(test)]
+        let kc = match tune::KC_IN_PLACE.load(std::sync::atomic::Ordering::Relaxed) {
+            0 => kc,
+            v if path == NnPath::BInPlace => v,
+            _ => kc,
+        };
         let kc = k.div_ceil(k.div_ceil(kc).max(1)).max(1);
         let mut k0 = 0;
         loop {
@@ -1285,6 +1338,17 @@ mod tests {
             ("logreg dW B64", true, 10, 784, 64, (1, 10)),
         ];
         let filter = std::env::var("GEMM_SHAPES").unwrap_or_default();
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::sync::atomic::Ordering::Relaxed;
+            let knob = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<usize>().ok());
+            if let Some(v) = knob("GEMM_KC") {
+                x86::tune::KC_IN_PLACE.store(v, Relaxed);
+            }
+            if let Some(v) = knob("GEMM_PREFETCH") {
+                x86::tune::PREFETCH.store(v, Relaxed);
+            }
+        }
         for (label, is_nn, m, n, k, (rsa, csa)) in cases {
             if !label.contains(filter.as_str()) {
                 continue;
