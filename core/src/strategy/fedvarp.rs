@@ -110,6 +110,21 @@ impl Strategy for FedVarp {
         vec![("server_state_bytes".into(), (stored * self.dim * 4) as f64)]
     }
 
+    fn save_state(&self) -> Payload {
+        use super::mifa::{f64_tensor, save_latest};
+        save_latest(&self.latest, self.dim)
+            .with(TOTAL, f64_tensor(&self.total))
+            .with(MEAN_PREV, f64_tensor(&self.mean_prev))
+    }
+
+    fn load_state(&mut self, mut state: Payload) -> Result<(), StrategyError> {
+        use super::mifa::{load_latest, take_f64};
+        self.latest = load_latest(&mut state, self.latest.len(), self.dim)?;
+        self.total = take_f64(&mut state, TOTAL, self.dim)?;
+        self.mean_prev = take_f64(&mut state, MEAN_PREV, self.dim)?;
+        Ok(())
+    }
+
     fn local_update(
         &self,
         trainer: &mut LocalTrainer<'_>,
@@ -119,6 +134,9 @@ impl Strategy for FedVarp {
         local_sgd_delta(trainer, task)
     }
 }
+
+const TOTAL: &str = "total";
+const MEAN_PREV: &str = "mean_prev";
 
 #[cfg(test)]
 mod tests {

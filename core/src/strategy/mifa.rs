@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::fedavg::local_sgd_delta;
 use super::{ClientState, Init, Reporter, Strategy, StrategyError, dense};
-use crate::{ClientId, LocalTrainer, Payload};
+use crate::{ClientId, LocalTrainer, Payload, TensorData};
 
 /// MIFA settings (`[strategy] kind = "mifa"`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -93,6 +93,16 @@ impl Strategy for Mifa {
         vec![("server_state_bytes".into(), (stored * self.dim * 4) as f64)]
     }
 
+    fn save_state(&self) -> Payload {
+        save_latest(&self.latest, self.dim).with(TOTAL, f64_tensor(&self.total))
+    }
+
+    fn load_state(&mut self, mut state: Payload) -> Result<(), StrategyError> {
+        self.latest = load_latest(&mut state, self.latest.len(), self.dim)?;
+        self.total = take_f64(&mut state, TOTAL, self.dim)?;
+        Ok(())
+    }
+
     fn local_update(
         &self,
         trainer: &mut LocalTrainer<'_>,
@@ -101,6 +111,69 @@ impl Strategy for Mifa {
     ) -> Result<Payload, StrategyError> {
         local_sgd_delta(trainer, task)
     }
+}
+
+const TOTAL: &str = "total";
+const LATEST_IDS: &str = "latest_ids";
+const LATEST: &str = "latest";
+
+/// A dense f64 vector tensor.
+pub(crate) fn f64_tensor(values: &[f64]) -> TensorData {
+    TensorData::F64 {
+        shape: vec![values.len()],
+        values: values.to_vec(),
+    }
+}
+
+/// Takes the f64 vector `name` of exactly `len` values out of saved state.
+pub(crate) fn take_f64(
+    state: &mut Payload,
+    name: &str,
+    len: usize,
+) -> Result<Vec<f64>, StrategyError> {
+    match state.take(name) {
+        Some(TensorData::F64 { values, .. }) if values.len() == len => Ok(values),
+        Some(_) => Err(StrategyError::InvalidState(format!(
+            "`{name}` is not an f64 vector of {len} values"
+        ))),
+        None => Err(StrategyError::InvalidState(format!("`{name}` is missing"))),
+    }
+}
+
+/// Saves the latest update of every client that has one: their ids and the updates back to back.
+pub(crate) fn save_latest(latest: &[Option<Vec<f32>>], dim: usize) -> Payload {
+    let ids: Vec<u32> = (0..latest.len() as u32)
+        .filter(|&n| latest[n as usize].is_some())
+        .collect();
+    let mut values = Vec::with_capacity(ids.len() * dim);
+    for u in latest.iter().flatten() {
+        values.extend_from_slice(u);
+    }
+    Payload::new()
+        .with(LATEST_IDS, TensorData::U32 { values: ids })
+        .with(LATEST, TensorData::vector(values))
+}
+
+/// Restores what [`save_latest`] wrote for `clients` clients of dimension `dim`.
+pub(crate) fn load_latest(
+    state: &mut Payload,
+    clients: usize,
+    dim: usize,
+) -> Result<Vec<Option<Vec<f32>>>, StrategyError> {
+    let bad = |m: String| StrategyError::InvalidState(m);
+    let ids = match state.take(LATEST_IDS) {
+        Some(TensorData::U32 { values }) => values,
+        _ => return Err(bad(format!("`{LATEST_IDS}` is missing or not u32"))),
+    };
+    let values = state.take_dense(LATEST, ids.len() * dim).map_err(bad)?;
+    let mut latest = vec![None; clients];
+    for (id, chunk) in ids.iter().zip(values.chunks_exact(dim.max(1))) {
+        let slot = latest
+            .get_mut(*id as usize)
+            .ok_or_else(|| bad(format!("client {id} out of range ({clients} clients)")))?;
+        *slot = Some(chunk.to_vec());
+    }
+    Ok(latest)
 }
 
 #[cfg(test)]
