@@ -8,8 +8,13 @@ model=${1:-logreg}
 seeds=${2:-3}
 rounds=${3:-3000}
 data=${4:-../shared/data/mnist}
-cargo build --release -q
-bin=./target/release/fedsim
+# FEDSIM_BIN: a prebuilt binary to use (so a rebuild during the hours-long sweep cannot change it).
+if [ -n "${FEDSIM_BIN:-}" ]; then
+  bin=$FEDSIM_BIN
+else
+  cargo build --release -q
+  bin=./target/release/fedsim
+fi
 # name | strategy override | local lr (learning rates of the FedAU reference commands, algorithms.md §2.4)
 strategies=(
   'fedau|{kind="fedau", server_lr=1.0}|0.1'

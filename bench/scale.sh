@@ -9,12 +9,13 @@ cd "$(dirname "$0")/.."
 rounds=${1:-200}
 shift || true
 counts=("${@:-10000 100000 1000000}")
-cargo build --release -q
+# FEDSIM_BIN: a prebuilt binary to use instead of building one.
+if [ -n "${FEDSIM_BIN:-}" ]; then bin=$FEDSIM_BIN; else cargo build --release -q; bin=./target/release/fedsim; fi
 printf "%-10s %-8s %-18s %-14s %-10s\n" clients rounds "median round (ms)" "peak RSS (MiB)" "data (MiB)"
 for n in ${counts[@]}; do
   p=$(python3 -c "print(100/$n)")
   dir=$(mktemp -d)
-  ./target/release/fedsim sim configs/quickstart.toml -q --out "$dir" \
+  "$bin" sim configs/quickstart.toml -q --out "$dir" \
     --set name=scale --set clients="$n" --set rounds="$rounds" \
     --set data.samples_per_client=5 --set data.test_samples=2000 \
     --set 'model={kind="logreg"}' \

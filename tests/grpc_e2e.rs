@@ -37,6 +37,14 @@ const EQUIVALENCE: &[(&str, &[&str])] = &[
             "participation={kind=\"bernoulli\", p=0.1}",
         ],
     ),
+    // FedAvg weighted by the known participation probabilities (the oracle baseline of FedAU's paper).
+    (
+        "configs/quickstart.toml",
+        &[
+            "strategy={kind=\"fedavg\", weighting=\"known_probability\"}",
+            "participation={kind=\"bernoulli\", p={dist=\"uniform\", low=0.05, high=0.3}}",
+        ],
+    ),
     // MIFA (server memory of every client's latest update).
     ("configs/quickstart.toml", &["strategy={kind=\"mifa\"}"]),
     // FedVarp under Markov participation.
