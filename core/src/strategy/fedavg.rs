@@ -286,6 +286,10 @@ mod tests {
         });
         s.begin_round(0, &[0], &[0.0; 4]);
         let p = Payload::new().with(dense::DELTA, TensorData::vector(vec![1.0; 3]));
+        // Refused at validation, before the update waits for its turn in the reorder buffer…
+        let err = s.validate_update(0, &p, 4).unwrap_err().to_string();
+        assert!(err.contains("`delta` has 3 values"), "{err}");
+        // …and again if it reached the fold.
         let err = s
             .accept(
                 Reporter {

@@ -90,17 +90,30 @@ pub trait Strategy: Send + Sync {
     /// Starts aggregation for `round`.
     fn begin_round(&mut self, round: u64, selected: &[ClientId], global: &[f32]);
 
-    /// Checks an update without using it (shapes, finiteness). The default checks finiteness and shapes.
+    /// Checks an update without using it (shapes, finiteness). The default checks finiteness and shapes,
+    /// and that every dense `f32` tensor is model-sized (`num_params` values), which holds for the
+    /// dense strategies (deltas, dual variables, control variates); a strategy that sends other dense
+    /// tensors overrides this.
     fn validate_update(
         &self,
         client: ClientId,
         update: &Payload,
         num_params: usize,
     ) -> Result<(), StrategyError> {
-        let _ = num_params;
-        update
-            .validate()
-            .map_err(|msg| StrategyError::InvalidUpdate { client, msg })
+        let invalid = |msg| StrategyError::InvalidUpdate { client, msg };
+        update.validate().map_err(invalid)?;
+        for t in &update.tensors {
+            if let crate::TensorData::F32 { values, .. } = &t.data
+                && values.len() != num_params
+            {
+                return Err(invalid(format!(
+                    "tensor `{}` has {} values, the model has {num_params} parameters",
+                    t.name,
+                    values.len()
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// Folds one client's update into the round's aggregate. Called in ascending client id.
