@@ -25,9 +25,13 @@ strategies=(
   'mifa|{kind="mifa", server_lr=1.0}|0.0562'
   'fedvarp|{kind="fedvarp", server_lr=1.0}|0.0562'
 )
-for pattern in bernoulli markov cyclic; do
+# PATTERNS / METHODS (space-separated) restrict the sweep, e.g. METHODS="fedau avg_participating".
+patterns=${PATTERNS:-bernoulli markov cyclic}
+methods=" ${METHODS:-fedau fedau_k50 avg_participating avg_all known_prob mifa fedvarp} "
+for pattern in $patterns; do
   for s in "${strategies[@]}"; do
     IFS='|' read -r name strat lr <<< "$s"
+    [[ "$methods" == *" $name "* ]] || continue
     for seed in $(seq 1 "$seeds"); do
       out=runs/fedau/$model/$pattern/$name/seed$seed
       [ -f "$out/summary.json" ] && continue
@@ -39,11 +43,12 @@ for pattern in bernoulli markov cyclic; do
 done
 python3 bench/fedau_table.py "$model" > "docs/fedau_${model}.md"
 mkdir -p docs/img
-for pattern in bernoulli markov cyclic; do
+for pattern in $patterns; do
   for metric in test_accuracy worst_class_accuracy train_loss; do
     runs=(); labels=()
     for s in "${strategies[@]}"; do
       IFS='|' read -r name _ _ <<< "$s"
+      [ -f "runs/fedau/$model/$pattern/$name/seed1/summary.json" ] || continue
       runs+=("runs/fedau/$model/$pattern/$name/seed1"); labels+=(--label "$name")
     done
     $bin plot "${runs[@]}" "${labels[@]}" --metric "$metric" \
