@@ -227,6 +227,12 @@ impl Scenario {
         }
         self.train.validate()?;
         self.strategy.validate()?;
+        if matches!(self.strategy, StrategySpec::Frl(_)) && !self.model.is_supermask() {
+            return Err(
+                "strategy.kind = \"frl\" needs a supermask model (model.kind = \"supermask_mlp\" or \"supermask_cnn\")"
+                    .into(),
+            );
+        }
         self.participation.validate(self.clients)?;
         self.events.validate(self.clients)?;
         if self.eval.every == 0 {

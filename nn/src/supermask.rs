@@ -145,6 +145,7 @@ impl Supermask {
 
     /// Writes the wrapped model's parameters for a given (possibly fractional) mask: masked weights,
     /// zero biases.
+    #[cfg(test)]
     fn effective(&self, mask: &[f32], eff: &mut [f32]) {
         eff.fill(0.0);
         for l in &self.layers {

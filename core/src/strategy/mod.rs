@@ -12,6 +12,7 @@ pub mod fedopt;
 pub mod fedprox;
 pub mod fedspeed;
 pub mod fedvarp;
+pub mod frl;
 pub mod mifa;
 pub mod scaffold;
 #[cfg(test)]
@@ -184,6 +185,9 @@ pub enum StrategySpec {
     Gd(ef21::Ef21Config),
     /// FedAvg with an EF21-compressed uplink ("EF21-LT", a heuristic).
     FedavgEf21(ef21_lt::FedAvgEf21Config),
+    /// FRL (federated rank learning): clients send per-layer edge rankings, the server votes. Needs a
+    /// supermask model.
+    Frl(frl::FrlConfig),
 }
 
 impl Default for StrategySpec {
@@ -213,6 +217,7 @@ impl StrategySpec {
             StrategySpec::Ef(c) => c.validate(ef21::Variant::Ef),
             StrategySpec::Gd(c) => c.validate(ef21::Variant::Gd),
             StrategySpec::FedavgEf21(c) => c.validate(),
+            StrategySpec::Frl(_) => Ok(()),
         }
     }
 
@@ -256,6 +261,7 @@ impl StrategySpec {
             StrategySpec::Ef(c) => Box::new(ef21::Ef21::new(ef21::Variant::Ef, c.clone())),
             StrategySpec::Gd(c) => Box::new(ef21::Ef21::new(ef21::Variant::Gd, c.clone())),
             StrategySpec::FedavgEf21(c) => Box::new(ef21_lt::FedAvgEf21::new(c.clone())),
+            StrategySpec::Frl(c) => Box::new(frl::Frl::new(c.clone())),
         }
     }
 }
