@@ -178,6 +178,9 @@ pub struct Scenario {
     /// The gRPC runtime.
     #[serde(default)]
     pub deploy: DeployConfig,
+    /// Malicious clients and their attack (absent: every client is honest).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attack: Option<crate::attack::AttackConfig>,
 }
 
 impl Scenario {
@@ -234,6 +237,9 @@ impl Scenario {
             );
         }
         self.participation.validate(self.clients)?;
+        if let Some(a) = &self.attack {
+            a.validate(self.clients, &self.strategy)?;
+        }
         self.events.validate(self.clients)?;
         if self.eval.every == 0 {
             return Err("eval.every must be at least 1".into());
@@ -285,6 +291,21 @@ impl Scenario {
             }
         }
         Ok(())
+    }
+
+    /// Builds the strategy, wrapped in [`crate::attack::Attacked`] when the scenario has an `[attack]`
+    /// section. Every runtime builds its strategy here, so server and client halves agree.
+    pub fn build_strategy(&self) -> Box<dyn crate::Strategy> {
+        let inner = self.strategy.build();
+        match &self.attack {
+            Some(a) => Box::new(crate::attack::Attacked::new(
+                inner,
+                a.clone(),
+                self.clients,
+                &self.strategy,
+            )),
+            None => inner,
+        }
     }
 
     /// Clients that must join before the first round (the gRPC runtime).

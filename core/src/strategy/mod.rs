@@ -111,6 +111,13 @@ pub trait Strategy: Send + Sync {
     /// updates were accepted (ascending); `num_clients` is the population size.
     fn finish_round(&mut self, round: u64, global: &mut [f32], reported: &[ClientId]);
 
+    /// Tells the server half how many of this round's reporters are malicious, before `finish_round`
+    /// (called by the attack wrapper of [`crate::attack`]; the count of `"oracle"` robust-rule
+    /// settings). The default ignores it.
+    fn set_attackers(&mut self, n: usize) {
+        let _ = n;
+    }
+
     /// Extra per-round metrics (name, value) for `metrics.jsonl`.
     fn round_metrics(&self) -> Vec<(String, f64)> {
         Vec::new()
