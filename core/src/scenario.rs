@@ -417,4 +417,49 @@ kind = "logreg"
         assert_eq!(s.seed, 9);
         assert!(matches!(s.data, DataSpec::Synthetic { alpha, .. } if alpha == 0.5));
     }
+
+    #[test]
+    fn frl_attack_and_aggregator_keys() {
+        let frl = [
+            "model={kind=\"supermask_mlp\", hidden=[8]}".to_string(),
+            "strategy={kind=\"frl\"}".to_string(),
+        ];
+        let s = Scenario::parse(MINIMAL, &frl).unwrap();
+        assert_eq!(Scenario::parse(&s.to_toml(), &[]).unwrap(), s);
+        let e = Scenario::parse(MINIMAL, &["strategy={kind=\"frl\"}".into()]).unwrap_err();
+        assert!(e.to_string().contains("supermask"), "{e}");
+        let mut with_attack = frl.to_vec();
+        with_attack.push("attack={kind=\"rank_reversal\", fraction=0.2, start_round=3}".into());
+        let s = Scenario::parse(MINIMAL, &with_attack).unwrap();
+        assert_eq!(s.attack.as_ref().map(|a| a.start_round), Some(3));
+        assert_eq!(Scenario::parse(&s.to_toml(), &[]).unwrap(), s);
+        let e = Scenario::parse(MINIMAL, &["attack={kind=\"scaling\", fraction=1.5}".into()])
+            .unwrap_err();
+        assert!(e.to_string().contains("attack.fraction"), "{e}");
+        let e = Scenario::parse(
+            MINIMAL,
+            &["attack={kind=\"scaling\", fraction=0.1, power=3}".into()],
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("power"), "{e}");
+        let s = Scenario::parse(
+            MINIMAL,
+            &[
+                "strategy={kind=\"fedavg\", aggregator={kind=\"trimmed_mean\", trim=\"oracle\"}}"
+                    .into(),
+            ],
+        )
+        .unwrap();
+        assert_eq!(Scenario::parse(&s.to_toml(), &[]).unwrap(), s);
+        assert!(s.build_strategy().name().contains("trimmed_mean(b=oracle)"));
+        let e = Scenario::parse(
+            MINIMAL,
+            &[
+                "strategy={kind=\"fedavg\", aggregator={kind=\"norm_clipping\", max_norm=-1}}"
+                    .into(),
+            ],
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("max_norm"), "{e}");
+    }
 }
