@@ -276,7 +276,7 @@ pub async fn run(opts: ClientOptions) -> Result<(), ClientError> {
     let scenario = Scenario::parse(&toml, &[])?;
     let data = data::LocalData::load(&opts.data, &scenario, &opts.ids)?;
     let model = data.build_model(&scenario)?;
-    let strategy = scenario.strategy.build();
+    let strategy = scenario.build_strategy();
     let sizes: Vec<(ClientId, u64)> = opts
         .ids
         .iter()

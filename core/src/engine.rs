@@ -169,7 +169,7 @@ impl Engine {
             )));
         }
         let model = build_model(&scenario, &data)?;
-        let mut strategy = scenario.strategy.build();
+        let mut strategy = scenario.build_strategy();
         let counts = scenario
             .participation
             .needs_labels()

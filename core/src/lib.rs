@@ -6,6 +6,7 @@
 //! `begin_round` → `submit` (one per client result, any order) → `end_round`; the client half of a
 //! strategy ([`Strategy::local_update`]) runs wherever the client lives, with a [`LocalTrainer`].
 
+pub mod attack;
 pub mod compress;
 pub mod engine;
 pub mod eval;
@@ -13,6 +14,7 @@ pub mod participation;
 pub mod payload;
 pub mod report;
 pub mod rng;
+pub mod robust;
 pub mod scenario;
 pub mod strategy;
 pub mod train;

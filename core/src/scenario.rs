@@ -178,6 +178,9 @@ pub struct Scenario {
     /// The gRPC runtime.
     #[serde(default)]
     pub deploy: DeployConfig,
+    /// Malicious clients and their attack (absent: every client is honest).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attack: Option<crate::attack::AttackConfig>,
 }
 
 impl Scenario {
@@ -227,7 +230,16 @@ impl Scenario {
         }
         self.train.validate()?;
         self.strategy.validate()?;
+        if matches!(self.strategy, StrategySpec::Frl(_)) && !self.model.is_supermask() {
+            return Err(
+                "strategy.kind = \"frl\" needs a supermask model (model.kind = \"supermask_mlp\" or \"supermask_cnn\")"
+                    .into(),
+            );
+        }
         self.participation.validate(self.clients)?;
+        if let Some(a) = &self.attack {
+            a.validate(self.clients, &self.strategy)?;
+        }
         self.events.validate(self.clients)?;
         if self.eval.every == 0 {
             return Err("eval.every must be at least 1".into());
@@ -279,6 +291,21 @@ impl Scenario {
             }
         }
         Ok(())
+    }
+
+    /// Builds the strategy, wrapped in [`crate::attack::Attacked`] when the scenario has an `[attack]`
+    /// section. Every runtime builds its strategy here, so server and client halves agree.
+    pub fn build_strategy(&self) -> Box<dyn crate::Strategy> {
+        let inner = self.strategy.build();
+        match &self.attack {
+            Some(a) => Box::new(crate::attack::Attacked::new(
+                inner,
+                a.clone(),
+                self.clients,
+                &self.strategy,
+            )),
+            None => inner,
+        }
     }
 
     /// Clients that must join before the first round (the gRPC runtime).
@@ -389,5 +416,50 @@ kind = "logreg"
         assert_eq!(s.train.lr, 0.5);
         assert_eq!(s.seed, 9);
         assert!(matches!(s.data, DataSpec::Synthetic { alpha, .. } if alpha == 0.5));
+    }
+
+    #[test]
+    fn frl_attack_and_aggregator_keys() {
+        let frl = [
+            "model={kind=\"supermask_mlp\", hidden=[8]}".to_string(),
+            "strategy={kind=\"frl\"}".to_string(),
+        ];
+        let s = Scenario::parse(MINIMAL, &frl).unwrap();
+        assert_eq!(Scenario::parse(&s.to_toml(), &[]).unwrap(), s);
+        let e = Scenario::parse(MINIMAL, &["strategy={kind=\"frl\"}".into()]).unwrap_err();
+        assert!(e.to_string().contains("supermask"), "{e}");
+        let mut with_attack = frl.to_vec();
+        with_attack.push("attack={kind=\"rank_reversal\", fraction=0.2, start_round=3}".into());
+        let s = Scenario::parse(MINIMAL, &with_attack).unwrap();
+        assert_eq!(s.attack.as_ref().map(|a| a.start_round), Some(3));
+        assert_eq!(Scenario::parse(&s.to_toml(), &[]).unwrap(), s);
+        let e = Scenario::parse(MINIMAL, &["attack={kind=\"scaling\", fraction=1.5}".into()])
+            .unwrap_err();
+        assert!(e.to_string().contains("attack.fraction"), "{e}");
+        let e = Scenario::parse(
+            MINIMAL,
+            &["attack={kind=\"scaling\", fraction=0.1, power=3}".into()],
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("power"), "{e}");
+        let s = Scenario::parse(
+            MINIMAL,
+            &[
+                "strategy={kind=\"fedavg\", aggregator={kind=\"trimmed_mean\", trim=\"oracle\"}}"
+                    .into(),
+            ],
+        )
+        .unwrap();
+        assert_eq!(Scenario::parse(&s.to_toml(), &[]).unwrap(), s);
+        assert!(s.build_strategy().name().contains("trimmed_mean(b=oracle)"));
+        let e = Scenario::parse(
+            MINIMAL,
+            &[
+                "strategy={kind=\"fedavg\", aggregator={kind=\"norm_clipping\", max_norm=-1}}"
+                    .into(),
+            ],
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("max_norm"), "{e}");
     }
 }

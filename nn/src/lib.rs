@@ -15,6 +15,7 @@ mod ops;
 pub mod optim;
 pub mod perf;
 pub mod spec;
+pub mod supermask;
 #[cfg(test)]
 mod testutil;
 
@@ -25,6 +26,7 @@ pub use mlp::Mlp;
 pub use model::{EvalStats, Model, Scratch};
 pub use optim::Sgd;
 pub use spec::{ImageShape, InputSpec, ModelSpec};
+pub use supermask::{MaskBy, Supermask};
 
 /// Errors raised while building or running a model.
 #[derive(Debug, thiserror::Error)]

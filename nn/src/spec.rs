@@ -53,6 +53,44 @@ pub enum ModelSpec {
         #[serde(default = "default_cnn_fc")]
         fc: usize,
     },
+    /// Supermask (edge-popup) version of [`ModelSpec::Mlp`] for FRL: bias-free layers with frozen
+    /// signed-constant weights, the parameters are per-edge scores, the top `keep` fraction of each layer
+    /// is used (`../shared/algorithms.md` §5.2). The supermask 2NN is `hidden = [200, 200]`.
+    SupermaskMlp {
+        /// Hidden layer widths.
+        hidden: Vec<usize>,
+        /// Fraction of each layer's edges kept by the mask, in (0, 1] (default 0.5).
+        #[serde(default = "default_keep")]
+        keep: f64,
+        /// What the mask ranks: `signed` (the paper, default) or `abs` (the reference code, §5.7).
+        #[serde(default)]
+        mask_by: crate::supermask::MaskBy,
+        /// Seed of the frozen weights and of the initial scores, shared by server and clients.
+        #[serde(default)]
+        seed: u64,
+    },
+    /// Supermask version of [`ModelSpec::Cnn`] (bias-free convolutions and dense layers).
+    SupermaskCnn {
+        /// Channels of the two convolutions.
+        #[serde(default = "default_cnn_channels")]
+        channels: [usize; 2],
+        /// Width of the fully connected hidden layer.
+        #[serde(default = "default_cnn_fc")]
+        fc: usize,
+        /// Fraction of each layer's edges kept by the mask, in (0, 1] (default 0.5).
+        #[serde(default = "default_keep")]
+        keep: f64,
+        /// What the mask ranks: `signed` (default) or `abs`.
+        #[serde(default)]
+        mask_by: crate::supermask::MaskBy,
+        /// Seed of the frozen weights and of the initial scores, shared by server and clients.
+        #[serde(default)]
+        seed: u64,
+    },
+}
+
+fn default_keep() -> f64 {
+    0.5
 }
 
 fn default_nc_lambda() -> f64 {
@@ -68,6 +106,11 @@ fn default_cnn_fc() -> usize {
 }
 
 impl ModelSpec {
+    /// Whether this is a supermask model (parameters are edge scores; FRL needs one).
+    pub fn is_supermask(&self) -> bool {
+        matches!(self, ModelSpec::SupermaskMlp { .. } | ModelSpec::SupermaskCnn { .. })
+    }
+
     /// Builds the model for the given input.
     pub fn build(&self, input: &InputSpec) -> Result<Box<dyn Model>, NnError> {
         if input.num_classes < 2 {
@@ -103,6 +146,20 @@ impl ModelSpec {
                     NnError::InvalidSpec("model kind \"cnn\" needs image data (a data set with an image shape)".into())
                 })?;
                 Ok(Box::new(crate::cnn::Cnn::new(image, *channels, *fc, input.num_classes)?))
+            }
+            ModelSpec::SupermaskMlp { hidden, keep, mask_by, seed } => {
+                if hidden.contains(&0) {
+                    return Err(NnError::InvalidSpec("model.hidden: layer widths must be positive".into()));
+                }
+                let inner = crate::mlp::Mlp::new(input.features, hidden, input.num_classes);
+                Ok(Box::new(crate::supermask::Supermask::new(Box::new(inner), *keep, *mask_by, *seed)?))
+            }
+            ModelSpec::SupermaskCnn { channels, fc, keep, mask_by, seed } => {
+                let image = input.image.ok_or_else(|| {
+                    NnError::InvalidSpec("model kind \"supermask_cnn\" needs image data (a data set with an image shape)".into())
+                })?;
+                let inner = crate::cnn::Cnn::new(image, *channels, *fc, input.num_classes)?;
+                Ok(Box::new(crate::supermask::Supermask::new(Box::new(inner), *keep, *mask_by, *seed)?))
             }
         }
     }

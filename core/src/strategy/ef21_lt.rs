@@ -352,6 +352,7 @@ mod tests {
             &mut FedAvg::new(FedAvgConfig {
                 server_lr: 1.0,
                 weighting: Weighting::Uniform,
+                ..FedAvgConfig::default()
             }),
             5,
         );
@@ -370,6 +371,7 @@ mod tests {
             &mut FedAvg::new(FedAvgConfig {
                 server_lr: 1.0,
                 weighting: Weighting::Uniform,
+                ..FedAvgConfig::default()
             }),
             50,
         );

@@ -312,10 +312,12 @@ mod tests {
         let b = run(&mut FedAvg::new(FedAvgConfig {
             server_lr: 1.0,
             weighting: Weighting::AllClients,
+            ..FedAvgConfig::default()
         }));
         let c = run(&mut FedAvg::new(FedAvgConfig {
             server_lr: 1.0,
             weighting: Weighting::Uniform,
+            ..FedAvgConfig::default()
         }));
         assert_eq!(a, b);
         assert_eq!(a, c);

@@ -8,7 +8,17 @@
 //! - `all_clients`: `x ← x + η · (1/N) Σ_k Δ_k` (FedAU's "average all"; absent clients count as zero);
 //! - `known_probability`: `x ← x + η · (1/N) Σ_k Δ_k / p_k` (oracle: the participation model's p_k).
 //!
-//! Memory: one running sum of the model's size, whatever the number of clients.
+//! Memory: one running sum of the model's size, whatever the number of clients; with a robust
+//! `aggregator` (median, trimmed mean, Krum, Multi-Krum, Bulyan) every delta of the round is buffered
+//! until `finish_round`: **O(m·d)** for m reporting clients (see [`crate::robust`]).
+//!
+//! `aggregator` (default `{kind = "mean"}`, the weighted mean above) replaces the mean by a Byzantine-
+//! robust rule over the round's deltas: `median`, `trimmed_mean` (`trim = b`), `krum` / `multi_krum` /
+//! `bulyan` (`f`), each count a number or `"oracle"` (the true number of malicious clients among the
+//! round's reporters, from the scenario's `[attack]` section: an explicit oracle option of the
+//! reference code), and `norm_clipping` (`max_norm`: each delta is scaled to norm ≤ `max_norm`, then the
+//! usual weighted mean). The robust rules are unweighted (`weighting` applies to `mean` and
+//! `norm_clipping` only).
 
 use serde::{Deserialize, Serialize};
 
@@ -30,6 +40,114 @@ pub enum Weighting {
     KnownProbability,
 }
 
+/// A count used by a robust rule: a fixed number, or `"oracle"` (the true number of malicious clients
+/// among the round's reporters).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Count {
+    /// A fixed number.
+    Fixed(usize),
+    /// The true number of attackers in the round (an oracle).
+    Oracle(OracleTag),
+}
+
+/// The string `"oracle"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OracleTag {
+    /// Use the true number of attackers.
+    Oracle,
+}
+
+impl Count {
+    /// The value in a round with `attackers` malicious reporters.
+    pub fn resolve(self, attackers: usize) -> usize {
+        match self {
+            Count::Fixed(n) => n,
+            Count::Oracle(_) => attackers,
+        }
+    }
+}
+
+impl std::fmt::Display for Count {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Count::Fixed(n) => write!(f, "{n}"),
+            Count::Oracle(_) => f.write_str("oracle"),
+        }
+    }
+}
+
+/// How the round's deltas are combined (`strategy.aggregator`, a table with `kind`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Aggregator {
+    /// The weighted mean of `weighting` (O(d) memory).
+    #[default]
+    Mean,
+    /// Coordinate-wise median.
+    Median,
+    /// Coordinate-wise trimmed mean dropping `trim` values from each end.
+    TrimmedMean {
+        /// Values dropped from each end of every coordinate (a number or `"oracle"`).
+        trim: Count,
+    },
+    /// Krum: the single update closest to its neighbours.
+    Krum {
+        /// Assumed number of Byzantine clients (a number or `"oracle"`).
+        f: Count,
+    },
+    /// Multi-Krum: the mean of repeated Krum picks until `2f + 2` remain.
+    MultiKrum {
+        /// Assumed number of Byzantine clients (a number or `"oracle"`).
+        f: Count,
+    },
+    /// Bulyan: Krum selection of `m − 2f`, then a trimmed mean around the coordinate-wise median.
+    Bulyan {
+        /// Assumed number of Byzantine clients (a number or `"oracle"`).
+        f: Count,
+    },
+    /// Each delta clipped to Euclidean norm `max_norm`, then the weighted mean (O(d) memory).
+    NormClipping {
+        /// The norm bound.
+        max_norm: f64,
+    },
+}
+
+impl Aggregator {
+    /// Whether the rule needs every delta of the round at once.
+    pub fn buffers(&self) -> bool {
+        !matches!(self, Aggregator::Mean | Aggregator::NormClipping { .. })
+    }
+
+    /// Applies a buffering rule to the round's deltas, with `attackers` malicious reporters.
+    pub fn aggregate(&self, deltas: &[&[f32]], attackers: usize) -> Vec<f32> {
+        use crate::robust;
+        match *self {
+            Aggregator::Mean | Aggregator::NormClipping { .. } => robust::mean(deltas),
+            Aggregator::Median => robust::median(deltas),
+            Aggregator::TrimmedMean { trim } => {
+                robust::trimmed_mean(deltas, trim.resolve(attackers))
+            }
+            Aggregator::Krum { f } => robust::krum(deltas, f.resolve(attackers)),
+            Aggregator::MultiKrum { f } => robust::multi_krum(deltas, f.resolve(attackers)),
+            Aggregator::Bulyan { f } => robust::bulyan(deltas, f.resolve(attackers)),
+        }
+    }
+
+    fn label(&self) -> String {
+        match self {
+            Aggregator::Mean => "mean".into(),
+            Aggregator::Median => "median".into(),
+            Aggregator::TrimmedMean { trim } => format!("trimmed_mean(b={trim})"),
+            Aggregator::Krum { f } => format!("krum(f={f})"),
+            Aggregator::MultiKrum { f } => format!("multi_krum(f={f})"),
+            Aggregator::Bulyan { f } => format!("bulyan(f={f})"),
+            Aggregator::NormClipping { max_norm } => format!("norm_clipping({max_norm})"),
+        }
+    }
+}
+
 /// FedAvg settings (`[strategy] kind = "fedavg"`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -40,6 +158,9 @@ pub struct FedAvgConfig {
     /// Aggregation weights.
     #[serde(default)]
     pub weighting: Weighting,
+    /// How deltas are combined: the weighted mean (default) or a robust rule.
+    #[serde(default)]
+    pub aggregator: Aggregator,
 }
 
 fn one() -> f32 {
@@ -51,6 +172,7 @@ impl Default for FedAvgConfig {
         Self {
             server_lr: 1.0,
             weighting: Weighting::Samples,
+            aggregator: Aggregator::Mean,
         }
     }
 }
@@ -63,6 +185,13 @@ impl FedAvgConfig {
                 "strategy.server_lr must be positive, got {}",
                 self.server_lr
             ));
+        }
+        if let Aggregator::NormClipping { max_norm } = self.aggregator {
+            if !(max_norm.is_finite() && max_norm > 0.0) {
+                return Err(format!(
+                    "strategy.aggregator.max_norm must be positive, got {max_norm}"
+                ));
+            }
         }
         Ok(())
     }
@@ -77,6 +206,10 @@ pub struct FedAvg {
     probabilities: Vec<f64>,
     sum: Vec<f64>,
     weight_sum: f64,
+    /// The round's deltas, for buffering aggregators.
+    buffer: Vec<Vec<f32>>,
+    /// Malicious reporters this round (for `"oracle"` counts), told by the attack wrapper.
+    attackers: usize,
 }
 
 impl FedAvg {
@@ -89,6 +222,8 @@ impl FedAvg {
             probabilities: Vec::new(),
             sum: Vec::new(),
             weight_sum: 0.0,
+            buffer: Vec::new(),
+            attackers: 0,
         }
     }
 }
@@ -97,6 +232,14 @@ impl FedAvg {
     /// The round's aggregated delta (before the server learning rate), or `None` when no client with a
     /// positive weight reported. Server optimisers (FedAvgM, FedAdam, ...) use it as pseudo-gradient.
     pub fn averaged_delta(&self) -> Option<Vec<f64>> {
+        if self.config.aggregator.buffers() {
+            if self.buffer.is_empty() {
+                return None;
+            }
+            let refs: Vec<&[f32]> = self.buffer.iter().map(Vec::as_slice).collect();
+            let agg = self.config.aggregator.aggregate(&refs, self.attackers);
+            return Some(agg.into_iter().map(f64::from).collect());
+        }
         if self.weight_sum <= 0.0 {
             return None;
         }
@@ -110,7 +253,14 @@ impl FedAvg {
 
 impl Strategy for FedAvg {
     fn name(&self) -> String {
-        "fedavg".into()
+        match self.config.aggregator {
+            Aggregator::Mean => "fedavg".into(),
+            a => format!("fedavg({})", a.label()),
+        }
+    }
+
+    fn set_attackers(&mut self, n: usize) {
+        self.attackers = n;
     }
 
     fn init(&mut self, init: &Init<'_>) {
@@ -133,10 +283,22 @@ impl Strategy for FedAvg {
         self.sum.clear();
         self.sum.resize(self.dim, 0.0);
         self.weight_sum = 0.0;
+        self.buffer.clear();
+        self.attackers = 0;
     }
 
     fn accept(&mut self, reporter: Reporter, mut update: Payload) -> Result<(), StrategyError> {
-        let delta = dense::take_delta(reporter.id, &mut update, self.dim)?;
+        let mut delta = dense::take_delta(reporter.id, &mut update, self.dim)?;
+        match self.config.aggregator {
+            Aggregator::Mean => {}
+            Aggregator::NormClipping { max_norm } => {
+                crate::robust::clip_norm(&mut delta, max_norm);
+            }
+            _ => {
+                self.buffer.push(delta);
+                return Ok(());
+            }
+        }
         let w = match self.config.weighting {
             Weighting::Samples => reporter.num_samples as f64,
             Weighting::Uniform | Weighting::AllClients => 1.0,
@@ -241,7 +403,7 @@ mod tests {
             let global = vec![1.0f32; 3];
             let ups: Vec<_> = sizes.iter().map(|&n| (n, vec![c; 3])).collect();
             for weighting in [Weighting::Samples, Weighting::Uniform] {
-                let g = run(FedAvgConfig { server_lr: 1.0, weighting }, &global, &ups);
+                let g = run(FedAvgConfig { server_lr: 1.0, weighting, ..FedAvgConfig::default() }, &global, &ups);
                 for v in g {
                     prop_assert!((v - (1.0 + c)).abs() < 1e-5);
                 }

@@ -96,6 +96,7 @@ impl FedOpt {
         let inner = FedAvg::new(FedAvgConfig {
             server_lr: 1.0,
             weighting: config.weighting,
+            ..FedAvgConfig::default()
         });
         Self {
             kind,

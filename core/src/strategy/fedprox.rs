@@ -50,6 +50,7 @@ impl FedProx {
             inner: FedAvg::new(FedAvgConfig {
                 server_lr: c.server_lr,
                 weighting: c.weighting,
+                ..FedAvgConfig::default()
             }),
         }
     }

@@ -130,6 +130,7 @@ impl FedSpeed {
         let inner = FedAvg::new(FedAvgConfig {
             server_lr: 1.0,
             weighting: Weighting::Uniform,
+            ..FedAvgConfig::default()
         });
         Self {
             config,
@@ -363,6 +364,7 @@ mod tests {
             &mut FedAvg::new(FedAvgConfig {
                 server_lr: 1.0,
                 weighting: Weighting::Uniform,
+                ..FedAvgConfig::default()
             }),
             300,
         );
@@ -384,6 +386,7 @@ mod tests {
             &mut FedAvg::new(FedAvgConfig {
                 server_lr: 1.0,
                 weighting: Weighting::Uniform,
+                ..FedAvgConfig::default()
             }),
             5,
         );

@@ -12,6 +12,7 @@ pub mod fedopt;
 pub mod fedprox;
 pub mod fedspeed;
 pub mod fedvarp;
+pub mod frl;
 pub mod mifa;
 pub mod scaffold;
 #[cfg(test)]
@@ -123,6 +124,13 @@ pub trait Strategy: Send + Sync {
     /// updates were accepted (ascending); `num_clients` is the population size.
     fn finish_round(&mut self, round: u64, global: &mut [f32], reported: &[ClientId]);
 
+    /// Tells the server half how many of this round's reporters are malicious, before `finish_round`
+    /// (called by the attack wrapper of [`crate::attack`]; the count of `"oracle"` robust-rule
+    /// settings). The default ignores it.
+    fn set_attackers(&mut self, n: usize) {
+        let _ = n;
+    }
+
     /// Extra per-round metrics (name, value) for `metrics.jsonl`.
     fn round_metrics(&self) -> Vec<(String, f64)> {
         Vec::new()
@@ -197,6 +205,9 @@ pub enum StrategySpec {
     Gd(ef21::Ef21Config),
     /// FedAvg with an EF21-compressed uplink ("EF21-LT", a heuristic).
     FedavgEf21(ef21_lt::FedAvgEf21Config),
+    /// FRL (federated rank learning): clients send per-layer edge rankings, the server votes. Needs a
+    /// supermask model.
+    Frl(frl::FrlConfig),
 }
 
 impl Default for StrategySpec {
@@ -226,6 +237,7 @@ impl StrategySpec {
             StrategySpec::Ef(c) => c.validate(ef21::Variant::Ef),
             StrategySpec::Gd(c) => c.validate(ef21::Variant::Gd),
             StrategySpec::FedavgEf21(c) => c.validate(),
+            StrategySpec::Frl(_) => Ok(()),
         }
     }
 
@@ -269,6 +281,7 @@ impl StrategySpec {
             StrategySpec::Ef(c) => Box::new(ef21::Ef21::new(ef21::Variant::Ef, c.clone())),
             StrategySpec::Gd(c) => Box::new(ef21::Ef21::new(ef21::Variant::Gd, c.clone())),
             StrategySpec::FedavgEf21(c) => Box::new(ef21_lt::FedAvgEf21::new(c.clone())),
+            StrategySpec::Frl(c) => Box::new(frl::Frl::new(c.clone())),
         }
     }
 }

@@ -65,6 +65,7 @@ impl Scaffold {
         let inner = FedAvg::new(FedAvgConfig {
             server_lr: config.server_lr,
             weighting: Weighting::Uniform,
+            ..FedAvgConfig::default()
         });
         Self {
             config,

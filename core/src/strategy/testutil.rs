@@ -132,3 +132,40 @@ pub(crate) fn two_clients(strategy: &mut dyn Strategy, rounds: u64) -> f32 {
     }
     global[0]
 }
+
+/// Runs the client half of `strategy` once for client `client` in `round` on a one-sample quadratic
+/// problem of dimension `d` (target `b = 1` everywhere), from the global model `global`.
+pub(crate) fn one_update(
+    strategy: &dyn Strategy,
+    client: u32,
+    round: u64,
+    global: &[f32],
+) -> crate::Payload {
+    let d = global.len();
+    let model = Quadratic::new(d);
+    let mut row = vec![1.0f32];
+    row.extend(std::iter::repeat_n(1.0f32, d));
+    let data = Dataset {
+        x: Array2::from_shape_vec((1, d + 1), row).unwrap(),
+        y: vec![0],
+        num_classes: 2,
+        image: None,
+    };
+    let cfg = TrainConfig {
+        lr: 0.1,
+        batch_size: 1,
+        steps: Some(5),
+        ..TrainConfig::default()
+    };
+    let mut scratch = Scratch::default();
+    let cd = ClientData {
+        dataset: &data,
+        indices: &[0],
+    };
+    let rng = crate::rng::stream(0, crate::rng::Purpose::LocalTraining, round, client as u64);
+    let mut t = LocalTrainer::new(&model, cd, &cfg, round, client, rng, &mut scratch);
+    let task = strategy.broadcast(round, global);
+    strategy
+        .local_update(&mut t, &mut ClientState::default(), &task)
+        .unwrap()
+}

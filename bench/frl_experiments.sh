@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# FRL vs FedAvg / trimmed mean / Multi-Krum under poisoning (../shared/algorithms.md §5.5, §5.8).
+# MNIST, 1000 clients, 25 per round, per-class Dir(1.0), E = 2, B = 8; FRL on the supermask 2NN
+# (mask_by = signed), the others on the 2NN; 0%, 10%, 20% malicious clients (ids 0 .. ⌊N·f⌋−1) with the
+# matching attack: rank reversal (FRL), scaling x1e5 (FedAvg), AGR-tailored (trimmed mean with oracle
+# b, Multi-Krum with oracle f).
+#
+# Usage: bench/frl_experiments.sh [runs|table|plots|all]...   (default: all)
+# Environment: ROUNDS (default 500), SEEDS (default "1"), THREADS (worker threads per run, default 2).
+# Runs go to runs/frl/<method>_f<pct>_s<seed>/ (skipped when complete); the table to
+# bench/results/frl/table.md; plots to docs/img/frl/*.svg.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rounds=${ROUNDS:-500}
+seeds=${SEEDS:-"1"}
+threads=${THREADS:-2}
+runs=runs/frl
+bin=./target/release/fedsim
+[ -x "$bin" ] || cargo build --release -q
+
+run() {
+  local out=$runs/$1 cfg=$2
+  shift 2
+  if [ -f "$out/summary.json" ]; then return; fi
+  rm -rf "$out"
+  "$bin" sim "$cfg" -q --threads "$threads" --out "$out" --set rounds="$rounds" "$@" > /dev/null
+  echo "done $out"
+}
+
+
+do_runs() {
+  for seed in $seeds; do
+    for f in 0 0.1 0.2; do
+      pct=$(python3 -c "print(int(round($f*100)))")
+      a() { if [ "$f" = "0" ]; then :; else echo "--set"; echo "attack={kind=\"$1\", fraction=$f}"; fi; }
+      mapfile -t frl_a < <(a rank_reversal)
+      mapfile -t sc_a < <(a scaling)
+      mapfile -t agr_a < <(a agr_tailored)
+      run "frl_f${pct}_s$seed" configs/frl/frl_2nn.toml --set seed="$seed" "${frl_a[@]}"
+      run "fedavg_f${pct}_s$seed" configs/frl/fedavg_2nn.toml --set seed="$seed" "${sc_a[@]}"
+      run "trmean_f${pct}_s$seed" configs/frl/fedavg_2nn.toml --set seed="$seed" \
+        --set 'strategy.aggregator={kind="trimmed_mean", trim="oracle"}' "${agr_a[@]}"
+      run "mkrum_f${pct}_s$seed" configs/frl/fedavg_2nn.toml --set seed="$seed" \
+        --set 'strategy.aggregator={kind="multi_krum", f="oracle"}' "${agr_a[@]}"
+    done
+  done
+}
+
+do_table() {
+  mkdir -p bench/results/frl
+  python3 - "$runs" > bench/results/frl/table.md <<'PY'
+import json, os, sys, statistics
+runs = sys.argv[1]
+rows = {}
+for d in sorted(os.listdir(runs)):
+    p = os.path.join(runs, d)
+    if not os.path.exists(os.path.join(p, 'summary.json')):
+        continue
+    method, f, seed = d.rsplit('_', 2)
+    recs = [json.loads(l) for l in open(os.path.join(p, 'metrics.jsonl'))]
+    acc = [r['test_accuracy'] for r in recs if r.get('test_accuracy') is not None]
+    up = sum(r['bytes_up'] for r in recs) / max(1, sum(r['participants'] for r in recs))
+    rows.setdefault((method, f), []).append((acc[-1], up, len(recs)))
+print('| method | malicious | final test accuracy (mean over seeds) | seeds | rounds | uplink bytes / client / round |')
+print('|---|---|---|---|---|---|')
+order = {'frl': 0, 'fedavg': 1, 'trmean': 2, 'mkrum': 3}
+for (m, f), v in sorted(rows.items(), key=lambda kv: (order.get(kv[0][0], 9), int(kv[0][1][1:]))):
+    accs = [a for a, _, _ in v]
+    s = f"{statistics.mean(accs)*100:.2f}%" + (f" ± {statistics.stdev(accs)*100:.2f}" if len(accs) > 1 else "")
+    print(f"| {m} | {f[1:]}% | {s} | {len(v)} | {v[0][2]} | {v[0][1]:,.0f} |")
+PY
+  cat bench/results/frl/table.md
+}
+
+do_plots() {
+  mkdir -p docs/img/frl
+  for f in 0 10 20; do
+    dirs=$(ls -d $runs/*_f${f}_s1 2>/dev/null || true)
+    [ -n "$dirs" ] && "$bin" plot $dirs --metric test_accuracy -o docs/img/frl/accuracy_f$f.svg
+  done
+  for m in frl fedavg trmean mkrum; do
+    dirs=$(ls -d $runs/${m}_f*_s1 2>/dev/null || true)
+    [ -n "$dirs" ] && "$bin" plot $dirs --metric test_accuracy -o docs/img/frl/accuracy_$m.svg
+  done
+}
+
+steps=${*:-all}
+for s in $steps; do
+  case $s in
+    runs) do_runs ;;
+    table) do_table ;;
+    plots) do_plots ;;
+    all) do_runs; do_table; do_plots ;;
+    *) echo "unknown step $s" >&2; exit 2 ;;
+  esac
+done
