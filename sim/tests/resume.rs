@@ -68,7 +68,17 @@ step_size = 0.5
 compressor = { kind = "top_k", k = 3 }"#,
     r#"kind = "gd"
 step_size = 0.5"#,
+    r#"kind = "fedavg"
+aggregator = { kind = "trimmed_mean", trim = 1 }"#,
+    r#"kind = "fedavg"
+aggregator = { kind = "multi_krum", f = 1 }"#,
 ];
+
+/// Strategies that need other scenario settings: (`[strategy]` table, `--set` overrides).
+const WITH_OVERRIDES: &[(&str, &[&str])] = &[(
+    r#"kind = "frl""#,
+    &["model={kind=\"supermask_mlp\", hidden=[8]}", "train.momentum=0.9"],
+)];
 
 /// Runs rounds until the engine has done `until` rounds (or all), keeping client states in `states`.
 fn drive(engine: &mut Engine, states: &mut ClientStates, until: u64) {
@@ -110,9 +120,15 @@ fn drive(engine: &mut Engine, states: &mut ClientStates, until: u64) {
 
 #[test]
 fn every_strategy_resumes_to_the_same_model() {
-    for table in STRATEGIES {
+    let cases = STRATEGIES
+        .iter()
+        .map(|t| (*t, &[][..]))
+        .chain(WITH_OVERRIDES.iter().copied());
+    for (table, overrides) in cases {
         let text = format!("{BASE}\n[strategy]\n{table}\n");
-        let scenario = Scenario::parse(&text, &[]).unwrap_or_else(|e| panic!("{table}: {e}"));
+        let overrides: Vec<String> = overrides.iter().map(|o| o.to_string()).collect();
+        let scenario =
+            Scenario::parse(&text, &overrides).unwrap_or_else(|e| panic!("{table}: {e}"));
         let data = Arc::new(
             fedsim_data::load_federated(
                 &scenario.data,
