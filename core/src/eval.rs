@@ -103,3 +103,54 @@ pub fn full_gradient_norm_sq(
     let n = grads.len() as f64;
     mean.iter().map(|m| (m / n) * (m / n)).sum()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fedsim_data::Dataset;
+    use fedsim_nn::Mlp;
+
+    /// A deterministic pseudo-random data set (no RNG dependency needed).
+    fn data(n: usize, f: usize, k: usize) -> Dataset {
+        let mut s = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = move || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 40) as f32 / (1u64 << 24) as f32
+        };
+        let x = Array2::from_shape_fn((n, f), |_| next());
+        let y = (0..n).map(|i| (i * 7 % k) as u32).collect();
+        Dataset {
+            x,
+            y,
+            num_classes: k,
+            image: None,
+        }
+    }
+
+    fn on_threads(threads: usize, f: impl FnOnce() -> EvalStats + Send) -> EvalStats {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap_or_else(|e| panic!("pool: {e}"))
+            .install(f)
+    }
+
+    #[test]
+    fn evaluation_is_bit_identical_across_thread_counts() {
+        let model = Mlp::new(30, &[16, 12], 5);
+        let params = model.init_params(3);
+        let d = data(1_234, 30, 5);
+        let ix: Vec<u32> = (0..d.len() as u32).filter(|i| i % 3 != 1).collect();
+        for (indices, chunk) in [(None, 100), (None, 7), (Some(ix.as_slice()), 64)] {
+            let one = on_threads(1, || evaluate(&model, &params, &d, indices, chunk));
+            let two = on_threads(2, || evaluate(&model, &params, &d, indices, chunk));
+            let four = on_threads(4, || evaluate(&model, &params, &d, indices, chunk));
+            assert_eq!(one.loss_sum.to_bits(), two.loss_sum.to_bits());
+            assert_eq!(one, two);
+            assert_eq!(one, four);
+            assert_eq!(one.count as usize, indices.map_or(d.len(), <[u32]>::len));
+        }
+    }
+}

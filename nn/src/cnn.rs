@@ -161,6 +161,15 @@ impl Cnn {
         &params[t.range()]
     }
 
+    /// The im2col chunks of a batch of `rows` samples, as `(first sample, samples)`: as few chunks as
+    /// keep each at most `self.chunk` samples, with sizes differing by at most one (a batch of 10 with
+    /// room for 6 runs as 5 + 5, not 6 + 4), so no chunk is too small to amortise the weight packing.
+    fn chunks(&self, rows: usize) -> impl DoubleEndedIterator<Item = (usize, usize)> {
+        let n = rows.div_ceil(self.chunk).max(1);
+        let (base, extra) = (rows / n, rows % n);
+        (0..n).map(move |c| (c * base + c.min(extra), base + usize::from(c < extra))).filter(|&(_, cb)| cb > 0)
+    }
+
     /// Where chunk `(s0, cb)` of an activation stored chunk-major (`[C][cb][plane]` per chunk) starts.
     fn chunk_planes(s0: usize, cb: usize, channels: usize, plane: usize) -> Planes {
         Planes { base: s0 * channels * plane, b_stride: plane, c_stride: cb * plane }
@@ -174,8 +183,7 @@ impl Cnn {
             (self.tensor(params, 0), self.tensor(params, 1), self.tensor(params, 2), self.tensor(params, 3));
         let (w3, b3, w4, b4) =
             (self.tensor(params, 4), self.tensor(params, 5), self.tensor(params, 6), self.tensor(params, 7));
-        for s0 in (0..rows).step_by(self.chunk) {
-            let cb = self.chunk.min(rows - s0);
+        for (s0, cb) in self.chunks(rows) {
             let (p1n, p2n) = (cb * d.hw1, cb * d.hw2);
             // conv1: A1 (c1 × cb·hw1) = W1ᵀ · col, + bias, ReLU.
             let xin = Planes { base: s0 * d.cin * d.hw1, b_stride: d.cin * d.hw1, c_stride: d.hw1 };
@@ -259,20 +267,24 @@ impl Cnn {
         gemm::nt(rows, fc, k, dlogits, k, w4, k, dh1, fc, 1, Init::Zero, false);
         drop(_s);
         ops::relu_backward(dh1, &bufs.h1[..rows * fc]);
-        // fc1: dW3 = Finᵀ · dH1; dFin = dH1 · W3ᵀ (the pooling below applies the conv ReLU mask).
-        let _s = Section::new("fc bwd gemm");
-        gemm::nn(d.f, fc, rows, &bufs.fin, 1, d.f, dh1, fc, g.w3, fc, init, false);
-        drop(_s);
-        ops::col_sums(dh1, fc, g.b3, accumulate);
+        // fc1: dFin = dH1 · W3ᵀ (the pooling below applies the conv ReLU mask); dW3 = Finᵀ · dH1.
+        // dFin first: W3 was read by the forward pass just before, so more of it is still cached
+        // than after dW3 (as large as W3) has been written.
         let dfin = &mut bufs.dfin[..rows * d.f];
         let _s = Section::new("fc bwd gemm");
         gemm::nt(rows, d.f, fc, dh1, fc, w3, fc, dfin, d.f, 1, Init::Zero, false);
         drop(_s);
+        let _s = Section::new("fc bwd gemm");
+        gemm::nn(d.f, fc, rows, &bufs.fin, 1, d.f, dh1, fc, g.w3, fc, init, false);
+        drop(_s);
+        ops::col_sums(dh1, fc, g.b3, accumulate);
+        let dfin = &bufs.dfin[..rows * d.f];
 
-        for s0 in (0..rows).step_by(self.chunk) {
-            let cb = self.chunk.min(rows - s0);
+        // Chunks in reverse: the first one handled is the forward pass's last, whose conv2 im2col is
+        // still in `bufs.col`.
+        for (n, (s0, cb)) in self.chunks(rows).rev().enumerate() {
             let (p1n, p2n) = (cb * d.hw1, cb * d.hw2);
-            let first = !accumulate && s0 == 0;
+            let first = !accumulate && n == 0;
             let init_c = if first { Init::Zero } else { Init::Acc };
             // pool2 + ReLU backward: dA2 (c2 × cb·hw2).
             let dout = &mut bufs.dout[..d.c2 * p2n];
@@ -295,9 +307,10 @@ impl Cnn {
             // conv2 weight gradient: dW2 (k2 × c2) += col (k2 × P) · dA2ᵀ (P × c2).
             let pin = Self::chunk_planes(s0, cb, d.c1, d.hw2);
             let col = &mut bufs.col[..d.k2 * p2n];
-            let _s = Section::new("conv2 im2col");
-            im2col(&bufs.p1, pin, d.c1, cb, d.h / 2, d.w / 2, col);
-            drop(_s);
+            if n > 0 {
+                let _s = Section::new("conv2 im2col");
+                im2col(&bufs.p1, pin, d.c1, cb, d.h / 2, d.w / 2, col);
+            }
             let dout_t = &mut bufs.dout_t[..d.c2 * p2n];
             let _s = Section::new("transpose");
             gemm::transpose(dout, d.c2, p2n, dout_t);

@@ -13,6 +13,11 @@ const SLOT_ACT: usize = 1;
 const SLOT_DELTA: [usize; 2] = [2, 3];
 /// Largest number of rows processed at once; bigger batches are split and their gradients summed.
 const MAX_ROWS: usize = 512;
+/// Largest number of rows of one forward pass in [`Model::evaluate`]: up to this size the products
+/// read the weights in place and pack only a block of the inputs, which measured up to 8% faster on
+/// 784-200-200-10 than packing the weights for 500-row blocks (the simulator's evaluation chunk;
+/// `examples/eval_speed.rs`).
+const EVAL_ROWS: usize = 256;
 
 /// Dense layers `features → hidden[0] → … → classes` with ReLU between them and softmax cross-entropy
 /// on the output. McMahan et al.'s "2NN" is `Mlp::new(784, &[200, 200], 10)` (199,210 parameters).
@@ -221,7 +226,9 @@ impl Model for Mlp {
         if rows == 0 {
             return;
         }
-        let mb = rows.min(MAX_ROWS);
+        // Balanced blocks of at most EVAL_ROWS rows (500 rows run as 250 + 250, not 256 + 244).
+        let blocks = rows.div_ceil(EVAL_ROWS);
+        let mb = rows.div_ceil(blocks);
         let mut xbuf = ops::take_input_buf(scratch);
         let mut act = scratch.take(SLOT_ACT, mb * self.act_per_row());
         let xs = ops::batch_slice(&x, &mut xbuf);
