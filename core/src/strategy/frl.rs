@@ -191,6 +191,17 @@ pub fn add_positions(votes: &mut [u64], ranking: &[u32]) {
 
 /// The ranking by reputation ascending, ties broken by edge index.
 pub fn rank_by_votes(votes: &[u64]) -> Vec<u32> {
+    if votes.iter().all(|&v| v <= u32::MAX as u64) {
+        // (reputation, edge) packed in one u64: unique keys, so an unstable sort is deterministic and
+        // equal reputations come out in ascending edge order.
+        let mut keys: Vec<u64> = votes
+            .iter()
+            .enumerate()
+            .map(|(e, &v)| (v << 32) | e as u64)
+            .collect();
+        keys.sort_unstable();
+        return keys.into_iter().map(|k| k as u32).collect();
+    }
     let mut order: Vec<u32> = (0..votes.len() as u32).collect();
     // Stable: equal reputations keep ascending edge order.
     order.sort_by_key(|&e| votes[e as usize]);
@@ -569,6 +580,10 @@ mod tests {
             assert_eq!(vote(&[&r, &rev]), want);
             assert_eq!(vote(&[&rev, &r]), want);
         }
+        // Reputations beyond 32 bits take the stable-sort path, with the same tie rule.
+        let big = [u64::MAX - 1, 5, u64::MAX - 1, 5];
+        assert_eq!(rank_by_votes(&big), vec![1, 3, 0, 2]);
+        assert_eq!(rank_by_votes(&[7, 5, 7, 5]), vec![1, 3, 0, 2]);
         // Client rankings: equal scores rank by index.
         assert_eq!(ranking(&[1.0, 0.0, 1.0, 0.0, -0.0]), vec![4, 1, 3, 0, 2]);
         // Reverse collusion: ties by index ascending.
