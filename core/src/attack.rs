@@ -105,10 +105,10 @@ impl AttackConfig {
             }
             _ => return Err("attack: set exactly one of fraction and clients".into()),
         }
-        if let Some(s) = self.scale {
-            if !s.is_finite() {
-                return Err(format!("attack.scale must be finite, got {s}"));
-            }
+        if let Some(s) = self.scale
+            && !s.is_finite()
+        {
+            return Err(format!("attack.scale must be finite, got {s}"));
         }
         let frl = matches!(strategy, StrategySpec::Frl(_));
         let weight_based = matches!(

@@ -186,12 +186,12 @@ impl FedAvgConfig {
                 self.server_lr
             ));
         }
-        if let Aggregator::NormClipping { max_norm } = self.aggregator {
-            if !(max_norm.is_finite() && max_norm > 0.0) {
-                return Err(format!(
-                    "strategy.aggregator.max_norm must be positive, got {max_norm}"
-                ));
-            }
+        if let Aggregator::NormClipping { max_norm } = self.aggregator
+            && !(max_norm.is_finite() && max_norm > 0.0)
+        {
+            return Err(format!(
+                "strategy.aggregator.max_norm must be positive, got {max_norm}"
+            ));
         }
         Ok(())
     }

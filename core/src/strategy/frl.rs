@@ -304,6 +304,9 @@ fn sorted_per_layer(layers: &[Layer], scores: &[f32]) -> Vec<f32> {
     s
 }
 
+/// A client's layers and its sorted initial scores.
+type ClientInit = Arc<(Vec<Layer>, Vec<f32>)>;
+
 /// FRL's server state and running vote.
 #[derive(Debug)]
 pub struct Frl {
@@ -314,7 +317,7 @@ pub struct Frl {
     votes: Vec<u64>,
     voters: usize,
     /// Client side: the sorted initial scores of the model the client trains (computed once).
-    client_sorted: Mutex<Option<Arc<(Vec<Layer>, Vec<f32>)>>>,
+    client_sorted: Mutex<Option<ClientInit>>,
 }
 
 impl Frl {
@@ -335,15 +338,15 @@ impl Frl {
         &self.layers
     }
 
-    fn client_init(&self, model: &dyn fedsim_nn::Model) -> Arc<(Vec<Layer>, Vec<f32>)> {
+    fn client_init(&self, model: &dyn fedsim_nn::Model) -> ClientInit {
         let mut guard = self
             .client_sorted
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(c) = guard.as_ref() {
-            if c.1.len() == model.num_params() {
-                return Arc::clone(c);
-            }
+        if let Some(c) = guard.as_ref()
+            && c.1.len() == model.num_params()
+        {
+            return Arc::clone(c);
         }
         let layers = layers_of(model);
         // A supermask model draws its initial scores from its own seed, whatever the argument.
