@@ -1297,6 +1297,56 @@ mod tests {
         }
 
         #[test]
+        fn identity_and_full_sparsifiers_decode_to_x_at_their_precision(x in vector(), seed in any::<u64>()) {
+            // C = identity: decode(encode(x)) = x rounded to the wire precision, in exactly
+            // (header + d values) bytes; Top-k and Rand-k with k ≥ d are the identity too.
+            let d = x.len();
+            for precision in [Precision::F32, Precision::F64] {
+                for spec in [
+                    CompressorSpec::Identity { precision },
+                    CompressorSpec::TopK { k: Some(d), fraction: None, precision },
+                    CompressorSpec::RandK { k: Some(d + 3), fraction: None, scaled: true, precision },
+                ] {
+                    let c = spec.build(d);
+                    prop_assert_eq!(c.alpha(), Some(1.0));
+                    let mut buf = Vec::new();
+                    c.encode(&x, &mut rng(seed), &mut buf).unwrap();
+                    prop_assert_eq!(buf.len(), c.encoded_len());
+                    prop_assert_eq!(buf.len(), 1 + varint_len(d as u64) + d * precision.bytes());
+                    let mut y = vec![f64::NAN; d];
+                    c.decode(&buf, &mut y).unwrap();
+                    for (a, b) in y.iter().zip(&x) {
+                        prop_assert_eq!(*a, precision.round(*b));
+                    }
+                }
+            }
+        }
+
+        #[test]
+        fn rand_k_keeps_k_distinct_sorted_indices_and_contracts(x in vector(), k in 1usize..40, seed in any::<u64>()) {
+            // decode(encode(x)) = C(x) for unscaled Rand-k: exactly min(k, d) distinct coordinates of x kept
+            // unchanged (so ||C(x) − x||² = Σ over the dropped coordinates), the rest zero.
+            let d = x.len();
+            let c = CompressorSpec::RandK { k: Some(k), fraction: None, scaled: false, precision: Precision::F64 }.build(d);
+            let mut buf = Vec::new();
+            c.encode(&x, &mut rng(seed), &mut buf).unwrap();
+            let mut y = vec![0.0; d];
+            c.decode(&buf, &mut y).unwrap();
+            let keep = k.min(d);
+            if keep < d {
+                let mut ix = Vec::new();
+                read_sparse(&buf, TAG_SPARSE | TAG_F64, d, keep, Precision::F64, &mut ix).unwrap();
+                prop_assert!(ix.windows(2).all(|w| w[0] < w[1]), "indices strictly increasing");
+                prop_assert!(ix.iter().all(|&j| (j as usize) < d));
+                let dropped: f64 = (0..d as u32).filter(|j| ix.binary_search(j).is_err()).map(|j| x[j as usize].powi(2)).sum();
+                let err: f64 = y.iter().zip(&x).map(|(a, b)| (a - b).powi(2)).sum();
+                prop_assert_eq!(err, dropped);
+            } else {
+                prop_assert_eq!(&y, &x);
+            }
+        }
+
+        #[test]
         fn decoders_never_panic_on_garbage(bytes in prop::collection::vec(any::<u8>(), 0..64), d in 1usize..40) {
             for spec in all_specs() {
                 let c = spec.build(d);
