@@ -139,6 +139,8 @@ pub fn plot(spec: &PlotSpec) -> Result<()> {
                 .configure_mesh()
                 .x_desc(x_label)
                 .y_desc(&spec.metric)
+                .x_label_formatter(&|v| tick_label(*v))
+                .y_label_formatter(&|v| tick_label(*v))
                 .draw()?;
             for (i, (label, p)) in all.iter().enumerate() {
                 let c = colors[i % colors.len()];
@@ -170,4 +172,45 @@ pub fn plot(spec: &PlotSpec) -> Result<()> {
     root.present()
         .with_context(|| format!("writing {}", spec.out.display()))?;
     Ok(())
+}
+
+/// An axis tick without floating-point noise: at most 4 significant digits, trailing zeros dropped,
+/// scientific notation for very small or large magnitudes ("1e-5", not "9.999999998e-6"; "500", not
+/// "500.0").
+fn tick_label(v: f64) -> String {
+    if v == 0.0 || !v.is_finite() {
+        return if v == 0.0 { "0".into() } else { v.to_string() };
+    }
+    let a = v.abs();
+    if !(1e-3..1e6).contains(&a) {
+        let s = format!("{v:.3e}");
+        let (mantissa, exp) = s.split_once('e').unwrap_or((&s, "0"));
+        let mantissa = mantissa.trim_end_matches('0').trim_end_matches('.');
+        return format!("{mantissa}e{exp}");
+    }
+    let decimals = (3 - a.log10().floor() as i32).max(0) as usize;
+    let s = format!("{v:.decimals$}");
+    if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tick_label;
+
+    #[test]
+    fn tick_labels_have_no_float_noise() {
+        assert_eq!(tick_label(9.999999998e-5), "1e-4");
+        assert_eq!(tick_label(1e-7), "1e-7");
+        assert_eq!(tick_label(2.5e-7), "2.5e-7");
+        assert_eq!(tick_label(500.0), "500");
+        assert_eq!(tick_label(0.85), "0.85");
+        assert_eq!(tick_label(0.30000000000000004), "0.3");
+        assert_eq!(tick_label(0.0), "0");
+        assert_eq!(tick_label(2_000_000.0), "2e6");
+        assert_eq!(tick_label(-0.125), "-0.125");
+    }
 }
