@@ -72,12 +72,11 @@ pub fn plot(spec: &PlotSpec) -> Result<()> {
                 spec.metric
             );
         }
-        let label = spec.labels.get(i).cloned().unwrap_or_else(|| {
-            run.file_name().map_or_else(
-                || run.display().to_string(),
-                |n| n.to_string_lossy().into_owned(),
-            )
-        });
+        let label = spec
+            .labels
+            .get(i)
+            .cloned()
+            .unwrap_or_else(|| default_label(&spec.runs, i));
         all.push((label, pts));
     }
     let pts = all.iter().flat_map(|(_, p)| p.iter());
@@ -174,6 +173,27 @@ pub fn plot(spec: &PlotSpec) -> Result<()> {
     Ok(())
 }
 
+/// The legend label of run `i` without `--label`: its path after the directories all runs share
+/// (`runs/fedau/{fedau,mifa}/seed1` → `fedau/seed1`, `mifa/seed1`), or its last component alone.
+fn default_label(runs: &[PathBuf], i: usize) -> String {
+    let parts = |p: &PathBuf| -> Vec<String> {
+        p.components()
+            .map(|c| c.as_os_str().to_string_lossy().into_owned())
+            .collect()
+    };
+    let all: Vec<Vec<String>> = runs.iter().map(parts).collect();
+    let mine = &all[i];
+    let common = (0..mine.len())
+        .take_while(|&k| all.iter().all(|p| p.get(k) == mine.get(k)))
+        .count();
+    let rest = &mine[common.min(mine.len().saturating_sub(1))..];
+    if rest.is_empty() {
+        runs[i].display().to_string()
+    } else {
+        rest.join("/")
+    }
+}
+
 /// An axis tick without floating-point noise: at most 4 significant digits, trailing zeros dropped,
 /// scientific notation for very small or large magnitudes ("1e-5", not "9.999999998e-6"; "500", not
 /// "500.0").
@@ -199,7 +219,20 @@ fn tick_label(v: f64) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::tick_label;
+    use super::{default_label, tick_label};
+    use std::path::PathBuf;
+
+    #[test]
+    fn default_labels_drop_the_shared_directories() {
+        let runs: Vec<PathBuf> = ["runs/a/fedau/seed1", "runs/a/mifa/seed1"]
+            .iter()
+            .map(PathBuf::from)
+            .collect();
+        assert_eq!(default_label(&runs, 0), "fedau/seed1");
+        assert_eq!(default_label(&runs, 1), "mifa/seed1");
+        let one = vec![PathBuf::from("runs/x/seed3")];
+        assert_eq!(default_label(&one, 0), "seed3");
+    }
 
     #[test]
     fn tick_labels_have_no_float_noise() {
