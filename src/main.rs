@@ -46,7 +46,7 @@ struct PlotArgs {
     /// x axis: round, wall_s, bytes (cumulative up + down) or bytes_up.
     #[arg(long, default_value = "round")]
     x: String,
-    /// Legend label for each run, in order (default: directory names).
+    /// Legend label for each run, in order (default: each run's path without the directories all runs share).
     #[arg(long = "label")]
     labels: Vec<String>,
     /// Logarithmic y axis.
