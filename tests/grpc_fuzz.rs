@@ -496,7 +496,7 @@ async fn malformed_and_forged_messages_are_refused_and_the_run_completes() {
     .await
     .expect("leave");
 
-    // Well-formed but the wrong size for the model: the strategy refuses it (once 0-4 are folded in).
+    // Well-formed but the wrong size for the model: the strategy refuses it at validation.
     let short = wire::encode(&delta(vec![0.0; n - 1]));
     expect(
         "a delta of the wrong length",
@@ -571,7 +571,7 @@ async fn malformed_and_forged_messages_are_refused_and_the_run_completes() {
         "stale or wrong round token refused",
         "not selected refused",
         "duplicate result refused",
-        "update rejected",
+        "invalid update refused",
         "request for a client this session did not join",
     ] {
         assert!(log.contains(line), "server log lacks `{line}`:\n{log}");
