@@ -64,10 +64,16 @@ const EQUIVALENCE: &[(&str, &[&str])] = &[
     ),
     ("configs/quickstart.toml", &["strategy={kind=\"fedspeed\"}"]),
     ("configs/quickstart.toml", &["strategy={kind=\"feddyn\"}"]),
-    ("configs/quickstart.toml", &["strategy={kind=\"fedprox\", mu=0.1}"]),
+    (
+        "configs/quickstart.toml",
+        &["strategy={kind=\"fedprox\", mu=0.1}"],
+    ),
     // Server optimisers.
     ("configs/quickstart.toml", &["strategy={kind=\"fedavgm\"}"]),
-    ("configs/quickstart.toml", &["strategy={kind=\"fedadagrad\"}"]),
+    (
+        "configs/quickstart.toml",
+        &["strategy={kind=\"fedadagrad\"}"],
+    ),
     ("configs/quickstart.toml", &["strategy={kind=\"fedadam\"}"]),
     ("configs/quickstart.toml", &["strategy={kind=\"fedyogi\"}"]),
     // Compressed uplinks: EF21-style compressed deltas for FedAvg, and the EF21 family (client g_i / e_i).
@@ -90,7 +96,10 @@ const EQUIVALENCE: &[(&str, &[&str])] = &[
         "configs/quickstart.toml",
         &["strategy={kind=\"ef\", step_size=0.5, compressor={kind=\"natural\"}}"],
     ),
-    ("configs/quickstart.toml", &["strategy={kind=\"gd\", step_size=0.5}"]),
+    (
+        "configs/quickstart.toml",
+        &["strategy={kind=\"gd\", step_size=0.5}"],
+    ),
     // FRL on a supermask MLP (rankings up, global ranking down).
     (
         "configs/quickstart.toml",

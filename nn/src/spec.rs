@@ -156,7 +156,9 @@ impl ModelSpec {
             }
             ModelSpec::SupermaskCnn { channels, fc, keep, mask_by, seed } => {
                 let image = input.image.ok_or_else(|| {
-                    NnError::InvalidSpec("model kind \"supermask_cnn\" needs image data (a data set with an image shape)".into())
+                    NnError::InvalidSpec(
+                        "model kind \"supermask_cnn\" needs image data (a data set with an image shape)".into(),
+                    )
                 })?;
                 let inner = crate::cnn::Cnn::new(image, *channels, *fc, input.num_classes)?;
                 Ok(Box::new(crate::supermask::Supermask::new(Box::new(inner), *keep, *mask_by, *seed)?))

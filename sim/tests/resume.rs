@@ -77,7 +77,10 @@ aggregator = { kind = "multi_krum", f = 1 }"#,
 /// Strategies that need other scenario settings: (`[strategy]` table, `--set` overrides).
 const WITH_OVERRIDES: &[(&str, &[&str])] = &[(
     r#"kind = "frl""#,
-    &["model={kind=\"supermask_mlp\", hidden=[8]}", "train.momentum=0.9"],
+    &[
+        "model={kind=\"supermask_mlp\", hidden=[8]}",
+        "train.momentum=0.9",
+    ],
 )];
 
 /// Runs rounds until the engine has done `until` rounds (or all), keeping client states in `states`.
