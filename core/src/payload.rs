@@ -58,6 +58,14 @@ impl TensorData {
         }
     }
 
+    /// A dense 1-D `f64` tensor holding a copy of `values`.
+    pub fn vector_f64(values: &[f64]) -> Self {
+        TensorData::F64 {
+            shape: vec![values.len()],
+            values: values.to_vec(),
+        }
+    }
+
     /// Bytes this tensor occupies on the wire (data plus shape), excluding framing.
     pub fn encoded_len(&self) -> usize {
         match self {

@@ -126,57 +126,8 @@ pub fn run_engine(
         threads = rayon::current_num_threads(),
         "simulation started"
     );
-    // Clients per parallel chunk: enough to keep every thread busy, few enough to bound memory.
-    let chunk = (rayon::current_num_threads() * 8).max(16);
     while !engine.is_done() {
-        let task = engine.begin_round(&all);
-        let mut train_time = std::time::Duration::ZERO;
-        for ids in task.selected.chunks(chunk) {
-            let t = Instant::now();
-            let work: Vec<(ClientId, ClientState)> =
-                ids.iter().map(|&c| (c, states.take(c))).collect();
-            let results: Vec<(ClientId, ClientState, ClientOutcome)> = {
-                let (strategy, model, train) = (engine.strategy(), engine.model(), &scenario.train);
-                let engine_ref = &*engine;
-                work.into_par_iter()
-                    .map_init(Scratch::default, |scratch, (c, mut state)| {
-                        let data = engine_ref.client_data(c);
-                        let outcome = match run_client(
-                            strategy,
-                            model,
-                            data,
-                            train,
-                            scenario.seed,
-                            task.round,
-                            c,
-                            &mut state,
-                            &task.broadcast,
-                            task.max_steps.get(&c).copied(),
-                            scratch,
-                        ) {
-                            Ok(payload) => ClientOutcome::Update {
-                                payload,
-                                num_samples: data.len() as u64,
-                            },
-                            Err(e) => ClientOutcome::Dropped(e.to_string()),
-                        };
-                        (c, state, outcome)
-                    })
-                    .collect()
-            };
-            train_time += t.elapsed();
-            for (c, state, outcome) in results {
-                states.put(c, state);
-                // A rejected update is logged by the engine and dropped from the round; the run goes on.
-                let _ = engine.submit(c, outcome);
-            }
-        }
-        let extra = vec![("client_state_bytes".to_string(), states.bytes() as f64)];
-        let rec = engine.end_round(RoundIo {
-            train_time,
-            extra,
-            ..RoundIo::default()
-        })?;
+        let rec = run_round(engine, &mut states, &all)?;
         if let Some(b) = &bar {
             b.inc(1);
             if let Some(acc) = rec.test_accuracy {
@@ -197,6 +148,67 @@ pub fn run_engine(
         b.finish();
     }
     Ok(engine.finish()?)
+}
+
+/// Runs one round in this process: the engine selects from `available`, the selected clients train in
+/// parallel (chunks of a few per thread, so memory stays bounded) with their state from `states`, and
+/// their results are submitted in ascending client id. Returns the round's record.
+pub fn run_round(
+    engine: &mut Engine,
+    states: &mut ClientStates,
+    available: &[ClientId],
+) -> Result<RoundRecord, SimError> {
+    // Only what the clients need: the scenario itself may hold per-client lists (1M probabilities).
+    let (seed, train) = (engine.scenario().seed, engine.scenario().train.clone());
+    // Clients per parallel chunk: enough to keep every thread busy, few enough to bound memory.
+    let chunk = (rayon::current_num_threads() * 8).max(16);
+    let task = engine.begin_round(available);
+    let mut train_time = std::time::Duration::ZERO;
+    for ids in task.selected.chunks(chunk) {
+        let t = Instant::now();
+        let work: Vec<(ClientId, ClientState)> = ids.iter().map(|&c| (c, states.take(c))).collect();
+        let results: Vec<(ClientId, ClientState, ClientOutcome)> = {
+            let (strategy, model, train) = (engine.strategy(), engine.model(), &train);
+            let engine_ref = &*engine;
+            work.into_par_iter()
+                .map_init(Scratch::default, |scratch, (c, mut state)| {
+                    let data = engine_ref.client_data(c);
+                    let outcome = match run_client(
+                        strategy,
+                        model,
+                        data,
+                        train,
+                        seed,
+                        task.round,
+                        c,
+                        &mut state,
+                        &task.broadcast,
+                        task.max_steps.get(&c).copied(),
+                        scratch,
+                    ) {
+                        Ok(payload) => ClientOutcome::Update {
+                            payload,
+                            num_samples: data.len() as u64,
+                        },
+                        Err(e) => ClientOutcome::Dropped(e.to_string()),
+                    };
+                    (c, state, outcome)
+                })
+                .collect()
+        };
+        train_time += t.elapsed();
+        for (c, state, outcome) in results {
+            states.put(c, state);
+            // A rejected update is logged by the engine and dropped from the round; the run goes on.
+            let _ = engine.submit(c, outcome);
+        }
+    }
+    let extra = vec![("client_state_bytes".to_string(), states.bytes() as f64)];
+    Ok(engine.end_round(RoundIo {
+        train_time,
+        extra,
+        ..RoundIo::default()
+    })?)
 }
 
 fn progress_bar(enabled: bool, rounds: u64) -> Option<ProgressBar> {

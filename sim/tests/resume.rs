@@ -5,10 +5,8 @@
 
 use std::sync::Arc;
 
-use fedsim_core::engine::{RoundIo, run_client};
-use fedsim_core::{ClientId, ClientOutcome, Engine, Scenario};
-use fedsim_nn::Scratch;
-use fedsim_sim::ClientStates;
+use fedsim_core::{ClientId, Engine, Scenario};
+use fedsim_sim::{ClientStates, run_round};
 
 const BASE: &str = r#"
 name = "resume"
@@ -85,38 +83,10 @@ const WITH_OVERRIDES: &[(&str, &[&str])] = &[(
 
 /// Runs rounds until the engine has done `until` rounds (or all), keeping client states in `states`.
 fn drive(engine: &mut Engine, states: &mut ClientStates, until: u64) {
-    let scenario = engine.scenario().clone();
-    let all: Vec<ClientId> = (0..scenario.clients as u32).collect();
-    let mut scratch = Scratch::default();
+    let all: Vec<ClientId> = (0..engine.scenario().clients as u32).collect();
     let mut done = 0;
     while !engine.is_done() && done < until {
-        let task = engine.begin_round(&all);
-        for &c in &task.selected {
-            let mut state = states.take(c);
-            let data = engine.client_data(c);
-            let outcome = match run_client(
-                engine.strategy(),
-                engine.model(),
-                data,
-                &scenario.train,
-                scenario.seed,
-                task.round,
-                c,
-                &mut state,
-                &task.broadcast,
-                task.max_steps.get(&c).copied(),
-                &mut scratch,
-            ) {
-                Ok(payload) => ClientOutcome::Update {
-                    payload,
-                    num_samples: data.len() as u64,
-                },
-                Err(e) => ClientOutcome::Dropped(e.to_string()),
-            };
-            states.put(c, state);
-            engine.submit(c, outcome).expect("submit");
-        }
-        engine.end_round(RoundIo::default()).expect("end_round");
+        run_round(engine, states, &all).expect("round");
         done += 1;
     }
 }

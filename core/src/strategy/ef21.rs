@@ -499,13 +499,6 @@ impl Ef21 {
     }
 }
 
-fn f64_vec(values: &[f64]) -> TensorData {
-    TensorData::F64 {
-        shape: vec![values.len()],
-        values: values.to_vec(),
-    }
-}
-
 impl Strategy for Ef21 {
     fn name(&self) -> String {
         self.variant.kind().into()
@@ -550,7 +543,7 @@ impl Strategy for Ef21 {
     }
 
     fn broadcast(&self, _round: u64, _global: &[f32]) -> Payload {
-        let mut p = Payload::new().with(MODEL_F64, f64_vec(&self.x));
+        let mut p = Payload::new().with(MODEL_F64, TensorData::vector_f64(&self.x));
         match self.variant {
             Variant::Ef => p.push(GAMMA, TensorData::Scalar { value: self.gamma }),
             Variant::Ef21W => {
@@ -664,8 +657,8 @@ impl Strategy for Ef21 {
 
     fn save_state(&self) -> Payload {
         let mut p = Payload::new()
-            .with("x", f64_vec(&self.x))
-            .with("g", f64_vec(&self.g))
+            .with("x", TensorData::vector_f64(&self.x))
+            .with("g", TensorData::vector_f64(&self.g))
             .with(
                 "initialised",
                 TensorData::Bytes {
@@ -693,7 +686,7 @@ impl Strategy for Ef21 {
                     all.extend_from_slice(m);
                 }
             }
-            p.push("mirror", f64_vec(&all));
+            p.push("mirror", TensorData::vector_f64(&all));
         }
         p
     }
@@ -769,7 +762,7 @@ impl Strategy for Ef21 {
             comp.encode(&e, &mut trainer.rng, &mut buf).map_err(cerr)?;
             // e ← e + γ∇f − v.
             comp.decode_add(&buf, -1.0, &mut e).map_err(cerr)?;
-            state.push(STATE_E, f64_vec(&e));
+            state.push(STATE_E, TensorData::vector_f64(&e));
             return Ok(Payload::new().with(EF_V, TensorData::Bytes { bytes: buf }));
         }
 
@@ -820,7 +813,7 @@ impl Strategy for Ef21 {
                         ));
                     }
                     let data = match precision {
-                        Precision::F64 => f64_vec(&g0),
+                        Precision::F64 => TensorData::vector_f64(&g0),
                         Precision::F32 => {
                             TensorData::vector(g0.iter().map(|&v| v as f32).collect())
                         }
@@ -835,7 +828,7 @@ impl Strategy for Ef21 {
                     (INIT_COMPRESSED, TensorData::Bytes { bytes: buf }, g0)
                 }
             };
-            state.push(STATE_G, f64_vec(&g0));
+            state.push(STATE_G, TensorData::vector_f64(&g0));
             return Ok(Payload::new().with(name, data));
         };
 
@@ -857,11 +850,11 @@ impl Strategy for Ef21 {
                     .sum::<f64>()
             };
             if dist(&b) < dist(&g) {
-                state.push(STATE_G, f64_vec(&b));
+                state.push(STATE_G, TensorData::vector_f64(&b));
                 return Ok(Payload::new().with(FRESH, TensorData::Bytes { bytes: fresh_buf }));
             }
         }
-        state.push(STATE_G, f64_vec(&g));
+        state.push(STATE_G, TensorData::vector_f64(&g));
         Ok(Payload::new().with(DIFF, TensorData::Bytes { bytes: buf }))
     }
 }

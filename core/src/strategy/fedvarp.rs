@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::fedavg::local_sgd_delta;
 use super::{ClientState, Init, Reporter, Strategy, StrategyError, dense};
-use crate::{ClientId, LocalTrainer, Payload};
+use crate::{ClientId, LocalTrainer, Payload, TensorData};
 
 /// FedVarp settings (`[strategy] kind = "fedvarp"`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -111,10 +111,10 @@ impl Strategy for FedVarp {
     }
 
     fn save_state(&self) -> Payload {
-        use super::mifa::{f64_tensor, save_latest};
+        use super::mifa::save_latest;
         save_latest(&self.latest, self.dim)
-            .with(TOTAL, f64_tensor(&self.total))
-            .with(MEAN_PREV, f64_tensor(&self.mean_prev))
+            .with(TOTAL, TensorData::vector_f64(&self.total))
+            .with(MEAN_PREV, TensorData::vector_f64(&self.mean_prev))
     }
 
     fn load_state(&mut self, mut state: Payload) -> Result<(), StrategyError> {

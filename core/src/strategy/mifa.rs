@@ -94,7 +94,7 @@ impl Strategy for Mifa {
     }
 
     fn save_state(&self) -> Payload {
-        save_latest(&self.latest, self.dim).with(TOTAL, f64_tensor(&self.total))
+        save_latest(&self.latest, self.dim).with(TOTAL, TensorData::vector_f64(&self.total))
     }
 
     fn load_state(&mut self, mut state: Payload) -> Result<(), StrategyError> {
@@ -116,14 +116,6 @@ impl Strategy for Mifa {
 const TOTAL: &str = "total";
 const LATEST_IDS: &str = "latest_ids";
 const LATEST: &str = "latest";
-
-/// A dense f64 vector tensor.
-pub(crate) fn f64_tensor(values: &[f64]) -> TensorData {
-    TensorData::F64 {
-        shape: vec![values.len()],
-        values: values.to_vec(),
-    }
-}
 
 /// Takes the f64 vector `name` of exactly `len` values out of saved state.
 pub(crate) fn take_f64(
