@@ -5,8 +5,14 @@
 # matching attack: rank reversal (FRL), scaling x1e5 (FedAvg), AGR-tailored (trimmed mean with oracle
 # b, Multi-Krum with oracle f).
 #
+# Further variants: FRL with mask_by = abs (the reference code's mask, `frlabs`), and the AGR-tailored
+# attack with full knowledge (μ, σ over every honest update of the round, λ searched on the real
+# aggregate) against trimmed mean (`trmeanfull`) and Multi-Krum (`mkrumfull`).
+#
 # Usage: bench/frl_experiments.sh [runs|table|plots|all]...   (default: all)
-# Environment: ROUNDS (default 500), SEEDS (default "1"), THREADS (worker threads per run, default 2).
+# Environment: ROUNDS (default 500), SEEDS (default "1"), THREADS (worker threads per run, default 2),
+# METHODS (default "frl fedavg trmean mkrum frlabs trmeanfull mkrumfull"), BIN (default
+# ./target/release/fedsim, built when missing).
 # Runs go to runs/frl/<method>_f<pct>_s<seed>/ (skipped when complete); the table to
 # bench/results/frl/table.md; plots to docs/img/frl/*.svg.
 set -euo pipefail
@@ -14,8 +20,9 @@ cd "$(dirname "$0")/.."
 rounds=${ROUNDS:-500}
 seeds=${SEEDS:-"1"}
 threads=${THREADS:-2}
+methods=${METHODS:-"frl fedavg trmean mkrum frlabs trmeanfull mkrumfull"}
 runs=runs/frl
-bin=./target/release/fedsim
+bin=${BIN:-./target/release/fedsim}
 [ -x "$bin" ] || cargo build --release -q
 
 run() {
@@ -32,16 +39,29 @@ do_runs() {
   for seed in $seeds; do
     for f in 0 0.1 0.2; do
       pct=$(python3 -c "print(int(round($f*100)))")
-      a() { if [ "$f" = "0" ]; then :; else echo "--set"; echo "attack={kind=\"$1\", fraction=$f}"; fi; }
-      mapfile -t frl_a < <(a rank_reversal)
-      mapfile -t sc_a < <(a scaling)
-      mapfile -t agr_a < <(a agr_tailored)
-      run "frl_f${pct}_s$seed" configs/frl/frl_2nn.toml --set seed="$seed" "${frl_a[@]}"
-      run "fedavg_f${pct}_s$seed" configs/frl/fedavg_2nn.toml --set seed="$seed" "${sc_a[@]}"
-      run "trmean_f${pct}_s$seed" configs/frl/fedavg_2nn.toml --set seed="$seed" \
-        --set 'strategy.aggregator={kind="trimmed_mean", trim="oracle"}' "${agr_a[@]}"
-      run "mkrum_f${pct}_s$seed" configs/frl/fedavg_2nn.toml --set seed="$seed" \
-        --set 'strategy.aggregator={kind="multi_krum", f="oracle"}' "${agr_a[@]}"
+      # The attack option for this level (none at 0%).
+      a() { if [ "$f" = "0" ]; then :; else echo "--set"; echo "attack={kind=\"$1\", fraction=$f$2}"; fi; }
+      for m in $methods; do
+        case $m in
+          frl) mapfile -t o < <(a rank_reversal ""); run "frl_f${pct}_s$seed" configs/frl/frl_2nn.toml --set seed="$seed" "${o[@]}" ;;
+          frlabs) mapfile -t o < <(a rank_reversal ""); run "frlabs_f${pct}_s$seed" configs/frl/frl_2nn.toml --set seed="$seed" --set model.mask_by=\"abs\" "${o[@]}" ;;
+          fedavg) mapfile -t o < <(a scaling ""); run "fedavg_f${pct}_s$seed" configs/frl/fedavg_2nn.toml --set seed="$seed" "${o[@]}" ;;
+          trmean | trmeanfull)
+            # Without an attack the full-knowledge variant is the plain trimmed mean run.
+            if [ "$m" = trmeanfull ] && [ "$f" = 0 ]; then continue; fi
+            k=""; [ "$m" = trmeanfull ] && k=', knowledge="full"'
+            mapfile -t o < <(a agr_tailored "$k")
+            run "${m}_f${pct}_s$seed" configs/frl/fedavg_2nn.toml --set seed="$seed" \
+              --set 'strategy.aggregator={kind="trimmed_mean", trim="oracle"}' "${o[@]}" ;;
+          mkrum | mkrumfull)
+            if [ "$m" = mkrumfull ] && [ "$f" = 0 ]; then continue; fi
+            k=""; [ "$m" = mkrumfull ] && k=', knowledge="full"'
+            mapfile -t o < <(a agr_tailored "$k")
+            run "${m}_f${pct}_s$seed" configs/frl/fedavg_2nn.toml --set seed="$seed" \
+              --set 'strategy.aggregator={kind="multi_krum", f="oracle"}' "${o[@]}" ;;
+          *) echo "unknown method $m" >&2; exit 2 ;;
+        esac
+      done
     done
   done
 }
@@ -63,7 +83,7 @@ for d in sorted(os.listdir(runs)):
     rows.setdefault((method, f), []).append((acc[-1], up, len(recs)))
 print('| method | malicious | final test accuracy (mean over seeds) | seeds | rounds | uplink bytes / client / round |')
 print('|---|---|---|---|---|---|')
-order = {'frl': 0, 'fedavg': 1, 'trmean': 2, 'mkrum': 3}
+order = {'frl': 0, 'frlabs': 1, 'fedavg': 2, 'trmean': 3, 'trmeanfull': 4, 'mkrum': 5, 'mkrumfull': 6}
 for (m, f), v in sorted(rows.items(), key=lambda kv: (order.get(kv[0][0], 9), int(kv[0][1][1:]))):
     accs = [a for a, _, _ in v]
     s = f"{statistics.mean(accs)*100:.2f}%" + (f" ± {statistics.stdev(accs)*100:.2f}" if len(accs) > 1 else "")

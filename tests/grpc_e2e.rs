@@ -126,6 +126,15 @@ const EQUIVALENCE: &[(&str, &[&str])] = &[
             "attack={kind=\"agr_tailored\", fraction=0.2}",
         ],
     ),
+    // Oracle Multi-Krum against the full-knowledge AGR-tailored attack of half the clients, with the
+    // reference code's redraw of malicious-majority rounds.
+    (
+        "configs/quickstart.toml",
+        &[
+            "strategy.aggregator={kind=\"multi_krum\", f=\"oracle\"}",
+            "attack={kind=\"agr_tailored\", fraction=0.5, knowledge=\"full\", redraw_malicious_majority=true}",
+        ],
+    ),
     // FedAvg with Multi-Krum against Gaussian noise from 10% of the clients, from round 2.
     (
         "configs/quickstart.toml",

@@ -23,19 +23,29 @@
 //!     aggregate ranking ([`crate::strategy::frl::reverse_rankings`]). The reference code sums the
 //!     rankings of up to 25 random malicious clients (selected or not); here the round's malicious
 //!     reporters are used.
-//!   - `agr_tailored` (weight-based strategies): every malicious client submits `μ − λ·σ` computed from
-//!     the malicious reporters' honest deltas, with the halving search of [`crate::robust::agr_tailored`]
-//!     against `target` (`trimmed_mean` or `multi_krum`; default: the strategy's aggregator when it is
-//!     one of them, else `trimmed_mean`).
+//!   - `agr_tailored` (weight-based strategies): every malicious client submits `μ − λ·σ`, with the
+//!     halving search of [`crate::robust::agr_tailored`] against `target` (`trimmed_mean` or
+//!     `multi_krum`; default: the strategy's aggregator when it is one of them, else `trimmed_mean`).
+//!     With `knowledge = "partial"` (default, FRL's reference code) μ and σ come from the malicious
+//!     reporters' honest deltas and the search simulates the aggregate over those; with
+//!     `knowledge = "full"` μ and σ come from every honest delta of the round and the search
+//!     simulates the aggregate the server will really compute (the malicious copies plus the benign
+//!     reporters' deltas).
 //!
 //! Before `finish_round` the wrapper tells the strategy the number of malicious reporters
-//! ([`Strategy::set_attackers`]): the `"oracle"` counts of the robust aggregators. The reference code's
-//! redraw of rounds with a malicious majority is not implemented.
+//! ([`Strategy::set_attackers`]): the `"oracle"` counts of the robust aggregators.
+//!
+//! `redraw_malicious_majority = true` (off by default) reproduces the reference code's selection: a
+//! round in which malicious clients are at least half of the selected clients is drawn again until they
+//! are a minority ([`RedrawMaliciousMajority`], a wrapper around the participation model, so both
+//! runtimes select the same clients). It is an oracle choice (the server cannot know who is malicious)
+//! and needs a participation model whose rounds are independent draws (`uniform`, `bernoulli`).
 
 use rand::RngExt;
 use rand_distr::{Distribution, Normal};
 use serde::{Deserialize, Serialize};
 
+use crate::participation::Participation;
 use crate::strategy::fedavg::Aggregator;
 use crate::strategy::frl::{self, Layer};
 use crate::strategy::{ClientState, Init, Reporter, Strategy, StrategyError, StrategySpec, dense};
@@ -85,6 +95,24 @@ pub struct AttackConfig {
     /// The aggregator `agr_tailored` optimises against.
     #[serde(default)]
     pub target: Option<crate::robust::AgrTarget>,
+    /// What `agr_tailored` attackers know of the round's updates.
+    #[serde(default)]
+    pub knowledge: Knowledge,
+    /// Redraw rounds in which malicious clients are at least half of the selection (the reference
+    /// code's behaviour; an oracle choice, off by default).
+    #[serde(default)]
+    pub redraw_malicious_majority: bool,
+}
+
+/// What the AGR-tailored attackers know (Shejwalkar & Houmansadr's threat models).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Knowledge {
+    /// Only the attackers' own honest updates (FRL's reference code).
+    #[default]
+    Partial,
+    /// Every honest update of the round.
+    Full,
 }
 
 impl AttackConfig {
@@ -109,6 +137,9 @@ impl AttackConfig {
             && !s.is_finite()
         {
             return Err(format!("attack.scale must be finite, got {s}"));
+        }
+        if self.knowledge == Knowledge::Full && self.kind != AttackKind::AgrTailored {
+            return Err("attack.knowledge applies only to attack.kind = \"agr_tailored\"".into());
         }
         let frl = matches!(strategy, StrategySpec::Frl(_));
         let weight_based = matches!(
@@ -149,6 +180,90 @@ impl AttackConfig {
             }
         }
         m
+    }
+}
+
+/// Most redraws of one round before [`RedrawMaliciousMajority`] gives up and keeps the last draw (a
+/// population with a malicious majority would otherwise loop for ever).
+pub const MAX_REDRAWS: u64 = 10_000;
+
+/// A participation model whose rounds are drawn again while malicious clients are at least half of the
+/// selection (from the attack's `start_round` on; see the module documentation).
+pub struct RedrawMaliciousMajority {
+    inner: Box<dyn Participation>,
+    malicious: Vec<bool>,
+    start_round: u64,
+}
+
+impl RedrawMaliciousMajority {
+    /// Wraps `inner` for a population of `num_clients` clients attacked as `config` says.
+    pub fn new(inner: Box<dyn Participation>, config: &AttackConfig, num_clients: usize) -> Self {
+        Self {
+            inner,
+            malicious: config.malicious(num_clients),
+            start_round: config.start_round,
+        }
+    }
+
+    fn malicious_majority(&self, selected: &[ClientId]) -> bool {
+        let mal = selected
+            .iter()
+            .filter(|&&c| self.malicious.get(c as usize) == Some(&true))
+            .count();
+        !selected.is_empty() && 2 * mal >= selected.len()
+    }
+}
+
+impl Participation for RedrawMaliciousMajority {
+    fn select(&mut self, round: u64, available: &[ClientId]) -> Vec<ClientId> {
+        let mut selected = self.inner.select(round, available);
+        if round < self.start_round {
+            return selected;
+        }
+        let mut attempt = 0;
+        while self.malicious_majority(&selected) {
+            attempt += 1;
+            if attempt > MAX_REDRAWS {
+                tracing::warn!(
+                    round,
+                    "malicious majority after {MAX_REDRAWS} redraws; keeping it"
+                );
+                break;
+            }
+            match self.inner.redraw(round, available, attempt) {
+                Some(s) => selected = s,
+                None => break,
+            }
+        }
+        if attempt > 0 {
+            tracing::debug!(
+                round,
+                redraws = attempt,
+                "redrew a round with a malicious majority"
+            );
+        }
+        selected
+    }
+
+    fn redraw(
+        &mut self,
+        round: u64,
+        available: &[ClientId],
+        attempt: u64,
+    ) -> Option<Vec<ClientId>> {
+        self.inner.redraw(round, available, attempt)
+    }
+
+    fn probabilities(&self) -> Option<&[f64]> {
+        self.inner.probabilities()
+    }
+
+    fn save_state(&self) -> Vec<u8> {
+        self.inner.save_state()
+    }
+
+    fn load_state(&mut self, state: &[u8]) -> Result<(), String> {
+        self.inner.load_state(state)
     }
 }
 
@@ -220,22 +335,34 @@ impl Attacked {
                 res
             }
             AttackKind::AgrTailored => {
-                let mut honest = Vec::with_capacity(mal.len());
-                for &i in &mal {
-                    let (r, p) = &self.buffer[i];
-                    let d = match p.get(dense::DELTA) {
-                        Some(TensorData::F32 { values, .. }) if values.len() == self.dim => values,
+                // Every reporter's honest delta (the malicious clients trained honestly), by position.
+                let mut deltas: Vec<&[f32]> = Vec::with_capacity(self.buffer.len());
+                for (r, p) in &self.buffer {
+                    match p.get(dense::DELTA) {
+                        Some(TensorData::F32 { values, .. }) if values.len() == self.dim => {
+                            deltas.push(values)
+                        }
                         _ => {
                             return Err(StrategyError::InvalidUpdate {
                                 client: r.id,
                                 msg: format!("no `{}` of {} values", dense::DELTA, self.dim),
                             });
                         }
-                    };
-                    honest.push(d.to_vec());
+                    }
                 }
-                let refs: Vec<&[f32]> = honest.iter().map(Vec::as_slice).collect();
-                let mal_delta = crate::robust::agr_tailored(&refs, mal.len(), self.target);
+                let own: Vec<&[f32]> = mal.iter().map(|&i| deltas[i]).collect();
+                let mal_delta = match self.config.knowledge {
+                    Knowledge::Partial => {
+                        crate::robust::agr_tailored(&own, &own, mal.len(), self.target)
+                    }
+                    Knowledge::Full => {
+                        let benign: Vec<&[f32]> = (0..deltas.len())
+                            .filter(|i| !mal.contains(i))
+                            .map(|i| deltas[i])
+                            .collect();
+                        crate::robust::agr_tailored(&deltas, &benign, mal.len(), self.target)
+                    }
+                };
                 for &i in &mal {
                     self.buffer[i]
                         .1
@@ -398,6 +525,8 @@ mod tests {
             start_round: 1,
             scale: None,
             target: None,
+            knowledge: Knowledge::Partial,
+            redraw_malicious_majority: false,
         }
     }
 
@@ -587,7 +716,8 @@ mod tests {
         // The attackers' μ − λσ replaced their updates; the trimmed mean (b = 2) of five values is the
         // median, which the crafted values drag below the honest median.
         let refs: Vec<&[f32]> = ups[..2].iter().map(Vec::as_slice).collect();
-        let mal = crate::robust::agr_tailored(&refs, 2, crate::robust::AgrTarget::TrimmedMean);
+        let mal =
+            crate::robust::agr_tailored(&refs, &refs, 2, crate::robust::AgrTarget::TrimmedMean);
         let mut all: Vec<Vec<f32>> = vec![mal.clone(), mal];
         all.extend(ups[2..].iter().cloned());
         let want =
@@ -596,5 +726,109 @@ mod tests {
         let honest_median =
             crate::robust::median(&ups.iter().map(Vec::as_slice).collect::<Vec<_>>());
         assert_ne!(g, honest_median);
+    }
+
+    #[test]
+    fn full_knowledge_agr_tailored_uses_every_honest_update() {
+        let global = vec![0.0f32; 3];
+        let ups: Vec<Vec<f32>> = vec![
+            vec![1.0, 2.0, 3.0],
+            vec![1.5, 2.5, 2.0],
+            vec![1.2, 2.2, 3.3],
+            vec![0.8, 1.9, 2.7],
+            vec![1.1, 2.1, 3.1],
+        ];
+        let agg = Aggregator::TrimmedMean {
+            trim: Count::Oracle(OracleTag::Oracle),
+        };
+        let (spec, inner) = fedavg(agg);
+        let config = AttackConfig {
+            knowledge: Knowledge::Full,
+            ..cfg(AttackKind::AgrTailored, 0.4)
+        };
+        config.validate(5, &spec).unwrap();
+        let mut s = Attacked::new(inner, config, 5, &spec);
+        init(&mut s, &global, 5);
+        let mut g = global.clone();
+        s.begin_round(1, &[], &g);
+        accept_all(
+            &mut s,
+            ups.iter()
+                .map(|d| Payload::new().with(dense::DELTA, TensorData::vector(d.clone())))
+                .collect(),
+        );
+        s.finish_round(1, &mut g, &[]);
+        // μ, σ over all five honest deltas; the search simulates the real aggregate (two malicious
+        // copies plus the three benign deltas).
+        let all: Vec<&[f32]> = ups.iter().map(Vec::as_slice).collect();
+        let mal =
+            crate::robust::agr_tailored(&all, &all[2..], 2, crate::robust::AgrTarget::TrimmedMean);
+        let partial = crate::robust::agr_tailored(
+            &all[..2],
+            &all[..2],
+            2,
+            crate::robust::AgrTarget::TrimmedMean,
+        );
+        assert_ne!(mal, partial);
+        let mut real: Vec<&[f32]> = vec![&mal, &mal];
+        real.extend_from_slice(&all[2..]);
+        assert_eq!(g, crate::robust::trimmed_mean(&real, 2));
+        // Knowledge only means something for agr_tailored.
+        let wrong = AttackConfig {
+            knowledge: Knowledge::Full,
+            ..cfg(AttackKind::Scaling, 0.4)
+        };
+        assert!(
+            wrong
+                .validate(5, &spec)
+                .unwrap_err()
+                .contains("attack.knowledge")
+        );
+    }
+
+    #[test]
+    fn redraw_keeps_malicious_clients_a_minority_and_leaves_other_rounds_alone() {
+        use crate::participation::models::{Bernoulli, Uniform};
+        let n = 10;
+        let config = AttackConfig {
+            redraw_malicious_majority: true,
+            ..cfg(AttackKind::Scaling, 0.5)
+        };
+        let mal = config.malicious(n);
+        let count = |s: &[ClientId]| s.iter().filter(|&&c| mal[c as usize]).count();
+        let available: Vec<ClientId> = (0..n as u32).collect();
+        let models: Vec<Box<dyn Fn() -> Box<dyn Participation>>> = vec![
+            Box::new(|| {
+                Box::new(Uniform {
+                    per_round: 4,
+                    seed: 7,
+                })
+            }),
+            Box::new(|| Box::new(Bernoulli::new(vec![0.4; 10], 7))),
+        ];
+        for make in models {
+            let mut plain = make();
+            let mut redrawn = RedrawMaliciousMajority::new(make(), &config, n);
+            let (mut majority_rounds, mut kept) = (0, 0);
+            for round in 0..300 {
+                let a = plain.select(round, &available);
+                let b = redrawn.select(round, &available);
+                let majority = !a.is_empty() && 2 * count(&a) >= a.len();
+                if round < config.start_round || !majority {
+                    assert_eq!(a, b, "round {round}: a minority draw must not change");
+                    kept += 1;
+                } else {
+                    majority_rounds += 1;
+                    assert!(
+                        b.is_empty() || 2 * count(&b) < b.len(),
+                        "round {round}: {b:?}"
+                    );
+                }
+            }
+            assert!(
+                majority_rounds > 20 && kept > 20,
+                "{majority_rounds} / {kept}"
+            );
+        }
     }
 }

@@ -179,10 +179,21 @@ impl Engine {
             seed: scenario.seed,
             label_counts: counts.as_ref().map(|c| (&c[..], data.train.num_classes)),
         };
-        let model_p = scenario
+        let mut model_p = scenario
             .participation
             .build(&population)
             .map_err(CoreError::Scenario)?;
+        if let Some(a) = scenario
+            .attack
+            .as_ref()
+            .filter(|a| a.redraw_malicious_majority)
+        {
+            model_p = Box::new(crate::attack::RedrawMaliciousMajority::new(
+                model_p,
+                a,
+                scenario.clients,
+            ));
+        }
         let participation = Scheduler::new(
             model_p,
             scenario.events.clone(),

@@ -220,26 +220,36 @@ pub enum AgrTarget {
 }
 
 /// The AGR-tailored attack of Shejwalkar & Houmansadr (NDSS 2021, `our_attack_trmean` /
-/// `our_attack_mkrum` of their code, with `dev_type = std` as FRL's reference code uses): from the
-/// attackers' own benign updates (`benign`, one per attacker), `μ` and `σ` are their coordinate-wise
-/// mean and standard deviation (unbiased; 0 with fewer than two), and the malicious update is
-/// `μ − λ·σ`. `λ` starts at 5 and follows a halving search until the step falls below 1e-5: for the
-/// trimmed mean, `λ` grows while the deviation `‖agg − μ‖` of the simulated aggregate (attackers'
-/// copies plus the benign updates, trimming `n_attackers`) keeps growing; for Multi-Krum, while every
-/// malicious copy is still selected — precisely, while the first `min(n_attackers, picks)` Multi-Krum picks
-/// are all malicious copies (the reference code demands all `n_attackers` among the picks, which can
-/// never hold when the simulated set is too small for `2f + 2` to leave that many picks). Returns the
+/// `our_attack_mkrum` of their code, with `dev_type = std` as FRL's reference code uses): `μ` and `σ`
+/// are the coordinate-wise mean and standard deviation (unbiased; 0 with fewer than two) of the
+/// `reference` updates, and the malicious update is `μ − λ·σ`. `λ` starts at 5 and follows a halving
+/// search until the step falls below 1e-5, on a simulated aggregate of the `n_attackers` malicious
+/// copies plus `others`: for the trimmed mean, `λ` grows while the deviation `‖agg − μ‖` of the
+/// simulated aggregate (trimming `n_attackers`) keeps growing; for Multi-Krum, while every malicious
+/// copy is still selected — precisely, while the first `min(n_attackers, picks)` Multi-Krum picks are
+/// all malicious copies (the reference code demands all `n_attackers` among the picks, which can never
+/// hold when the simulated set is too small for `2f + 2` to leave that many picks). Returns the
 /// malicious update (every attacker sends it).
-pub fn agr_tailored(benign: &[&[f32]], n_attackers: usize, target: AgrTarget) -> Vec<f32> {
-    let n = benign.len();
-    let mu = mean(benign);
+///
+/// The two knowledge levels of the paper differ only in the sets passed: with *partial* knowledge
+/// (FRL's reference code) both `reference` and `others` are the attackers' own honest updates; with
+/// *full* knowledge `reference` is every honest update of the round and `others` the benign clients'
+/// updates, so the simulated aggregate is the one the server will compute.
+pub fn agr_tailored(
+    reference: &[&[f32]],
+    others: &[&[f32]],
+    n_attackers: usize,
+    target: AgrTarget,
+) -> Vec<f32> {
+    let n = reference.len();
+    let mu = mean(reference);
     if n == 0 || n_attackers == 0 {
         return mu;
     }
     let sigma: Vec<f32> = if n < 2 {
         vec![0.0; mu.len()]
     } else {
-        per_coordinate(benign, |col| {
+        per_coordinate(reference, |col| {
             let m = col.iter().map(|&v| v as f64).sum::<f64>() / col.len() as f64;
             let var =
                 col.iter().map(|&v| (v as f64 - m).powi(2)).sum::<f64>() / (col.len() - 1) as f64;
@@ -252,30 +262,27 @@ pub fn agr_tailored(benign: &[&[f32]], n_attackers: usize, target: AgrTarget) ->
             .map(|(m, s)| (*m as f64 - lambda * *s as f64) as f32)
             .collect()
     };
+    // What the search evaluates at each λ, prepared once: `others` do not change between steps.
+    let simulated = match target {
+        AgrTarget::TrimmedMean => Simulated::TrimmedMean(SortedColumns::new(others)),
+        AgrTarget::MultiKrum => Simulated::MultiKrum(KrumDistances::new(others, &mu, &sigma)),
+    };
     let mut lambda = 5.0f64;
     let mut step = lambda;
     let mut succ = 0.0f64;
     let mut prev_loss = -1.0f64;
     while (succ - lambda).abs() > 1e-5 {
-        let mal = make(lambda);
-        let mut all: Vec<&[f32]> = vec![mal.as_slice(); n_attackers];
-        all.extend_from_slice(benign);
-        let success = match target {
-            AgrTarget::TrimmedMean => {
-                let agg = trimmed_mean(&all, n_attackers);
-                let loss = agg
-                    .iter()
-                    .zip(&mu)
-                    .map(|(a, m)| ((*a - *m) as f64).powi(2))
-                    .sum::<f64>()
-                    .sqrt();
+        let success = match &simulated {
+            Simulated::TrimmedMean(cols) => {
+                let loss = cols.deviation_with_copies(&make(lambda), n_attackers, &mu);
                 let better = prev_loss < loss;
                 prev_loss = loss;
                 better
             }
-            AgrTarget::MultiKrum => {
-                let d = pairwise_sq_distances(&all);
-                let picked = krum_select(&d, all.len(), n_attackers, true);
+            Simulated::MultiKrum(dist) => {
+                let m = n_attackers + others.len();
+                let picked =
+                    krum_select(&dist.with_copies(lambda, n_attackers), m, n_attackers, true);
                 let k = n_attackers.min(picked.len());
                 k > 0 && picked[..k].iter().all(|&i| i < n_attackers)
             }
@@ -289,6 +296,146 @@ pub fn agr_tailored(benign: &[&[f32]], n_attackers: usize, target: AgrTarget) ->
         step /= 2.0;
     }
     make(succ)
+}
+
+/// The aggregate [`agr_tailored`] simulates, prepared for cheap re-evaluation at each λ.
+enum Simulated {
+    TrimmedMean(SortedColumns),
+    MultiKrum(KrumDistances),
+}
+
+/// Every coordinate's column of the fixed updates, sorted, with f64 prefix sums: the trimmed mean of
+/// the column plus `a` copies of one value is then a binary search and two prefix differences, so a
+/// search step costs O(d log m) instead of sorting d columns.
+struct SortedColumns {
+    /// Updates per column.
+    n: usize,
+    /// `sorted[j·n + k]`: the k-th smallest value of coordinate j.
+    sorted: Vec<f32>,
+    /// `prefix[j·(n + 1) + k]`: the sum of the k smallest values of coordinate j.
+    prefix: Vec<f64>,
+}
+
+impl SortedColumns {
+    fn new(updates: &[&[f32]]) -> Self {
+        let n = updates.len();
+        let d = updates.first().map_or(0, |u| u.len());
+        let mut sorted = vec![0.0f32; d * n];
+        let mut prefix = vec![0.0f64; d * (n + 1)];
+        if n > 0 {
+            sorted
+                .par_chunks_mut(CHUNK * n)
+                .zip(prefix.par_chunks_mut(CHUNK * (n + 1)))
+                .enumerate()
+                .for_each(|(c, (cols, sums))| {
+                    for (k, (col, sum)) in
+                        cols.chunks_mut(n).zip(sums.chunks_mut(n + 1)).enumerate()
+                    {
+                        let j = c * CHUNK + k;
+                        for (v, u) in col.iter_mut().zip(updates) {
+                            *v = u[j];
+                        }
+                        col.sort_unstable_by(f32::total_cmp);
+                        for (i, &v) in col.iter().enumerate() {
+                            sum[i + 1] = sum[i] + v as f64;
+                        }
+                    }
+                });
+        }
+        Self { n, sorted, prefix }
+    }
+
+    /// `‖trimmed_mean(a copies of x, the columns; b = a) − μ‖`, as [`trimmed_mean`] would give it.
+    fn deviation_with_copies(&self, x: &[f32], a: usize, mu: &[f32]) -> f64 {
+        let n = self.n;
+        let total = n + a;
+        let b = a.min(total.saturating_sub(1) / 2);
+        let (lo, hi) = (b, total - b);
+        // Per-chunk partial sums in parallel, added in chunk order: independent of the thread count.
+        let parts: Vec<f64> = x
+            .par_chunks(CHUNK)
+            .enumerate()
+            .map(|(c, xs)| {
+                let mut acc = 0.0f64;
+                for (k, &v) in xs.iter().enumerate() {
+                    let j = c * CHUNK + k;
+                    let col = &self.sorted[j * n..(j + 1) * n];
+                    let sum = &self.prefix[j * (n + 1)..(j + 1) * (n + 1)];
+                    // The copies sit at merged positions p .. p + a; column value k at k (k < p) or
+                    // k + a (k ≥ p).
+                    let p = col.partition_point(|c| c.total_cmp(&v).is_lt());
+                    let range =
+                        |from: usize, to: usize| if to > from { sum[to] - sum[from] } else { 0.0 };
+                    let below = range(lo.min(p), hi.min(p));
+                    let above = range(
+                        lo.saturating_sub(a).max(p).min(n),
+                        hi.saturating_sub(a).max(p).min(n),
+                    );
+                    let copies = (hi.min(p + a)).saturating_sub(lo.max(p));
+                    let agg =
+                        ((below + above + copies as f64 * v as f64) / (hi - lo) as f64) as f32;
+                    acc += ((agg - mu[j]) as f64).powi(2);
+                }
+                acc
+            })
+            .collect();
+        parts.iter().sum::<f64>().sqrt()
+    }
+}
+
+/// Squared distances among the fixed updates, and of each to `μ − λσ` as a quadratic in λ:
+/// `‖μ − λσ − u_k‖² = A_k − 2λ·B_k + λ²·C`, so a search step costs O(m²) instead of O(m²·d).
+struct KrumDistances {
+    /// Pairwise squared distances of the fixed updates, row-major `n × n`.
+    among: Vec<f64>,
+    /// `A_k = ‖μ − u_k‖²`.
+    a: Vec<f64>,
+    /// `B_k = σ·(μ − u_k)`.
+    b: Vec<f64>,
+    /// `C = ‖σ‖²`.
+    c: f64,
+}
+
+impl KrumDistances {
+    fn new(updates: &[&[f32]], mu: &[f32], sigma: &[f32]) -> Self {
+        let (a, b): (Vec<f64>, Vec<f64>) = updates
+            .par_iter()
+            .map(|u| {
+                u.iter()
+                    .zip(mu)
+                    .zip(sigma)
+                    .fold((0.0, 0.0), |(a, b), ((&u, &m), &s)| {
+                        let r = m as f64 - u as f64;
+                        (a + r * r, b + s as f64 * r)
+                    })
+            })
+            .unzip();
+        let c = sigma.iter().map(|&s| (s as f64).powi(2)).sum();
+        Self {
+            among: pairwise_sq_distances(updates),
+            a,
+            b,
+            c,
+        }
+    }
+
+    /// The distance matrix of `copies` copies of `μ − λσ` (first) followed by the fixed updates.
+    fn with_copies(&self, lambda: f64, copies: usize) -> Vec<f64> {
+        let n = self.a.len();
+        let m = copies + n;
+        let mut d = vec![0.0f64; m * m];
+        for k in 0..n {
+            let to_mal = (self.a[k] - 2.0 * lambda * self.b[k] + lambda * lambda * self.c).max(0.0);
+            for i in 0..copies {
+                d[i * m + copies + k] = to_mal;
+                d[(copies + k) * m + i] = to_mal;
+            }
+            for l in 0..n {
+                d[(copies + k) * m + copies + l] = self.among[k * n + l];
+            }
+        }
+        d
+    }
 }
 
 #[cfg(test)]
@@ -378,7 +525,7 @@ mod tests {
         let r = refs(&benign);
         let mu = mean(&r);
         for target in [AgrTarget::TrimmedMean, AgrTarget::MultiKrum] {
-            let mal = agr_tailored(&r, 5, target);
+            let mal = agr_tailored(&r, &r, 5, target);
             let dev: f64 = mal
                 .iter()
                 .zip(&mu)
@@ -388,6 +535,74 @@ mod tests {
             assert!(mal.iter().all(|v| v.is_finite()));
         }
         // One attacker: σ = 0, the attack degenerates to the benign mean.
-        assert_eq!(agr_tailored(&r[..1], 1, AgrTarget::TrimmedMean), benign[0]);
+        assert_eq!(
+            agr_tailored(&r[..1], &r[..1], 1, AgrTarget::TrimmedMean),
+            benign[0]
+        );
+    }
+
+    #[test]
+    fn full_knowledge_agr_tailored_keeps_every_copy_in_the_real_multi_krum_selection() {
+        // Twelve benign updates around a common point; three attackers know them all.
+        let benign: Vec<Vec<f32>> = (0..12)
+            .map(|i| {
+                (0..20)
+                    .map(|j| 1.0 + ((i * 13 + j * 5) % 17) as f32 * 0.01)
+                    .collect()
+            })
+            .collect();
+        let r = refs(&benign);
+        let mu = mean(&r);
+        let mal = agr_tailored(&r, &r, 3, AgrTarget::MultiKrum);
+        assert_ne!(mal, mu, "the search found no λ > 0");
+        let mut all: Vec<&[f32]> = vec![&mal; 3];
+        all.extend_from_slice(&r);
+        let d = pairwise_sq_distances(&all);
+        let picked = krum_select(&d, all.len(), 3, true);
+        assert!(picked[..3].iter().all(|&i| i < 3), "{picked:?}");
+    }
+
+    #[test]
+    fn prepared_search_sets_match_the_direct_rules() {
+        let ups: Vec<Vec<f32>> = (0..9)
+            .map(|i| {
+                (0..CHUNK + 37)
+                    .map(|j| (((i * 7919 + j * 104_729) % 1000) as f32 - 500.0) * 1e-3)
+                    .collect()
+            })
+            .collect();
+        let r = refs(&ups);
+        let mu = mean(&r);
+        let sigma: Vec<f32> = (0..mu.len()).map(|j| 0.1 + (j % 5) as f32 * 0.01).collect();
+        let cols = SortedColumns::new(&r);
+        let krum = KrumDistances::new(&r, &mu, &sigma);
+        for (lambda, a) in [(0.0, 1), (0.5, 3), (2.0, 4), (5.0, 9)] {
+            let x: Vec<f32> = mu
+                .iter()
+                .zip(&sigma)
+                .map(|(m, s)| (*m as f64 - lambda * *s as f64) as f32)
+                .collect();
+            let mut all: Vec<&[f32]> = vec![&x; a];
+            all.extend_from_slice(&r);
+            let direct = trimmed_mean(&all, a)
+                .iter()
+                .zip(&mu)
+                .map(|(g, m)| ((g - m) as f64).powi(2))
+                .sum::<f64>()
+                .sqrt();
+            let fast = cols.deviation_with_copies(&x, a, &mu);
+            assert!(
+                (direct - fast).abs() <= 1e-6 * direct.max(1e-12),
+                "λ={lambda} a={a}: {direct} vs {fast}"
+            );
+            let want = pairwise_sq_distances(&all);
+            let got = krum.with_copies(lambda, a);
+            for (w, g) in want.iter().zip(&got) {
+                assert!(
+                    (w - g).abs() <= 1e-5 * w.max(1e-3),
+                    "λ={lambda} a={a}: {w} vs {g}"
+                );
+            }
+        }
     }
 }

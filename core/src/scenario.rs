@@ -239,6 +239,12 @@ impl Scenario {
         self.participation.validate(self.clients)?;
         if let Some(a) = &self.attack {
             a.validate(self.clients, &self.strategy)?;
+            if a.redraw_malicious_majority && !self.participation.can_redraw() {
+                return Err(
+                    "attack.redraw_malicious_majority needs participation.kind = \"uniform\" or \"bernoulli\" (rounds that are independent draws)"
+                        .into(),
+                );
+            }
         }
         self.events.validate(self.clients)?;
         if self.eval.every == 0 {
@@ -442,6 +448,29 @@ kind = "logreg"
         )
         .unwrap_err();
         assert!(e.to_string().contains("power"), "{e}");
+        let redraw = "attack={kind=\"agr_tailored\", fraction=0.2, knowledge=\"full\", redraw_malicious_majority=true}";
+        let s = Scenario::parse(MINIMAL, &[redraw.into()]).unwrap();
+        assert!(
+            s.attack
+                .as_ref()
+                .is_some_and(|a| a.redraw_malicious_majority)
+        );
+        assert_eq!(Scenario::parse(&s.to_toml(), &[]).unwrap(), s);
+        let e = Scenario::parse(
+            MINIMAL,
+            &[
+                redraw.into(),
+                "participation={kind=\"markov\", p=0.5, q=0.1}".into(),
+            ],
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("redraw_malicious_majority"), "{e}");
+        let e = Scenario::parse(
+            MINIMAL,
+            &["attack={kind=\"agr_tailored\", fraction=0.2, knowledge=\"most\"}".into()],
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("knowledge"), "{e}");
         let s = Scenario::parse(
             MINIMAL,
             &[

@@ -13,6 +13,7 @@ pub mod mlp;
 pub mod model;
 mod ops;
 pub mod optim;
+pub mod order;
 pub mod perf;
 pub mod spec;
 pub mod supermask;

@@ -24,6 +24,7 @@ use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+use crate::order::ordered_bits;
 use crate::{EvalStats, Layout, Model, NnError, Scratch};
 
 /// Scratch slot of the effective weights of the wrapped model (beyond every slot the dense models use).
@@ -163,47 +164,95 @@ impl Supermask {
         for l in &self.layers {
             let r = l.offset..l.offset + l.len;
             let dst = &mut eff[l.inner_offset..l.inner_offset + l.len];
-            layer_mask(&scores[r.clone()], self.pruned(l.len), self.mask_by, dst);
-            for (d, w) in dst.iter_mut().zip(&self.weights[r]) {
-                *d *= w;
-            }
+            let (s, w) = (&scores[r.clone()], &self.weights[r]);
+            apply_pivot(s, mask_pivot(s, self.pruned(l.len), self.mask_by), self.mask_by, Some(w), dst);
         }
     }
-}
-
-/// Order-preserving map of an `f32` to a `u32` (IEEE total order).
-#[inline]
-fn ordered_bits(v: f32) -> u32 {
-    let b = v.to_bits();
-    if b & 0x8000_0000 != 0 { !b } else { b | 0x8000_0000 }
 }
 
 /// The sort key of edge `i` with score `s`: the score's total order, ties broken by index.
 #[inline]
 fn edge_key(s: f32, i: usize, by: MaskBy) -> u64 {
-    let v = match by {
-        MaskBy::Signed => s,
-        MaskBy::Abs => s.abs(),
+    ((mask_value(s, by) as u64) << 32) | i as u64
+}
+
+/// Bits of the ordered score that pick a bucket in [`layer_mask`]'s histogram (4096 buckets, 16 KiB).
+const BUCKET_BITS: u32 = 12;
+
+/// The `pruned`-th lowest edge of a layer (0-based), as (ordered score bits, edge index): edges at or
+/// above it are kept. `None` when nothing is pruned.
+///
+/// Ranks are the total order of [`edge_key`] (score, then edge index), so the mask is exact and
+/// deterministic. The pivot is found by a radix select, since this runs once per training step: a
+/// histogram of the scores' top bits finds the bucket that holds the pivot, and only that bucket's
+/// keys (a few percent of the layer for continuous scores) are partially sorted.
+fn mask_pivot(scores: &[f32], pruned: usize, by: MaskBy) -> Option<(u32, usize)> {
+    if pruned == 0 {
+        return None;
+    }
+    if pruned >= scores.len() {
+        // Above every edge.
+        return Some((u32::MAX, usize::MAX));
+    }
+    let shift = 32 - BUCKET_BITS;
+    let mut hist = [0u32; 1 << BUCKET_BITS];
+    for &s in scores {
+        hist[(mask_value(s, by) >> shift) as usize] += 1;
+    }
+    let (mut bucket, mut below) = (0usize, 0usize);
+    while below + hist[bucket] as usize <= pruned {
+        below += hist[bucket] as usize;
+        bucket += 1;
+    }
+    let mut keys: Vec<u64> = Vec::with_capacity(hist[bucket] as usize);
+    keys.extend(
+        scores
+            .iter()
+            .enumerate()
+            .filter(|&(_, &s)| (mask_value(s, by) >> shift) as usize == bucket)
+            .map(|(i, &s)| edge_key(s, i, by)),
+    );
+    let (_, &mut pivot, _) = keys.select_nth_unstable(pruned - below);
+    Some(((pivot >> 32) as u32, pivot as u32 as usize))
+}
+
+/// The ordered bits an edge is masked by.
+#[inline]
+fn mask_value(s: f32, by: MaskBy) -> u32 {
+    match by {
+        MaskBy::Signed => ordered_bits(s),
+        MaskBy::Abs => ordered_bits(s.abs()),
+    }
+}
+
+/// Writes `kept[i]` (or 1 without `kept`) for every edge at or above `pivot`, 0 below it. Branch-free:
+/// half the edges are kept in no predictable pattern.
+#[inline]
+fn apply_pivot(scores: &[f32], pivot: Option<(u32, usize)>, by: MaskBy, kept: Option<&[f32]>, out: &mut [f32]) {
+    let (pv, pi) = pivot.unwrap_or((0, 0));
+    let bits = |i: usize, s: f32| -> u32 {
+        let v = mask_value(s, by);
+        let keep = pivot.is_none() | (v > pv) | ((v == pv) & (i >= pi));
+        0u32.wrapping_sub(keep as u32)
     };
-    ((ordered_bits(v) as u64) << 32) | i as u64
+    match kept {
+        None => {
+            for (i, (o, &s)) in out.iter_mut().zip(scores).enumerate() {
+                *o = f32::from_bits(1.0f32.to_bits() & bits(i, s));
+            }
+        }
+        Some(w) => {
+            for (i, ((o, &s), &w)) in out.iter_mut().zip(scores).zip(w).enumerate() {
+                *o = f32::from_bits(w.to_bits() & bits(i, s));
+            }
+        }
+    }
 }
 
 /// Writes the 0/1 mask of one layer into `out`: the `pruned` lowest-ranked edges get 0, the rest 1.
 pub fn layer_mask(scores: &[f32], pruned: usize, by: MaskBy, out: &mut [f32]) {
     debug_assert_eq!(scores.len(), out.len());
-    if pruned == 0 {
-        out.fill(1.0);
-        return;
-    }
-    if pruned >= scores.len() {
-        out.fill(0.0);
-        return;
-    }
-    let mut keys: Vec<u64> = scores.iter().enumerate().map(|(i, &s)| edge_key(s, i, by)).collect();
-    let (_, &mut pivot, _) = keys.select_nth_unstable(pruned);
-    for (i, (o, &s)) in out.iter_mut().zip(scores).enumerate() {
-        *o = if edge_key(s, i, by) >= pivot { 1.0 } else { 0.0 };
-    }
+    apply_pivot(scores, mask_pivot(scores, pruned, by), by, None, out);
 }
 
 impl Model for Supermask {
@@ -364,6 +413,33 @@ mod tests {
         assert_eq!(out, [0.0, 0.0, 1.0, 1.0, 1.0, 1.0]);
         layer_mask(&[-3.0, -2.0, -0.1, 0.1, 2.0, 3.0], 2, MaskBy::Abs, &mut out);
         assert_eq!(out, [1.0, 1.0, 0.0, 0.0, 1.0, 1.0]);
+    }
+
+    #[test]
+    fn radix_select_mask_matches_a_full_sort() {
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        for (n, distinct) in [(1usize, 0u32), (7, 0), (1000, 0), (20_000, 0), (5000, 3), (3000, 1)] {
+            // distinct = 0: continuous scores; otherwise only that many values (heavy ties), with ±0.
+            let scores: Vec<f32> = (0..n)
+                .map(|_| match distinct {
+                    0 => rng.random_range(-0.05f32..0.05),
+                    d => [0.0f32, -0.0, 1.5, -1.5][rng.random_range(0..d.min(4)) as usize],
+                })
+                .collect();
+            for by in [MaskBy::Signed, MaskBy::Abs] {
+                for pruned in [0, 1, n / 3, n / 2, n.saturating_sub(1), n] {
+                    let mut keys: Vec<u64> = scores.iter().enumerate().map(|(i, &s)| edge_key(s, i, by)).collect();
+                    keys.sort_unstable();
+                    let mut want = vec![1.0f32; n];
+                    for &k in &keys[..pruned] {
+                        want[k as u32 as usize] = 0.0;
+                    }
+                    let mut got = vec![f32::NAN; n];
+                    layer_mask(&scores, pruned, by, &mut got);
+                    assert_eq!(got, want, "n={n} distinct={distinct} {by:?} pruned={pruned}");
+                }
+            }
+        }
     }
 
     /// The loss is piecewise constant in the scores; the straight-through gradient equals the derivative

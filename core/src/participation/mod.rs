@@ -28,6 +28,18 @@ pub trait Participation: Send + Sync {
     /// Selected clients of `round` (0-based), ascending, drawn from `available` (ascending).
     fn select(&mut self, round: u64, available: &[ClientId]) -> Vec<ClientId>;
 
+    /// A fresh, independent selection for `round` (attempt `attempt` ≥ 1), for models whose rounds are
+    /// independent draws (uniform, Bernoulli); `None` where redrawing is not defined (stateful or
+    /// replayed models). Used by the attack option `redraw_malicious_majority`.
+    fn redraw(
+        &mut self,
+        _round: u64,
+        _available: &[ClientId],
+        _attempt: u64,
+    ) -> Option<Vec<ClientId>> {
+        None
+    }
+
     /// Per-client participation probabilities, where the model has them (for the known-probability
     /// oracle baseline).
     fn probabilities(&self) -> Option<&[f64]> {
@@ -172,6 +184,15 @@ impl ParticipationSpec {
                 p: ProbabilitySpec::Dist(ClassTied { .. }),
                 ..
             }
+        )
+    }
+
+    /// Whether the model's rounds are independent draws that can be redrawn
+    /// ([`Participation::redraw`]).
+    pub fn can_redraw(&self) -> bool {
+        matches!(
+            self,
+            ParticipationSpec::Uniform { .. } | ParticipationSpec::Bernoulli { .. }
         )
     }
 

@@ -25,16 +25,32 @@ pub struct Uniform {
     pub seed: u64,
 }
 
-impl Participation for Uniform {
-    fn select(&mut self, round: u64, available: &[ClientId]) -> Vec<ClientId> {
+impl Uniform {
+    /// Draw number `attempt` of `round` (0: the round's selection; more: redraws).
+    fn draw(&self, round: u64, available: &[ClientId], attempt: u64) -> Vec<ClientId> {
         let m = self.per_round.min(available.len());
-        let mut rng = stream(self.seed, Purpose::Participation, round, 0);
+        let mut rng = stream(self.seed, Purpose::Participation, round, attempt);
         let mut picked: Vec<ClientId> = index::sample(&mut rng, available.len(), m)
             .into_iter()
             .map(|i| available[i])
             .collect();
         picked.sort_unstable();
         picked
+    }
+}
+
+impl Participation for Uniform {
+    fn select(&mut self, round: u64, available: &[ClientId]) -> Vec<ClientId> {
+        self.draw(round, available, 0)
+    }
+
+    fn redraw(
+        &mut self,
+        round: u64,
+        available: &[ClientId],
+        attempt: u64,
+    ) -> Option<Vec<ClientId>> {
+        Some(self.draw(round, available, attempt))
     }
 }
 
@@ -52,15 +68,33 @@ impl Bernoulli {
     }
 }
 
-impl Participation for Bernoulli {
-    fn select(&mut self, round: u64, available: &[ClientId]) -> Vec<ClientId> {
+impl Bernoulli {
+    /// Coin flips number `attempt` of `round` (0: the round's selection; more: redraws).
+    fn draw(&self, round: u64, available: &[ClientId], attempt: u64) -> Vec<ClientId> {
+        // Salt 0 is the selection; redraws use salts that no other Bernoulli draw uses.
+        let salt = if attempt == 0 { 0 } else { 1000 + attempt };
         available
             .iter()
             .copied()
             .filter(|&c| {
-                unit(self.seed, Purpose::Participation, round, c as u64, 0) < self.p[c as usize]
+                unit(self.seed, Purpose::Participation, round, c as u64, salt) < self.p[c as usize]
             })
             .collect()
+    }
+}
+
+impl Participation for Bernoulli {
+    fn select(&mut self, round: u64, available: &[ClientId]) -> Vec<ClientId> {
+        self.draw(round, available, 0)
+    }
+
+    fn redraw(
+        &mut self,
+        round: u64,
+        available: &[ClientId],
+        attempt: u64,
+    ) -> Option<Vec<ClientId>> {
+        Some(self.draw(round, available, attempt))
     }
 
     fn probabilities(&self) -> Option<&[f64]> {

@@ -25,6 +25,7 @@
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
 
+use fedsim_nn::order::{argsort_u32, ordered_bits};
 use serde::{Deserialize, Serialize};
 
 use super::{ClientState, Init, Reporter, Strategy, StrategyError};
@@ -161,25 +162,10 @@ pub fn unpack_permutation(bytes: &[u8], n: usize) -> Result<Vec<u32>, String> {
     Ok(out)
 }
 
-/// Order-preserving map of an `f32` to a `u32` (IEEE total order).
-fn ordered_bits(v: f32) -> u32 {
-    let b = v.to_bits();
-    if b & 0x8000_0000 != 0 {
-        !b
-    } else {
-        b | 0x8000_0000
-    }
-}
-
 /// `argsort(scores)` ascending on the signed scores, ties broken by edge index (a stable sort).
 pub fn ranking(scores: &[f32]) -> Vec<u32> {
-    let mut keys: Vec<u64> = scores
-        .iter()
-        .enumerate()
-        .map(|(i, &s)| ((ordered_bits(s) as u64) << 32) | i as u64)
-        .collect();
-    keys.sort_unstable();
-    keys.into_iter().map(|k| k as u32).collect()
+    let bits: Vec<u32> = scores.iter().map(|&s| ordered_bits(s)).collect();
+    argsort_u32(&bits)
 }
 
 /// Adds each edge's position in `ranking` to `votes` (`votes[ranking[j]] += j`).
@@ -192,15 +178,8 @@ pub fn add_positions(votes: &mut [u64], ranking: &[u32]) {
 /// The ranking by reputation ascending, ties broken by edge index.
 pub fn rank_by_votes(votes: &[u64]) -> Vec<u32> {
     if votes.iter().all(|&v| v <= u32::MAX as u64) {
-        // (reputation, edge) packed in one u64: unique keys, so an unstable sort is deterministic and
-        // equal reputations come out in ascending edge order.
-        let mut keys: Vec<u64> = votes
-            .iter()
-            .enumerate()
-            .map(|(e, &v)| (v << 32) | e as u64)
-            .collect();
-        keys.sort_unstable();
-        return keys.into_iter().map(|k| k as u32).collect();
+        let v32: Vec<u32> = votes.iter().map(|&v| v as u32).collect();
+        return argsort_u32(&v32);
     }
     let mut order: Vec<u32> = (0..votes.len() as u32).collect();
     // Stable: equal reputations keep ascending edge order.
