@@ -761,6 +761,33 @@ fn first_non_finite(x: &[f64]) -> Result<(), CompressError> {
     }
 }
 
+/// The wire format Top-k and Rand-k share: `k` (index, value) pairs of a `dim`-vector under `tag`.
+struct Sparse {
+    dim: usize,
+    k: usize,
+    precision: Precision,
+    tag: u8,
+}
+
+impl Sparse {
+    fn encoded_len(&self) -> usize {
+        sparse_len(self.dim, self.k, self.precision)
+    }
+
+    /// The papers' count: the values' bits only.
+    fn paper_bits(&self) -> u64 {
+        (self.k * self.precision.bytes() * 8) as u64
+    }
+
+    fn check_header(&self, buf: &[u8]) -> Result<(), CompressError> {
+        read_header(buf, self.tag, self.dim, Some(self.k), self.encoded_len()).map(|_| ())
+    }
+
+    fn decode_add(&self, buf: &[u8], scale: f64, out: &mut [f64]) -> Result<(), CompressError> {
+        sparse_decode_add(buf, self.tag, self.dim, self.k, self.precision, scale, out)
+    }
+}
+
 /// Top-k: the k entries of largest magnitude, ties broken by lower index. α = k/d.
 #[derive(Debug, Clone)]
 pub struct TopK {
@@ -772,6 +799,15 @@ pub struct TopK {
 impl TopK {
     fn tag(&self) -> u8 {
         TAG_SPARSE | self.precision.tag_bit()
+    }
+
+    fn sparse(&self) -> Sparse {
+        Sparse {
+            dim: self.dim,
+            k: self.k,
+            precision: self.precision,
+            tag: self.tag(),
+        }
     }
 
     /// Number of kept coordinates.
@@ -797,10 +833,10 @@ impl Compressor for TopK {
         false
     }
     fn encoded_len(&self) -> usize {
-        sparse_len(self.dim, self.k, self.precision)
+        self.sparse().encoded_len()
     }
     fn paper_bits(&self) -> u64 {
-        (self.k * self.precision.bytes() * 8) as u64
+        self.sparse().paper_bits()
     }
 
     fn encode(
@@ -820,19 +856,11 @@ impl Compressor for TopK {
     }
 
     fn check_header(&self, buf: &[u8]) -> Result<(), CompressError> {
-        read_header(buf, self.tag(), self.dim, Some(self.k), self.encoded_len()).map(|_| ())
+        self.sparse().check_header(buf)
     }
 
     fn decode_add(&self, buf: &[u8], scale: f64, out: &mut [f64]) -> Result<(), CompressError> {
-        sparse_decode_add(
-            buf,
-            self.tag(),
-            self.dim,
-            self.k,
-            self.precision,
-            scale,
-            out,
-        )
+        self.sparse().decode_add(buf, scale, out)
     }
 }
 
@@ -848,6 +876,15 @@ pub struct RandK {
 impl RandK {
     fn tag(&self) -> u8 {
         TAG_SPARSE | self.precision.tag_bit() | if self.scaled { TAG_SCALED } else { 0 }
+    }
+
+    fn sparse(&self) -> Sparse {
+        Sparse {
+            dim: self.dim,
+            k: self.k,
+            precision: self.precision,
+            tag: self.tag(),
+        }
     }
 }
 
@@ -880,10 +917,10 @@ impl Compressor for RandK {
         true
     }
     fn encoded_len(&self) -> usize {
-        sparse_len(self.dim, self.k, self.precision)
+        self.sparse().encoded_len()
     }
     fn paper_bits(&self) -> u64 {
-        (self.k * self.precision.bytes() * 8) as u64
+        self.sparse().paper_bits()
     }
 
     fn encode(
@@ -914,19 +951,11 @@ impl Compressor for RandK {
     }
 
     fn check_header(&self, buf: &[u8]) -> Result<(), CompressError> {
-        read_header(buf, self.tag(), self.dim, Some(self.k), self.encoded_len()).map(|_| ())
+        self.sparse().check_header(buf)
     }
 
     fn decode_add(&self, buf: &[u8], scale: f64, out: &mut [f64]) -> Result<(), CompressError> {
-        sparse_decode_add(
-            buf,
-            self.tag(),
-            self.dim,
-            self.k,
-            self.precision,
-            scale,
-            out,
-        )
+        self.sparse().decode_add(buf, scale, out)
     }
 }
 

@@ -141,26 +141,14 @@ const MEAN_PREV: &str = "mean_prev";
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::TensorData;
+    use crate::strategy::testutil::{init_plain, send_delta};
 
     #[test]
     fn variance_reduced_step() {
         let mut f = FedVarp::new(FedVarpConfig { server_lr: 1.0 });
-        f.init(&Init {
-            global: &[0.0],
-            num_clients: 2,
-            probabilities: None,
-            model: None,
-            data: None,
-        });
+        init_plain(&mut f, &[0.0], 2);
         let mut g = vec![0.0f32];
-        let send = |f: &mut FedVarp, id, v| {
-            f.accept(
-                Reporter { id, num_samples: 1 },
-                Payload::new().with(dense::DELTA, TensorData::vector(vec![v])),
-            )
-            .unwrap()
-        };
+        let send = |f: &mut FedVarp, id, v| send_delta(f, id, vec![v]);
         f.begin_round(0, &[0], &g);
         send(&mut f, 0, 2.0);
         f.finish_round(0, &mut g, &[0]);

@@ -171,26 +171,14 @@ pub(crate) fn load_latest(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::TensorData;
+    use crate::strategy::testutil::{init_plain, send_delta};
 
     #[test]
     fn stale_updates_keep_counting() {
         let mut m = Mifa::new(MifaConfig { server_lr: 1.0 });
-        m.init(&Init {
-            global: &[0.0],
-            num_clients: 2,
-            probabilities: None,
-            model: None,
-            data: None,
-        });
+        init_plain(&mut m, &[0.0], 2);
         let mut g = vec![0.0f32];
-        let send = |m: &mut Mifa, id, v| {
-            m.accept(
-                Reporter { id, num_samples: 1 },
-                Payload::new().with(dense::DELTA, TensorData::vector(vec![v])),
-            )
-            .unwrap()
-        };
+        let send = |m: &mut Mifa, id, v| send_delta(m, id, vec![v]);
         m.begin_round(0, &[0], &g);
         send(&mut m, 0, 2.0);
         m.finish_round(0, &mut g, &[0]);

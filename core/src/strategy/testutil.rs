@@ -4,9 +4,9 @@ use fedsim_data::Dataset;
 use fedsim_nn::{EvalStats, Layout, Model, Scratch};
 use ndarray::{Array2, ArrayView2};
 
-use super::{ClientState, Init, Reporter, Strategy};
+use super::{ClientState, Init, Reporter, Strategy, dense};
 use crate::train::ClientData;
-use crate::{LocalTrainer, TrainConfig};
+use crate::{LocalTrainer, Payload, TensorData, TrainConfig};
 
 /// `f(w) = mean over rows [a, b…] of (a/2)||w − b||²`: a client's quadratic, carried in its data.
 #[derive(Debug)]
@@ -168,4 +168,26 @@ pub(crate) fn one_update(
     strategy
         .local_update(&mut t, &mut ClientState::default(), &task)
         .unwrap()
+}
+
+/// Initialises `strategy` for `num_clients` clients around the global model `global`, with no model or
+/// data attached.
+pub(crate) fn init_plain(strategy: &mut dyn Strategy, global: &[f32], num_clients: usize) {
+    strategy.init(&Init {
+        global,
+        num_clients,
+        probabilities: None,
+        model: None,
+        data: None,
+    });
+}
+
+/// Hands `strategy` client `id`'s one-sample dense update `delta`.
+pub(crate) fn send_delta(strategy: &mut dyn Strategy, id: u32, delta: Vec<f32>) {
+    strategy
+        .accept(
+            Reporter { id, num_samples: 1 },
+            Payload::new().with(dense::DELTA, TensorData::vector(delta)),
+        )
+        .unwrap();
 }
