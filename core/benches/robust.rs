@@ -97,6 +97,22 @@ fn bench_aggregators(c: &mut Criterion) {
     g.bench_function("bulyan_f5", |b| {
         b.iter(|| black_box(robust::bulyan(&refs, 5)))
     });
+    // The attacker's λ search (full knowledge: μ, σ over all 25 honest updates, the aggregate
+    // simulated with 5 malicious copies and the 20 benign updates).
+    for (name, target) in [
+        (
+            "agr_tailored_full_trimmed_mean_5",
+            robust::AgrTarget::TrimmedMean,
+        ),
+        (
+            "agr_tailored_full_multi_krum_5",
+            robust::AgrTarget::MultiKrum,
+        ),
+    ] {
+        g.bench_function(name, |b| {
+            b.iter(|| black_box(robust::agr_tailored(&refs, &refs[5..], 5, target)))
+        });
+    }
     g.finish();
 }
 
