@@ -88,8 +88,7 @@ pp() {
 
 # w8a with rows sorted by norm: EF21 with the L_QM step vs the L_AM step at equal multipliers.
 w8a() {
-  local data=runs/ef21/data/w8a_sorted.txt.gz rounds=${ROUNDS_W8A:-5000}
-  [ -f "$data" ] || python3 bench/ef21_sort_rows.py ../shared/data/libsvm/w8a.txt.gz "$data"
+  local rounds=${ROUNDS_W8A:-5000}
   for m in $w8a_mults; do
     for step in l_qm l_am; do
       run "w8a_sorted/ef21_${step}_m$m" configs/ef21/w8a_sorted_top1.toml --set rounds="$rounds" \

@@ -24,7 +24,7 @@ pub use dataset::{Dataset, FederatedData, Partition};
 pub use idx::{read_idx_images, read_idx_labels, read_idx_pair, read_mnist_dir};
 pub use libsvm::{read_libsvm, read_libsvm_pair};
 pub use partition::{partition, partition_labels};
-pub use spec::{DataSpec, PartitionSpec, load_federated};
+pub use spec::{DataSpec, PartitionSpec, RowOrder, load_federated};
 pub use synthetic::{SyntheticParams, generate_synthetic};
 pub use util::{empty_like, split_tail};
 

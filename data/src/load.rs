@@ -196,7 +196,15 @@ mod tests {
             test_fraction: 0.25,
             features: None,
         };
-        let fed = load_federated(&spec, &PartitionSpec::Contiguous, 3, 0).unwrap();
+        let fed = load_federated(
+            &spec,
+            &PartitionSpec::Contiguous {
+                sort_by: crate::RowOrder::File,
+            },
+            3,
+            0,
+        )
+        .unwrap();
         assert_eq!(fed.train.len(), 15);
         assert_eq!(fed.test.len(), 5);
         assert_eq!(fed.partition.client_len(2), 5 + 2 - 2);
@@ -212,7 +220,15 @@ mod tests {
             test_fraction: 0.0,
             features: None,
         };
-        let fed = load_federated(&spec, &PartitionSpec::Contiguous, 3, 0).unwrap();
+        let fed = load_federated(
+            &spec,
+            &PartitionSpec::Contiguous {
+                sort_by: crate::RowOrder::File,
+            },
+            3,
+            0,
+        )
+        .unwrap();
         assert_eq!((fed.train.len(), fed.test.len()), (20, 0));
         assert_eq!(
             (0..3)

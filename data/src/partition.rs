@@ -15,7 +15,7 @@ use rand::{Rng, RngExt};
 use rand_distr::{Distribution, Gamma, StandardNormal};
 
 use crate::util::{check_u32_len, rng_for};
-use crate::{DataError, Dataset, Partition, PartitionSpec};
+use crate::{DataError, Dataset, Partition, PartitionSpec, RowOrder};
 
 /// Splits the samples of `train` among `num_clients` clients according to `spec`, deterministically from `seed`.
 ///
@@ -27,7 +27,12 @@ pub fn partition(
     num_clients: usize,
     seed: u64,
 ) -> Result<Partition, DataError> {
-    partition_labels(&train.y, train.num_classes, spec, num_clients, seed)
+    match spec {
+        PartitionSpec::Contiguous {
+            sort_by: RowOrder::RowNorm,
+        } => contiguous_by_row_norm(train, num_clients),
+        _ => partition_labels(&train.y, train.num_classes, spec, num_clients, seed),
+    }
 }
 
 /// Like [`partition`], from the labels alone (`labels[i] < num_classes` is the class of sample `i`).
@@ -52,7 +57,14 @@ pub fn partition_labels(
             dirichlet_class(labels, num_classes, num_clients, beta, seed)
         }
         PartitionSpec::QuantitySkew { sigma } => quantity_skew(n, num_clients, sigma, seed),
-        PartitionSpec::Contiguous => contiguous(n, num_clients),
+        PartitionSpec::Contiguous {
+            sort_by: RowOrder::File,
+        } => contiguous(n, num_clients),
+        PartitionSpec::Contiguous {
+            sort_by: RowOrder::RowNorm,
+        } => Err(DataError::Spec(
+            "partition.sort_by = \"row_norm\" needs the features, not only the labels".into(),
+        )),
     }
 }
 
@@ -352,12 +364,36 @@ pub fn quantity_skew(
 /// `b = floor(n / clients)`, the last client also gets the remainder. No shuffling; every sample is assigned.
 /// Needs `1 <= num_clients <= n`.
 pub fn contiguous(n: usize, num_clients: usize) -> Result<Partition, DataError> {
+    Ok(from_perm_with_offsets(
+        identity(n),
+        contiguous_offsets(n, num_clients)?,
+    ))
+}
+
+/// The block boundaries of [`contiguous`].
+fn contiguous_offsets(n: usize, num_clients: usize) -> Result<Vec<usize>, DataError> {
     check_clients_le_samples(num_clients, n, "contiguous")?;
     check_u32_len(n, "the training set")?;
     let b = n / num_clients;
     let mut offsets: Vec<usize> = (0..num_clients).map(|k| k * b).collect();
     offsets.push(n);
-    Ok(from_perm_with_offsets(identity(n), offsets))
+    Ok(offsets)
+}
+
+/// [`contiguous`] after a stable sort of the rows by squared norm (f64 accumulation), ascending
+/// (`sort_by = "row_norm"`).
+pub fn contiguous_by_row_norm(train: &Dataset, num_clients: usize) -> Result<Partition, DataError> {
+    let n = train.len();
+    let offsets = contiguous_offsets(n, num_clients)?;
+    let norms: Vec<f64> = train
+        .x
+        .rows()
+        .into_iter()
+        .map(|r| r.iter().map(|&v| v as f64 * v as f64).sum())
+        .collect();
+    let mut order = identity(n);
+    order.sort_by(|&a, &b| norms[a as usize].total_cmp(&norms[b as usize]));
+    Ok(from_perm_with_offsets(order, offsets))
 }
 
 #[cfg(test)]
@@ -497,6 +533,28 @@ mod tests {
             e.contains("partition.shards_per_client must be at least 1"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn contiguous_by_row_norm_sorts_stably_then_cuts_blocks() {
+        let norms = [3.0f32, 1.0, 2.0, 1.0, 0.0, 2.0, 5.0];
+        let train = Dataset {
+            x: ndarray::Array2::from_shape_fn((norms.len(), 2), |(i, j)| {
+                if j == 0 { norms[i].sqrt() } else { 0.0 }
+            }),
+            y: vec![0; norms.len()],
+            num_classes: 1,
+            image: None,
+        };
+        let spec = PartitionSpec::Contiguous {
+            sort_by: RowOrder::RowNorm,
+        };
+        let p = partition(&train, &spec, 3, 0).unwrap();
+        assert_exact_cover(&p, norms.len());
+        // Sorted (ties in file order): 4, 1, 3, 2, 5, 0, 6; blocks of 2, the remainder to the last.
+        let clients: Vec<Vec<u32>> = (0..3).map(|c| p.client(c).to_vec()).collect();
+        assert_eq!(clients, vec![vec![4, 1], vec![3, 2], vec![5, 0, 6]]);
+        assert!(partition_labels(&train.y, 1, &spec, 3, 0).is_err());
     }
 
     #[test]
@@ -663,7 +721,9 @@ mod tests {
             (0.001f64..100.0).prop_map(|alpha| PartitionSpec::DirichletClient { alpha }),
             (0.001f64..100.0).prop_map(|beta| PartitionSpec::DirichletClass { beta }),
             (0.01f64..5.0).prop_map(|sigma| PartitionSpec::QuantitySkew { sigma }),
-            Just(PartitionSpec::Contiguous),
+            Just(PartitionSpec::Contiguous {
+                sort_by: RowOrder::File
+            }),
         ]
     }
 
@@ -688,7 +748,7 @@ mod tests {
                             prop_assert!(len >= s * shards_per_client && len <= (s + 1) * shards_per_client);
                         }
                     }
-                    if matches!(spec, PartitionSpec::Iid | PartitionSpec::Contiguous) {
+                    if matches!(spec, PartitionSpec::Iid | PartitionSpec::Contiguous { .. }) {
                         prop_assert!((0..clients).all(|k| p.client_len(k) >= n / clients));
                     }
                 }
@@ -696,7 +756,7 @@ mod tests {
                     // Only the schemes that need a share per client may refuse, and only for too few samples.
                     let needed = match spec {
                         PartitionSpec::Shards { shards_per_client } => clients * shards_per_client,
-                        PartitionSpec::Iid | PartitionSpec::Contiguous => clients,
+                        PartitionSpec::Iid | PartitionSpec::Contiguous { .. } => clients,
                         _ => 0,
                     };
                     prop_assert!(needed > n, "unexpected error {}", e);

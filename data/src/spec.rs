@@ -123,8 +123,25 @@ pub enum PartitionSpec {
         /// Standard deviation of log-sizes.
         sigma: f64,
     },
-    /// Consecutive blocks of `floor(N/clients)` rows in file order, remainder to the last client (EF21).
-    Contiguous,
+    /// Consecutive blocks of `floor(N/clients)` rows, remainder to the last client (EF21), in file order
+    /// or sorted first.
+    Contiguous {
+        /// The order the rows are cut in.
+        #[serde(default)]
+        sort_by: RowOrder,
+    },
+}
+
+/// The order of rows before a contiguous split.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum RowOrder {
+    /// The file's order. The default.
+    #[default]
+    File,
+    /// Ascending squared Euclidean norm of the feature row, ties in file order (a stable sort): gives
+    /// the heterogeneous smoothness constants of EF21's "sorted" experiments (algorithms.md §4.9).
+    RowNorm,
 }
 
 fn two() -> usize {

@@ -205,25 +205,6 @@ fn libsvm_dir() -> &'static Path {
 }
 
 /// Row indices sorted by ‖a_j‖² ascending (stable: ties keep file order), cut into contiguous blocks.
-fn sorted_partition(data: &Dataset, n: usize) -> Partition {
-    let mut order: Vec<u32> = (0..data.len() as u32).collect();
-    let norms: Vec<f64> = data
-        .x
-        .rows()
-        .into_iter()
-        .map(|r| r.iter().map(|&v| v as f64 * v as f64).sum())
-        .collect();
-    order.sort_by(|&a, &b| norms[a as usize].total_cmp(&norms[b as usize]));
-    let b = order.len() / n;
-    let lists = (0..n)
-        .map(|k| {
-            let end = if k + 1 == n { order.len() } else { (k + 1) * b };
-            order[k * b..end].to_vec()
-        })
-        .collect();
-    Partition::from_lists(lists)
-}
-
 #[test]
 fn xi_matches_the_table() {
     assert!((xi(1.0 / 68.0) - 134.5).abs() < 0.01);
@@ -282,7 +263,7 @@ fn step_size_table_reproduced_from_the_libsvm_files() {
     for (name, n, sorted, want) in table {
         let data = fedsim_data::read_libsvm(&dir.join(format!("{name}.txt.gz")), None).unwrap();
         let partition = if sorted {
-            sorted_partition(&data, n)
+            fedsim_data::partition::contiguous_by_row_norm(&data, n).unwrap()
         } else {
             fedsim_data::partition::contiguous(data.len(), n).unwrap()
         };
