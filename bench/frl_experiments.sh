@@ -79,15 +79,20 @@ for d in sorted(os.listdir(runs)):
     method, f, seed = d.rsplit('_', 2)
     recs = [json.loads(l) for l in open(os.path.join(p, 'metrics.jsonl'))]
     acc = [r['test_accuracy'] for r in recs if r.get('test_accuracy') is not None]
-    up = sum(r['bytes_up'] for r in recs) / max(1, sum(r['participants'] for r in recs))
-    rows.setdefault((method, f), []).append((acc[-1], up, len(recs)))
-print('| method | malicious | final test accuracy (mean over seeds) | seeds | rounds | uplink bytes / client / round |')
-print('|---|---|---|---|---|---|')
+    n = max(1, sum(r['participants'] for r in recs))
+    up = sum(r['bytes_up'] for r in recs) / n
+    # Every selected client downloads; only reporters upload (rejected updates are not counted).
+    down = sum(r['bytes_down'] for r in recs) / max(1, sum(r['selected'] for r in recs))
+    rows.setdefault((method, f), []).append((int(seed[1:]), acc[-1], up, down, len(recs)))
+print('| method | malicious | final test accuracy (mean ± std over seeds) | per seed | rounds | bytes up / reporter / round | bytes down / selected client / round |')
+print('|---|---|---|---|---|---|---|')
 order = {'frl': 0, 'frlabs': 1, 'fedavg': 2, 'trmean': 3, 'trmeanfull': 4, 'mkrum': 5, 'mkrumfull': 6}
 for (m, f), v in sorted(rows.items(), key=lambda kv: (order.get(kv[0][0], 9), int(kv[0][1][1:]))):
-    accs = [a for a, _, _ in v]
+    v.sort()
+    accs = [a for _, a, _, _, _ in v]
     s = f"{statistics.mean(accs)*100:.2f}%" + (f" ± {statistics.stdev(accs)*100:.2f}" if len(accs) > 1 else "")
-    print(f"| {m} | {f[1:]}% | {s} | {len(v)} | {v[0][2]} | {v[0][1]:,.0f} |")
+    per = " / ".join(f"{a*100:.2f}" for a in accs) + " (seeds " + ", ".join(str(x[0]) for x in v) + ")"
+    print(f"| {m} | {f[1:]}% | {s} | {per} | {v[0][4]} | {v[0][2]:,.0f} | {v[0][3]:,.0f} |")
 PY
   cat bench/results/frl/table.md
 }
@@ -95,10 +100,11 @@ PY
 do_plots() {
   mkdir -p docs/img/frl
   for f in 0 10 20; do
-    dirs=$(ls -d $runs/*_f${f}_s1 2>/dev/null || true)
+    # The four main methods at one attack level (the variants have their own per-method plots).
+    dirs=$(ls -d $runs/{frl,fedavg,trmean,mkrum}_f${f}_s1 2>/dev/null || true)
     [ -n "$dirs" ] && "$bin" plot $dirs --metric test_accuracy -o docs/img/frl/accuracy_f$f.svg
   done
-  for m in frl fedavg trmean mkrum; do
+  for m in $methods; do
     dirs=$(ls -d $runs/${m}_f*_s1 2>/dev/null || true)
     [ -n "$dirs" ] && "$bin" plot $dirs --metric test_accuracy -o docs/img/frl/accuracy_$m.svg
   done
