@@ -105,13 +105,12 @@ struct Clock {
 
 impl Clock {
     fn now(&self) -> f64 {
-        if self.cpu {
-            if let Some(ns) = std::fs::read_to_string("/proc/thread-self/schedstat")
+        if self.cpu
+            && let Some(ns) = std::fs::read_to_string("/proc/thread-self/schedstat")
                 .ok()
                 .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse::<f64>().ok()))
-            {
-                return ns * 1e-9;
-            }
+        {
+            return ns * 1e-9;
         }
         self.origin.elapsed().as_secs_f64()
     }

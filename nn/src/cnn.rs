@@ -13,9 +13,14 @@ const KS: usize = 5;
 const PAD: usize = 2;
 /// Largest number of samples processed at once; bigger batches are split and their gradients summed.
 const MAX_ROWS: usize = 64;
-/// Target size (in floats) of one im2col buffer: the convolutions process as many samples per chunk
-/// as fit, at least one.
+/// Sets the samples per chunk: as many (at least one) as an im2col of the whole chunk for either
+/// convolution would fit in this many floats. (conv2 builds its im2col per channel group, see
+/// `GROUP_BUDGET`, so it never holds that much; larger chunks did not measure faster.)
 const COL_BUDGET: usize = 1 << 19;
+/// Target size (in floats) of the im2col rows of one group of conv2 input channels: the second
+/// convolution runs channel group by channel group, so that each group's im2col rows (and their
+/// gradient, which col2im consumes right away) stay in L2 instead of making a round trip to L3.
+const GROUP_BUDGET: usize = 1 << 16;
 
 // Scratch slots (0 is the shared input copy).
 const SLOT_A1: usize = 1;
@@ -27,12 +32,11 @@ const SLOT_LOGITS: usize = 6;
 const SLOT_COL: usize = 7;
 const SLOT_DCOL: usize = 8;
 const SLOT_DOUT: usize = 9;
-const SLOT_DOUT_T: usize = 10;
-const SLOT_DP1: usize = 11;
-const SLOT_DFIN: usize = 12;
-const SLOT_DH1: usize = 13;
-const SLOT_I1: usize = 14;
-const SLOT_I2: usize = 15;
+const SLOT_DP1: usize = 10;
+const SLOT_DFIN: usize = 11;
+const SLOT_DH1: usize = 12;
+const SLOT_I1: usize = 13;
+const SLOT_I2: usize = 14;
 
 /// Convolutional network for images `channels × height × width`:
 /// conv 5×5 (`c1`, "same", stride 1) → ReLU → max-pool 2×2 → conv 5×5 (`c2`, "same") → ReLU →
@@ -46,8 +50,10 @@ const SLOT_I2: usize = 15;
 /// PyTorch's `flatten` of an NCHW tensor), `fc1.bias` `[fc]`, `fc2.weight` `[fc, classes]`,
 /// `fc2.bias` `[classes]`. Input samples are flattened `channels × height × width`.
 ///
-/// Convolutions are im2col + matrix products over a chunk of samples at once (as many as keep the
-/// im2col buffer near 2 MiB), with col2im for the input gradient.
+/// Convolutions are im2col + matrix products over a chunk of samples at once (as many as would keep
+/// a whole-chunk im2col near 2 MiB), with col2im for the input gradient. The second convolution goes through
+/// its input channels in groups whose im2col rows (about 256 KiB) stay in L2 between being written
+/// and being used.
 #[derive(Debug, Clone)]
 pub struct Cnn {
     image: ImageShape,
@@ -59,6 +65,8 @@ pub struct Cnn {
     off: [usize; 8],
     /// Samples per im2col chunk.
     chunk: usize,
+    /// Largest im2col of one conv2 channel group, in floats (`GROUP_BUDGET`; smaller in tests).
+    group_budget: usize,
 }
 
 /// Where the planes of one chunk live: plane `(c, b)` starts at `base + b·b_stride + c·c_stride`.
@@ -67,6 +75,13 @@ struct Planes {
     base: usize,
     b_stride: usize,
     c_stride: usize,
+}
+
+impl Planes {
+    /// The same planes from channel `c0` on.
+    fn channels_from(self, c0: usize) -> Self {
+        Self { base: self.base + c0 * self.c_stride, ..self }
+    }
 }
 
 /// Dimensions derived from the image shape.
@@ -134,7 +149,7 @@ impl Cnn {
         }
         let per_sample = (cin * KS * KS * h * w).max(c1 * KS * KS * (h / 2) * (w / 2));
         let chunk = (COL_BUDGET / per_sample).clamp(1, MAX_ROWS);
-        Ok(Self { image, channels, fc, classes, layout, off, chunk })
+        Ok(Self { image, channels, fc, classes, layout, off, chunk, group_budget: GROUP_BUDGET })
     }
 
     fn dims(&self) -> Dims {
@@ -170,6 +185,18 @@ impl Cnn {
         (0..n).map(move |c| (c * base + c.min(extra), base + usize::from(c < extra))).filter(|&(_, cb)| cb > 0)
     }
 
+    /// The conv2 channel groups of a chunk of `cb` samples, as `(first channel, channels)`: as few
+    /// groups as keep each group's im2col rows within `GROUP_BUDGET` floats (at least one channel per
+    /// group), with sizes differing by at most one.
+    fn groups(&self, cb: usize) -> impl DoubleEndedIterator<Item = (usize, usize)> {
+        let c1 = self.channels[0];
+        let per_channel = KS * KS * cb * (self.image.height / 2) * (self.image.width / 2);
+        let most = (self.group_budget / per_channel.max(1)).clamp(1, c1);
+        let n = c1.div_ceil(most);
+        let (base, extra) = (c1 / n, c1 % n);
+        (0..n).map(move |g| (g * base + g.min(extra), base + usize::from(g < extra)))
+    }
+
     /// Where chunk `(s0, cb)` of an activation stored chunk-major (`[C][cb][plane]` per chunk) starts.
     fn chunk_planes(s0: usize, cb: usize, channels: usize, plane: usize) -> Planes {
         Planes { base: s0 * channels * plane, b_stride: plane, c_stride: cb * plane }
@@ -190,7 +217,7 @@ impl Cnn {
             let _s = Section::new("conv1 im2col");
             im2col(x, xin, d.cin, cb, d.h, d.w, &mut bufs.col[..d.k1 * p1n]);
             drop(_s);
-            let a1 = &mut bufs.a1[s0 * d.c1 * d.hw1..][..d.c1 * p1n];
+            let a1 = &mut bufs.a1[..d.c1 * p1n];
             let _s = Section::new("conv1 fwd gemm");
             gemm::nn(d.c1, p1n, d.k1, w1, 1, d.c1, &bufs.col, p1n, a1, p1n, Init::RowBias(b1), true);
             drop(_s);
@@ -203,15 +230,21 @@ impl Cnn {
                 maxpool(src, d.h, d.w, dst, idx);
             }
             drop(_s);
-            // conv2: A2 (c2 × cb·hw2) = W2ᵀ · col, + bias, ReLU.
+            // conv2: A2 (c2 × cb·hw2) = W2ᵀ · col, + bias, ReLU, summed over channel groups.
             let pin = Self::chunk_planes(s0, cb, d.c1, d.hw2);
-            let _s = Section::new("conv2 im2col");
-            im2col(&bufs.p1, pin, d.c1, cb, d.h / 2, d.w / 2, &mut bufs.col[..d.k2 * p2n]);
-            drop(_s);
-            let a2 = &mut bufs.a2[s0 * d.c2 * d.hw2..][..d.c2 * p2n];
-            let _s = Section::new("conv2 fwd gemm");
-            gemm::nn(d.c2, p2n, d.k2, w2, 1, d.c2, &bufs.col, p2n, a2, p2n, Init::RowBias(b2), true);
-            drop(_s);
+            let a2 = &mut bufs.a2[..d.c2 * p2n];
+            for (c0, gc) in self.groups(cb) {
+                let (r0, rows) = (c0 * KS * KS, gc * KS * KS);
+                let col = &mut bufs.col[..rows * p2n];
+                let _s = Section::new("conv2 im2col");
+                im2col(&bufs.p1, pin.channels_from(c0), gc, cb, d.h / 2, d.w / 2, col);
+                drop(_s);
+                let init = if c0 == 0 { Init::RowBias(b2) } else { Init::Acc };
+                let last = c0 + gc == d.c1;
+                let _s = Section::new("conv2 fwd gemm");
+                gemm::nn(d.c2, p2n, rows, &w2[r0 * d.c2..], 1, d.c2, col, p2n, a2, p2n, init, last);
+                drop(_s);
+            }
             // Pool into the dense input, one row per sample, channel-major.
             let _s = Section::new("pool2 fwd");
             for c in 0..d.c2 {
@@ -304,33 +337,35 @@ impl Cnn {
             let _s = Section::new("bias sums");
             ops::row_sums(dout, p2n, g.b2, !first);
             drop(_s);
-            // conv2 weight gradient: dW2 (k2 × c2) += col (k2 × P) · dA2ᵀ (P × c2).
+            // conv2, one channel group at a time (the reverse of the forward order, so that the first
+            // group of the first chunk finds its im2col rows still in `bufs.col`):
+            // weight gradient dW2 (rows × c2) += col (rows × P) · dA2ᵀ, as a dot-product kernel on
+            // dA2 as it is; input gradient dcol (rows × P) = W2 · dA2, then col2im into dP1.
             let pin = Self::chunk_planes(s0, cb, d.c1, d.hw2);
-            let col = &mut bufs.col[..d.k2 * p2n];
-            if n > 0 {
-                let _s = Section::new("conv2 im2col");
-                im2col(&bufs.p1, pin, d.c1, cb, d.h / 2, d.w / 2, col);
-            }
-            let dout_t = &mut bufs.dout_t[..d.c2 * p2n];
-            let _s = Section::new("transpose");
-            gemm::transpose(dout, d.c2, p2n, dout_t);
-            drop(_s);
-            let _s = Section::new("conv2 dW gemm");
-            gemm::nn(d.k2, d.c2, p2n, col, p2n, 1, dout_t, d.c2, g.w2, d.c2, init_c, false);
-            drop(_s);
-            // conv2 input gradient: dcol (k2 × P) = W2 · dA2, then col2im into dP1 (c1 × cb·hw2).
-            let dcol = &mut bufs.dcol[..d.k2 * p2n];
-            let _s = Section::new("conv2 dcol gemm");
-            gemm::nn(d.k2, p2n, d.c2, w2, d.c2, 1, dout, p2n, dcol, p2n, Init::Zero, false);
-            drop(_s);
             let dp1 = &mut bufs.dp1[..d.c1 * p2n];
             let _s = Section::new("col2im");
             dp1.fill(0.0);
             drop(_s);
             let local = Planes { base: 0, b_stride: d.hw2, c_stride: cb * d.hw2 };
-            let _s = Section::new("col2im");
-            col2im(dcol, d.c1, cb, d.h / 2, d.w / 2, dp1, local);
-            drop(_s);
+            for (gi, (c0, gc)) in self.groups(cb).rev().enumerate() {
+                let (r0, rows) = (c0 * KS * KS, gc * KS * KS);
+                let col = &mut bufs.col[..rows * p2n];
+                if n > 0 || gi > 0 {
+                    let _s = Section::new("conv2 im2col");
+                    im2col(&bufs.p1, pin.channels_from(c0), gc, cb, d.h / 2, d.w / 2, col);
+                }
+                let gw2 = &mut g.w2[r0 * d.c2..][..rows * d.c2];
+                let _s = Section::new("conv2 dW gemm");
+                gemm::nt(rows, d.c2, p2n, col, p2n, dout, p2n, gw2, d.c2, 1, init_c, false);
+                drop(_s);
+                let dcol = &mut bufs.dcol[..rows * p2n];
+                let _s = Section::new("conv2 dcol gemm");
+                gemm::nn(rows, p2n, d.c2, &w2[r0 * d.c2..], d.c2, 1, dout, p2n, dcol, p2n, Init::Zero, false);
+                drop(_s);
+                let _s = Section::new("col2im");
+                col2im(dcol, gc, cb, d.h / 2, d.w / 2, dp1, local.channels_from(c0));
+                drop(_s);
+            }
             // pool1 + ReLU backward: dA1 (c1 × cb·hw1).
             let i1 = &bufs.i1[s0 * d.c1 * d.hw2..][..d.c1 * p2n];
             let dout = &mut bufs.dout[..d.c1 * p1n];
@@ -365,21 +400,22 @@ impl Cnn {
     fn take_buffers(&self, scratch: &mut Scratch, rows: usize, backward: bool) -> Buffers {
         let d = self.dims();
         let cs = self.chunk.min(rows);
-        let col = (d.k1 * d.hw1).max(d.k2 * d.hw2) * cs;
+        // The conv2 im2col of one channel group: at most `GROUP_BUDGET` floats, or one channel's rows.
+        let group = (d.k2 * d.hw2 * cs).min(self.group_budget.max(KS * KS * d.hw2 * cs));
+        let col = (d.k1 * d.hw1 * cs).max(group);
         let bw = |n: usize| if backward { n } else { 0 };
         Buffers {
-            a1: scratch.take(SLOT_A1, rows * d.c1 * d.hw1),
+            a1: scratch.take(SLOT_A1, cs * d.c1 * d.hw1),
             p1: scratch.take(SLOT_P1, rows * d.c1 * d.hw2),
             i1: scratch.take(SLOT_I1, rows * d.c1 * d.hw2),
             i2: scratch.take(SLOT_I2, rows * d.f),
-            a2: scratch.take(SLOT_A2, rows * d.c2 * d.hw2),
+            a2: scratch.take(SLOT_A2, cs * d.c2 * d.hw2),
             fin: scratch.take(SLOT_FIN, rows * d.f),
             h1: scratch.take(SLOT_H1, rows * self.fc),
             logits: scratch.take(SLOT_LOGITS, rows * self.classes),
             col: scratch.take(SLOT_COL, col),
-            dcol: scratch.take(SLOT_DCOL, bw(d.k2 * d.hw2 * cs)),
+            dcol: scratch.take(SLOT_DCOL, bw(group)),
             dout: scratch.take(SLOT_DOUT, bw((d.c1 * d.hw1).max(d.c2 * d.hw2) * cs)),
-            dout_t: scratch.take(SLOT_DOUT_T, bw(d.c2 * d.hw2 * cs)),
             dp1: scratch.take(SLOT_DP1, bw(d.c1 * d.hw2 * cs)),
             dfin: scratch.take(SLOT_DFIN, bw(rows * d.f)),
             dh1: scratch.take(SLOT_DH1, bw(rows * self.fc)),
@@ -389,12 +425,16 @@ impl Cnn {
 
 /// Working memory of one pass, taken from and returned to a [`Scratch`].
 struct Buffers {
+    /// Pre-pooling activations of one chunk (the backward pass needs only the pooling indices, so
+    /// these are not kept for the whole batch, which keeps the working set, and the weights of the
+    /// dense layers with it, in cache).
     a1: Vec<f32>,
     p1: Vec<f32>,
     /// Arg-max of each pooled value of `p1` (0..4 inside its window, 4 = no gradient).
     i1: Vec<f32>,
     /// Arg-max of each pooled value of `fin`.
     i2: Vec<f32>,
+    /// Pre-pooling conv2 activations of one chunk (as `a1`).
     a2: Vec<f32>,
     fin: Vec<f32>,
     h1: Vec<f32>,
@@ -402,7 +442,6 @@ struct Buffers {
     col: Vec<f32>,
     dcol: Vec<f32>,
     dout: Vec<f32>,
-    dout_t: Vec<f32>,
     dp1: Vec<f32>,
     dfin: Vec<f32>,
     dh1: Vec<f32>,
@@ -421,7 +460,6 @@ impl Buffers {
         scratch.put(SLOT_COL, self.col);
         scratch.put(SLOT_DCOL, self.dcol);
         scratch.put(SLOT_DOUT, self.dout);
-        scratch.put(SLOT_DOUT_T, self.dout_t);
         scratch.put(SLOT_DP1, self.dp1);
         scratch.put(SLOT_DFIN, self.dfin);
         scratch.put(SLOT_DH1, self.dh1);
@@ -764,6 +802,14 @@ mod tests {
         m
     }
 
+    /// [`small`] with conv2 run one input channel at a time.
+    fn small_grouped(chunk: usize) -> Cnn {
+        let mut m = small(chunk);
+        m.group_budget = 1;
+        assert_eq!(m.groups(chunk.min(3)).count(), 3);
+        m
+    }
+
     #[test]
     fn mcmahan_cnn_has_1663370_parameters() {
         let m = Cnn::new(shape(1, 28, 28), [32, 64], 512, 10).unwrap_or_else(|e| panic!("{e}"));
@@ -880,6 +926,8 @@ mod tests {
         // One chunk per sample, and all samples in one chunk.
         check_gradient(&small(1), 3, 31);
         check_gradient(&small(64), 3, 32);
+        check_gradient(&small_grouped(1), 3, 34);
+        check_gradient(&small_grouped(64), 3, 35);
         // The smallest valid image: the second convolution works on 2 × 2 planes.
         let tiny = Cnn::new(shape(1, 4, 4), [2, 3], 4, 2).unwrap_or_else(|e| panic!("{e}"));
         check_gradient(&tiny, 4, 33);
@@ -890,17 +938,18 @@ mod tests {
         let mut rng = ChaCha8Rng::seed_from_u64(6);
         let rows = 70; // two micro-batches (64 + 6)
         let a = small(64);
-        let b = small(3);
         let x = Array2::from_shape_fn((rows, a.input_len()), |_| rng.random_range(-1.0f32..1.0));
         let y: Vec<u32> = (0..rows as u32).map(|i| i % 3).collect();
         let p = a.init_params(9);
         let mut ga = vec![0.0; a.num_params()];
-        let mut gb = vec![0.0; a.num_params()];
         let la = a.loss_grad(&p, x.view(), &y, &mut ga, &mut Scratch::default());
-        let lb = b.loss_grad(&p, x.view(), &y, &mut gb, &mut Scratch::default());
-        assert!((la - lb).abs() < 1e-6);
-        for (u, v) in ga.iter().zip(&gb) {
-            assert!((u - v).abs() < 1e-5 * (1.0 + u.abs()), "{u} vs {v}");
+        for b in [small(3), small_grouped(3), small_grouped(64)] {
+            let mut gb = vec![0.0; a.num_params()];
+            let lb = b.loss_grad(&p, x.view(), &y, &mut gb, &mut Scratch::default());
+            assert!((la - lb).abs() < 1e-6);
+            for (u, v) in ga.iter().zip(&gb) {
+                assert!((u - v).abs() < 1e-5 * (1.0 + u.abs()), "{u} vs {v}");
+            }
         }
         // Gradient over 70 rows = weighted mean of the gradients over rows 0..35 and 35..70.
         let mut g1 = vec![0.0; a.num_params()];

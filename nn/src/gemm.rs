@@ -127,27 +127,6 @@ pub(crate) fn nt(
     portable::nt(m, n, k, a, lda, b, ldb, c, rsc, csc, init, relu);
 }
 
-/// `dst (cols × rows) = srcᵀ` for a row-major `src` of `rows × cols`.
-pub(crate) fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
-    assert!(src.len() >= rows * cols && dst.len() >= rows * cols, "transpose: slice too short");
-    #[cfg(target_arch = "x86_64")]
-    if has_avx2_fma() {
-        // SAFETY: AVX2 is available and the assertion bounds every access.
-        unsafe { x86::transpose(src.as_ptr(), rows, cols, dst.as_mut_ptr()) };
-        return;
-    }
-    const T: usize = 8;
-    for i0 in (0..rows).step_by(T) {
-        for j0 in (0..cols).step_by(T) {
-            for i in i0..(i0 + T).min(rows) {
-                for j in j0..(j0 + T).min(cols) {
-                    dst[j * rows + i] = src[i * cols + j];
-                }
-            }
-        }
-    }
-}
-
 /// The portable path: initialise `C`, then one `matrixmultiply::sgemm` call, then the ReLU.
 pub(crate) mod portable {
     use super::Init;
@@ -282,6 +261,15 @@ pub(crate) mod x86 {
     const MAX_M_IN_PLACE: usize = 256;
     /// Reduction block of `nn`: a packed `KC × 16` panel of `B` (16 KiB) stays in L1.
     const KC: usize = 256;
+    /// A `B` read in place that is larger than this comes from L3 or memory rather than L2 ...
+    const STREAM_B_BYTES: usize = 2 << 20;
+    /// ... and, when `C` is at most this large (so that it stays in L1) ...
+    const STREAM_C_BYTES: usize = 32 * 1024;
+    /// ... is reduced in blocks of this many rows: each block of `B` is then one contiguous region
+    /// (whole rows), which the hardware prefetchers stream better than the 16-column strips of a long
+    /// block, and the extra passes over `C` cost little. (The dense layer of the CNN at small batches:
+    /// 6.4 MB of weights for 10 rows.)
+    const KC_STREAM: usize = 32;
     /// Target size of the packed block of `A` that stays in L2 while the panels of `B` stream past.
     const MC_BYTES: usize = 128 * 1024;
     /// Largest packed `B` for which the row-block-outer order is used (rows of `C` written in turn).
@@ -392,7 +380,7 @@ pub(crate) mod x86 {
 
     /// Transpose of an 8 × 8 block held as 8 row vectors.
     #[inline(always)]
-    pub(super) unsafe fn transpose8(r: [__m256; 8]) -> [__m256; 8] {
+    unsafe fn transpose8(r: [__m256; 8]) -> [__m256; 8] {
         // SAFETY: register-only intrinsics.
         unsafe {
             let t0 = _mm256_unpacklo_ps(r[0], r[1]);
@@ -421,37 +409,6 @@ pub(crate) mod x86 {
                 _mm256_permute2f128_ps::<0x31>(s2, s6),
                 _mm256_permute2f128_ps::<0x31>(s3, s7),
             ]
-        }
-    }
-
-    /// See [`super::transpose`]: 8 × 8 tiles transposed in registers, scalar edges.
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn transpose(src: *const f32, rows: usize, cols: usize, dst: *mut f32) {
-        // SAFETY: the caller guarantees src and dst hold rows·cols floats.
-        unsafe {
-            let (r8, c8) = (rows / 8 * 8, cols / 8 * 8);
-            for i0 in (0..r8).step_by(8) {
-                for j0 in (0..c8).step_by(8) {
-                    let mut t = [_mm256_setzero_ps(); 8];
-                    for (q, x) in t.iter_mut().enumerate() {
-                        *x = _mm256_loadu_ps(src.add((i0 + q) * cols + j0));
-                    }
-                    let t = transpose8(t);
-                    for (q, &x) in t.iter().enumerate() {
-                        _mm256_storeu_ps(dst.add((j0 + q) * rows + i0), x);
-                    }
-                }
-                for i in i0..i0 + 8 {
-                    for j in c8..cols {
-                        *dst.add(j * rows + i) = *src.add(i * cols + j);
-                    }
-                }
-            }
-            for i in r8..rows {
-                for j in 0..cols {
-                    *dst.add(j * rows + i) = *src.add(i * cols + j);
-                }
-            }
         }
     }
 
@@ -881,7 +838,7 @@ pub(crate) mod x86 {
 
     /// See [`super::nn`]: picks a [`NnPath`], then runs equal reduction blocks of at most `KC` steps
     /// (`KC / 2` when `B` is read in place, so a 16-column panel stays in L1 even when its rows
-    /// straddle cache lines).
+    /// straddle cache lines; `KC_STREAM` when that `B` streams from beyond L2 into a small `C`).
     #[allow(clippy::too_many_arguments)]
     pub(super) unsafe fn nn(
         m: usize,
@@ -899,6 +856,8 @@ pub(crate) mod x86 {
     ) {
         let path = nn_path(m, n, k);
         let kc = if path == NnPath::BInPlace { KC / 2 } else { KC };
+        let streamed = path == NnPath::BInPlace && k * n * 4 > STREAM_B_BYTES && m * n * 4 <= STREAM_C_BYTES;
+        let kc = if streamed { KC_STREAM } else { kc };
         #[cfg(test)]
         let kc = match tune::KC_IN_PLACE.load(std::sync::atomic::Ordering::Relaxed) {
             0 => kc,
@@ -1158,6 +1117,8 @@ mod tests {
             (300, 40, 300),
             (700, 37, 70),
             (401, 300, 20),
+            // B beyond STREAM_B_BYTES into a C within STREAM_C_BYTES (short reduction blocks).
+            (10, 520, 1100),
         ];
         for m in [1, 2, 3, 5, 6, 7, 12, 13] {
             for n in [1, 7, 8, 9, 16, 17, 24, 25, 40] {
@@ -1267,20 +1228,6 @@ mod tests {
     }
 
     #[test]
-    fn transpose_matches_indexing() {
-        for (rows, cols) in [(1, 1), (8, 8), (9, 17), (64, 588), (3, 30), (16, 5)] {
-            let src: Vec<f32> = (0..rows * cols).map(|v| v as f32).collect();
-            let mut dst = vec![f32::NAN; rows * cols];
-            transpose(&src, rows, cols, &mut dst);
-            for i in 0..rows {
-                for j in 0..cols {
-                    assert_eq!(dst[j * rows + i], src[i * cols + j]);
-                }
-            }
-        }
-    }
-
-    #[test]
     #[should_panic(expected = "too short")]
     fn short_slices_are_rejected() {
         let a = vec![0.0; 5];
@@ -1303,10 +1250,11 @@ mod tests {
     #[ignore = "timing report, not a check"]
     fn shape_speeds() {
         let mut rng = ChaCha8Rng::seed_from_u64(3);
-        // (label, kind, m, n, k, a strides (rsa, csa) for nn)
+        // (label, kind (true: nn, false: nt), m, n, k, a strides (rsa, csa) for nn)
+        type Case = (&'static str, bool, usize, usize, usize, (usize, usize));
         let p1 = 3 * 784;
         let p2 = 3 * 196;
-        let cases: Vec<(&str, bool, usize, usize, usize, (usize, usize))> = vec![
+        let cases: Vec<Case> = vec![
             ("L1 6x16x256", true, 6, 16, 256, (256, 1)),
             ("L1 12x32x256", true, 12, 32, 256, (256, 1)),
             ("L1 10x32x256", true, 10, 32, 256, (256, 1)),
@@ -1331,6 +1279,9 @@ mod tests {
             ("conv2 dcol", true, 800, p2, 64, (64, 1)),
             ("conv1 dW nt", false, 25, 32, p1, (0, 0)),
             ("conv2 dW nt", false, 800, 64, p2, (0, 0)),
+            ("fc1 fwd B10", true, 10, 512, 3136, (3136, 1)),
+            ("fc1 dW B10", true, 3136, 512, 10, (1, 3136)),
+            ("fc1 dX B10", false, 10, 3136, 512, (0, 0)),
             ("fc1 fwd B64", true, 64, 512, 3136, (3136, 1)),
             ("fc1 dW B64", true, 3136, 512, 64, (1, 3136)),
             ("fc1 dX B64", false, 64, 3136, 512, (0, 0)),

@@ -119,7 +119,7 @@ impl Mlp {
             // buffer written by layer l + 1 (buffers alternate so that source and target differ).
             let (d, dst): (&[f32], &mut Vec<f32>) = if l == last {
                 (&act_out[..rows * fo], &mut *d_even)
-            } else if (last - 1 - l) % 2 == 0 {
+            } else if (last - 1 - l).is_multiple_of(2) {
                 (&d_even[..rows * fo], &mut *d_odd)
             } else {
                 (&d_odd[..rows * fo], &mut *d_even)

@@ -163,6 +163,14 @@ impl Section {
     }
 }
 
+/// Without the `profile` feature a section records nothing; the empty `Drop` keeps the explicit
+/// `drop(section)` that ends a section before its scope does meaningful in both builds.
+#[cfg(not(feature = "profile"))]
+impl Drop for Section {
+    #[inline(always)]
+    fn drop(&mut self) {}
+}
+
 #[cfg(feature = "profile")]
 impl Drop for Section {
     fn drop(&mut self) {

@@ -103,7 +103,7 @@ pub(crate) fn two_clients(strategy: &mut dyn Strategy, rounds: u64) -> f32 {
         model: None,
         data: None,
     });
-    let mut states = vec![ClientState::default(), ClientState::default()];
+    let mut states = [ClientState::default(), ClientState::default()];
     let mut scratch = Scratch::default();
     for round in 0..rounds {
         let task = strategy.broadcast(round, &global);

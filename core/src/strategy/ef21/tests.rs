@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use fedsim_data::{Dataset, FederatedData, Partition};
+use fedsim_data::{Dataset, FederatedData};
 use fedsim_nn::Scratch;
 use ndarray::Array2;
 use rand::{RngExt, SeedableRng};
