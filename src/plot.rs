@@ -48,10 +48,10 @@ pub fn series(run: &Path, metric: &str, x: &str) -> Result<Vec<(f64, f64)>> {
             "bytes_up" => Some(up),
             other => bail!("--x must be round, wall_s, bytes or bytes_up, got `{other}`"),
         };
-        if let (Some(xv), Some(yv)) = (xv, num(metric)) {
-            if yv.is_finite() {
-                out.push((xv, yv));
-            }
+        if let (Some(xv), Some(yv)) = (xv, num(metric))
+            && yv.is_finite()
+        {
+            out.push((xv, yv));
         }
     }
     Ok(out)

@@ -506,7 +506,7 @@ impl Engine {
                 .insert("dropped".into(), state.dropped.len() as f64);
         }
 
-        let due = self.next_round % self.scenario.eval.every == 0 || self.is_done();
+        let due = self.next_round.is_multiple_of(self.scenario.eval.every) || self.is_done();
         if due {
             let t = Instant::now();
             self.evaluate_into(&mut rec);

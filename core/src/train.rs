@@ -119,7 +119,7 @@ impl TrainConfig {
                 samples: q * b,
             },
             None => {
-                let per_epoch = if self.drop_last && n % b != 0 && n > b {
+                let per_epoch = if self.drop_last && !n.is_multiple_of(b) && n > b {
                     n / b
                 } else {
                     n.div_ceil(b)

@@ -51,7 +51,7 @@ fn from_le<const N: usize, T>(
     what: &str,
     f: impl Fn([u8; N]) -> T,
 ) -> Result<Vec<T>, WireError> {
-    if b.len() % N != 0 {
+    if !b.len().is_multiple_of(N) {
         return Err(WireError(format!(
             "{what}: {} bytes is not a multiple of {N}",
             b.len()

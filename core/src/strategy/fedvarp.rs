@@ -96,8 +96,8 @@ impl Strategy for FedVarp {
             return;
         }
         let (eta, s) = (self.config.server_lr as f64, self.reporters as f64);
-        for j in 0..self.dim {
-            global[j] += (eta * (self.correction[j] / s + self.mean_prev[j])) as f32;
+        for ((g, c), m) in global.iter_mut().zip(&self.correction).zip(&self.mean_prev) {
+            *g += (eta * (c / s + m)) as f32;
         }
         let n = self.latest.len().max(1) as f64;
         for (m, t) in self.mean_prev.iter_mut().zip(&self.total) {
