@@ -257,10 +257,10 @@ impl Cnn {
             drop(_s);
         }
         let (fc, k) = (self.fc, self.classes);
-        let _s = Section::new("fc fwd gemm");
+        let _s = Section::new("fc1 fwd gemm");
         gemm::nn(rows, fc, d.f, &bufs.fin, d.f, 1, w3, fc, &mut bufs.h1[..rows * fc], fc, Init::ColBias(b3), true);
         drop(_s);
-        let _s = Section::new("fc fwd gemm");
+        let _s = Section::new("fc2 gemms");
         gemm::nn(rows, k, fc, &bufs.h1, fc, 1, w4, k, &mut bufs.logits[..rows * k], k, Init::ColBias(b4), false);
         drop(_s);
     }
@@ -291,12 +291,12 @@ impl Cnn {
         let init = if accumulate { Init::Acc } else { Init::Zero };
 
         // fc2: dW4 = H1ᵀ · dlogits; dH1 = dlogits · W4ᵀ masked by the ReLU.
-        let _s = Section::new("fc bwd gemm");
+        let _s = Section::new("fc2 gemms");
         gemm::nn(fc, k, rows, &bufs.h1, 1, fc, dlogits, k, g.w4, k, init, false);
         drop(_s);
         ops::col_sums(dlogits, k, g.b4, accumulate);
         let dh1 = &mut bufs.dh1[..rows * fc];
-        let _s = Section::new("fc bwd gemm");
+        let _s = Section::new("fc2 gemms");
         gemm::nt(rows, fc, k, dlogits, k, w4, k, dh1, fc, 1, Init::Zero, false);
         drop(_s);
         ops::relu_backward(dh1, &bufs.h1[..rows * fc]);
@@ -304,10 +304,10 @@ impl Cnn {
         // dFin first: W3 was read by the forward pass just before, so more of it is still cached
         // than after dW3 (as large as W3) has been written.
         let dfin = &mut bufs.dfin[..rows * d.f];
-        let _s = Section::new("fc bwd gemm");
+        let _s = Section::new("fc1 dfin gemm");
         gemm::nt(rows, d.f, fc, dh1, fc, w3, fc, dfin, d.f, 1, Init::Zero, false);
         drop(_s);
-        let _s = Section::new("fc bwd gemm");
+        let _s = Section::new("fc1 dW gemm");
         gemm::nn(d.f, fc, rows, &bufs.fin, 1, d.f, dh1, fc, g.w3, fc, init, false);
         drop(_s);
         ops::col_sums(dh1, fc, g.b3, accumulate);

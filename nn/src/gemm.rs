@@ -717,6 +717,7 @@ pub(crate) mod x86 {
         rsc: usize,
         init: Init<'_>,
         relu: bool,
+        ahead: (*const f32, usize),
     ) {
         let np = n.div_ceil(16);
         let width = |p: usize| (n - 16 * p).min(16);
@@ -729,7 +730,11 @@ pub(crate) mod x86 {
                     let mut abuf = PackBuf::take(&PACK_A, m * kb);
                     let ap = abuf.ptr();
                     pack_a(m, kb, a, rsa, csa, ap);
+                    let lines = ahead.1.div_ceil(16);
                     for p in 0..np {
+                        for l in p * lines / np..(p + 1) * lines / np {
+                            _mm_prefetch::<_MM_HINT_T1>(ahead.0.wrapping_add(16 * l) as *const i8);
+                        }
                         let next = if p + 1 < np { b.add(16 * (p + 1)) } else { std::ptr::null() };
                         nn_cols(0, m, 16 * p, width(p), kb, ap, b.add(16 * p), rsb, false, next, c, rsc, init, relu);
                     }
@@ -811,7 +816,8 @@ pub(crate) mod x86 {
         }
     }
 
-    /// Prefetches `rows` rows of `n` floats at `p` (row stride `rs`), one request per cache line.
+    /// Prefetches `rows` rows of `n` floats at `p` (row stride `rs`) for writing, one request per
+    /// cache line.
     #[inline(always)]
     unsafe fn prefetch_rows(p: *const f32, rows: usize, n: usize, rs: usize) {
         for r in 0..rows {
@@ -819,11 +825,25 @@ pub(crate) mod x86 {
             let mut t = 0;
             while t < n {
                 // SAFETY: prefetches never fault.
-                unsafe { _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(t) as *const i8) };
+                unsafe { _mm_prefetch::<_MM_HINT_ET0>(row.wrapping_add(t) as *const i8) };
                 t += 16;
             }
             // SAFETY: as above (the last element, in case the row ends in a new line).
-            unsafe { _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(n - 1) as *const i8) };
+            unsafe { _mm_prefetch::<_MM_HINT_ET0>(row.wrapping_add(n - 1) as *const i8) };
+        }
+    }
+
+    /// Prefetches `rows` rows of `n` floats at `p` (row stride `rs`) into L2, one request per line.
+    #[inline(always)]
+    unsafe fn prefetch_rows_l2(p: *const f32, rows: usize, n: usize, rs: usize) {
+        for r in 0..rows {
+            let row = p.wrapping_add(r * rs);
+            let mut t = 0;
+            while t < n {
+                // SAFETY: prefetches never fault.
+                unsafe { _mm_prefetch::<_MM_HINT_T1>(row.wrapping_add(t) as *const i8) };
+                t += 16;
+            }
         }
     }
 
@@ -872,8 +892,16 @@ pub(crate) mod x86 {
             let last = k0 + kb == k;
             let init_k = if first { init } else { Init::Acc };
             let (ak, bk) = (a.wrapping_add(k0 * csa), b.wrapping_add(k0 * rsb));
+            // A streamed B comes from memory: prefetch the next reduction block's rows (one contiguous
+            // region) into L2 while this block runs, so that DRAM latency overlaps with work.
+            let ahead = if streamed && !last {
+                let rows = kc.min(k - k0 - kb);
+                (b.wrapping_add((k0 + kb) * rsb), (rows - 1) * rsb + n)
+            } else {
+                (std::ptr::null(), 0)
+            };
             // SAFETY: forwarded; the reduction block k0..k0+kb is inside 0..k.
-            unsafe { nn_block(path, m, n, kb, ak, rsa, csa, bk, rsb, c, rsc, init_k, relu && last) };
+            unsafe { nn_block(path, m, n, kb, ak, rsa, csa, bk, rsb, c, rsc, init_k, relu && last, ahead) };
             k0 += kb;
             if k0 >= k {
                 break;
@@ -1014,7 +1042,13 @@ pub(crate) mod x86 {
         // SAFETY (both loops): every block lies inside the checked extents.
         unsafe {
             if m * lda <= n * ldb {
+                // A large B comes from memory: prefetch the rows two column blocks ahead into L2.
+                let stream = n * ldb * 4 > STREAM_B_BYTES;
                 for (j, cols) in row_blocks(n, NT_NR) {
+                    if stream {
+                        let ahead = j + 2 * NT_NR;
+                        prefetch_rows_l2(b.wrapping_add(ahead * ldb), cols.min(n.saturating_sub(ahead)), k, ldb);
+                    }
                     for (i, rows) in row_blocks(m, NT_MR) {
                         nt_block(i, rows, j, cols, k, a, lda, b, ldb, c, rsc, csc, init, relu);
                     }
@@ -1245,7 +1279,8 @@ mod tests {
     }
 
     /// Throughput of the products the models use (run with `--ignored --nocapture`; a name filter in
-    /// `GEMM_SHAPES` selects shapes).
+    /// `GEMM_SHAPES` selects shapes; `GEMM_FLUSH_MB=64` also times each product with its operands
+    /// evicted by a sweep over that many MiB first, as when the weights come from memory).
     #[test]
     #[ignore = "timing report, not a check"]
     fn shape_speeds() {
@@ -1315,6 +1350,26 @@ mod tests {
                 }
             };
             run(&mut c);
+            if let Some(mb) = std::env::var("GEMM_FLUSH_MB").ok().and_then(|v| v.parse::<usize>().ok()) {
+                // Cold caches: evict the operands between runs by streaming over `mb` MiB.
+                let mut junk = vec![1.0f32; mb << 18];
+                let mut spent = 0.0;
+                let mut runs = 0;
+                while spent < 0.5 {
+                    for v in junk.iter_mut().step_by(16) {
+                        *v += 1.0;
+                    }
+                    let t = cpu_time();
+                    run(&mut c);
+                    spent += cpu_time() - t;
+                    runs += 1;
+                }
+                std::hint::black_box(&junk);
+                eprintln!(
+                    "{label:16} {m:5}x{n:5}x{k:5}  {:6.1} GFLOP/s cold",
+                    2.0 * (m * n * k) as f64 * runs as f64 / spent / 1e9
+                );
+            }
             // Best of three groups of at least 0.25 s of on-CPU time (the clock advances in ticks).
             let mut best = f64::INFINITY;
             for _ in 0..3 {
