@@ -753,7 +753,7 @@ pub(crate) mod x86 {
                         // C is written once, typically into lines no longer cached: prefetch the next
                         // block's rows of C so that their ownership requests overlap this block's work.
                         if let Some(&(i2, r2)) = blocks.peek() {
-                            prefetch_rows(c.add(i2 * rsc), r2, n, rsc);
+                            prefetch_rows::<_MM_HINT_ET0>(c.add(i2 * rsc), r2, n, rsc);
                         }
                         let s = crate::perf::Section::new("gemm pack A");
                         pack_a_block(r, kb, a.wrapping_add(i * rsa), rsa, csa, ap);
@@ -816,34 +816,20 @@ pub(crate) mod x86 {
         }
     }
 
-    /// Prefetches `rows` rows of `n` floats at `p` (row stride `rs`) for writing, one request per
-    /// cache line.
+    /// Prefetches `rows` rows of `n` floats at `p` (row stride `rs`), one request per cache line, with
+    /// the hint `HINT` (`_MM_HINT_ET0`: for writing; `_MM_HINT_T1`: into L2).
     #[inline(always)]
-    unsafe fn prefetch_rows(p: *const f32, rows: usize, n: usize, rs: usize) {
+    unsafe fn prefetch_rows<const HINT: i32>(p: *const f32, rows: usize, n: usize, rs: usize) {
         for r in 0..rows {
             let row = p.wrapping_add(r * rs);
             let mut t = 0;
             while t < n {
                 // SAFETY: prefetches never fault.
-                unsafe { _mm_prefetch::<_MM_HINT_ET0>(row.wrapping_add(t) as *const i8) };
+                unsafe { _mm_prefetch::<HINT>(row.wrapping_add(t) as *const i8) };
                 t += 16;
             }
             // SAFETY: as above (the last element, in case the row ends in a new line).
-            unsafe { _mm_prefetch::<_MM_HINT_ET0>(row.wrapping_add(n - 1) as *const i8) };
-        }
-    }
-
-    /// Prefetches `rows` rows of `n` floats at `p` (row stride `rs`) into L2, one request per line.
-    #[inline(always)]
-    unsafe fn prefetch_rows_l2(p: *const f32, rows: usize, n: usize, rs: usize) {
-        for r in 0..rows {
-            let row = p.wrapping_add(r * rs);
-            let mut t = 0;
-            while t < n {
-                // SAFETY: prefetches never fault.
-                unsafe { _mm_prefetch::<_MM_HINT_T1>(row.wrapping_add(t) as *const i8) };
-                t += 16;
-            }
+            unsafe { _mm_prefetch::<HINT>(row.wrapping_add(n - 1) as *const i8) };
         }
     }
 
@@ -1043,11 +1029,12 @@ pub(crate) mod x86 {
         unsafe {
             if m * lda <= n * ldb {
                 // A large B comes from memory: prefetch the rows two column blocks ahead into L2.
-                let stream = n * ldb * 4 > STREAM_B_BYTES;
+                let stream = k > 0 && n * ldb * 4 > STREAM_B_BYTES;
                 for (j, cols) in row_blocks(n, NT_NR) {
                     if stream {
                         let ahead = j + 2 * NT_NR;
-                        prefetch_rows_l2(b.wrapping_add(ahead * ldb), cols.min(n.saturating_sub(ahead)), k, ldb);
+                        let rows = cols.min(n.saturating_sub(ahead));
+                        prefetch_rows::<_MM_HINT_T1>(b.wrapping_add(ahead * ldb), rows, k, ldb);
                     }
                     for (i, rows) in row_blocks(m, NT_MR) {
                         nt_block(i, rows, j, cols, k, a, lda, b, ldb, c, rsc, csc, init, relu);
