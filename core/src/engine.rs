@@ -290,6 +290,17 @@ impl Engine {
     /// Whether all rounds have run.
     pub fn is_done(&self) -> bool {
         self.next_round >= self.scenario.rounds
+            || (self.scenario.eval.stop_at_targets && self.targets_reached())
+    }
+
+    /// Whether every configured target accuracy has been reached.
+    fn targets_reached(&self) -> bool {
+        let reached = &self.summary.rounds_to_target;
+        self.scenario.eval.targets.iter().all(|t| {
+            reached
+                .get(&crate::report::target_key(*t))
+                .is_some_and(Option::is_some)
+        })
     }
 
     /// The running summary.

@@ -28,6 +28,10 @@ pub struct EvalConfig {
     /// Target test accuracies (in [0, 1]); `summary.json` reports the first round reaching each.
     #[serde(default)]
     pub targets: Vec<f64>,
+    /// End the run at the first round by which every target has been reached (`rounds` stays the
+    /// cap), for rounds-to-accuracy experiments.
+    #[serde(default)]
+    pub stop_at_targets: bool,
     /// Samples per evaluation chunk (the unit of parallel work; does not change results).
     #[serde(default = "default_eval_batch")]
     pub batch_size: usize,
@@ -54,6 +58,7 @@ impl Default for EvalConfig {
             train_loss: true,
             train_loss_samples: 0,
             targets: Vec::new(),
+            stop_at_targets: false,
             batch_size: default_eval_batch(),
             grad_norm: false,
         }
@@ -252,6 +257,9 @@ impl Scenario {
         }
         if self.eval.batch_size == 0 {
             return Err("eval.batch_size must be at least 1".into());
+        }
+        if self.eval.stop_at_targets && self.eval.targets.is_empty() {
+            return Err("eval.stop_at_targets needs at least one accuracy in eval.targets".into());
         }
         if let Some(t) = self.eval.targets.iter().find(|t| !(0.0..=1.0).contains(*t)) {
             return Err(format!(
