@@ -1,5 +1,5 @@
-//! `eval.stop_at_targets`: the run ends at the round that reaches the last target, and that round and
-//! the model up to it are exactly those of a run without early stopping.
+//! `eval.stop_at_targets`: the run ends at the round that reaches the last target, that round is the
+//! one a run without early stopping reports, and the final model is that of a run capped there.
 
 use fedsim_core::Scenario;
 use fedsim_sim::{SimOptions, run};
@@ -57,6 +57,8 @@ fn run_ends_at_the_round_reaching_the_target() {
         "the stopped run ends at the target round"
     );
     assert!(stopped.rounds < full.rounds);
+    let capped = summary(&[&format!("rounds={reached}")]);
+    assert_eq!(stopped.final_model_hash, capped.final_model_hash);
 }
 
 #[test]
