@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use fedsim_core::{Engine, Scenario};
+use fedsim_engine::{Engine, Scenario};
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
@@ -109,13 +109,7 @@ fn main() {
         ],
     )
     .expect("scenario");
-    let data = fedsim_data::load_federated(
-        &scenario.data,
-        &scenario.partition,
-        scenario.clients,
-        scenario.seed,
-    )
-    .expect("data");
+    let data = scenario.load_data().expect("data");
     let mut engine = Engine::new(scenario, Arc::new(data), "sim").expect("engine");
     let train_flops = engine.model().train_flops_per_sample();
     let eval_flops = engine.model().eval_flops_per_sample();
@@ -132,8 +126,9 @@ fn main() {
     let cpu_per_round =
         (cpu_marks[cpu_marks.len() - 1] - cpu_marks[first]) / recs.len().max(1) as f64;
 
-    let col =
-        |f: &dyn Fn(&fedsim_core::report::RoundRecord) -> f64| median(recs.iter().map(f).collect());
+    let col = |f: &dyn Fn(&fedsim_engine::report::RoundRecord) -> f64| {
+        median(recs.iter().map(f).collect())
+    };
     let train = col(&|r| r.time_train_s);
     let agg = col(&|r| r.time_aggregate_s);
     let eval = col(&|r| r.time_eval_s);
@@ -205,11 +200,11 @@ fn main() {
     let mut eval_samples = 0usize;
     for _ in 0..repeats.max(1) {
         let (w0, c0) = (std::time::Instant::now(), process_cpu_s());
-        let t = fedsim_core::eval::evaluate(model, global, &data.test, None, sc.eval.batch_size);
+        let t = fedsim_engine::eval::evaluate(model, global, &data.test, None, sc.eval.batch_size);
         eval_samples = t.count as usize;
         if sc.eval.train_loss {
             let tr =
-                fedsim_core::eval::evaluate(model, global, &data.train, None, sc.eval.batch_size);
+                fedsim_engine::eval::evaluate(model, global, &data.train, None, sc.eval.batch_size);
             eval_samples += tr.count as usize;
         }
         walls.push(w0.elapsed().as_secs_f64());

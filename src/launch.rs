@@ -7,27 +7,27 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use fedsim_core::Scenario;
-use fedsim_core::rng::{Purpose, stream};
+use fedsim_engine::Scenario;
+use fedsim_types::rng::{Purpose, stream};
 use rand::seq::index;
 
 /// What to launch.
 #[derive(Debug, Clone)]
-pub struct LaunchPlan {
+pub(crate) struct LaunchPlan {
     /// The resolved scenario.
-    pub scenario: Scenario,
+    pub(crate) scenario: Scenario,
     /// Client processes.
-    pub processes: usize,
+    pub(crate) processes: usize,
     /// Run directory.
-    pub out: PathBuf,
+    pub(crate) out: PathBuf,
     /// Extra arguments for `fedsim server` (e.g. TLS, tokens).
-    pub server_args: Vec<String>,
+    pub(crate) server_args: Vec<String>,
     /// Extra arguments for every `fedsim client`.
-    pub client_args: Vec<String>,
+    pub(crate) client_args: Vec<String>,
 }
 
 /// Contiguous id ranges `a-b` splitting `clients` ids over `processes` processes.
-pub fn id_ranges(clients: usize, processes: usize) -> Vec<(usize, usize)> {
+pub(crate) fn id_ranges(clients: usize, processes: usize) -> Vec<(usize, usize)> {
     let p = processes.clamp(1, clients.max(1));
     (0..p)
         .map(|k| (k * clients / p, (k + 1) * clients / p))
@@ -71,7 +71,7 @@ struct ClientProc {
 }
 
 /// Runs the launch plan to the end of the run. Returns when the coordinator exits.
-pub fn launch(plan: &LaunchPlan) -> Result<()> {
+pub(crate) fn launch(plan: &LaunchPlan) -> Result<()> {
     let exe = std::env::current_exe().context("locating the fedsim binary")?;
     let logs = plan.out.join("logs");
     std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
-use fedsim_core::Scenario;
+use fedsim_engine::Scenario;
 
 mod launch;
 mod plot;
@@ -340,7 +340,7 @@ fn launch_cmd(args: LaunchArgs) -> Result<()> {
     if !args.quiet {
         let text = std::fs::read_to_string(out.join("summary.json"))
             .with_context(|| format!("reading {}/summary.json", out.display()))?;
-        let summary: fedsim_core::report::Summary = serde_json::from_str(&text)?;
+        let summary: fedsim_engine::report::Summary = serde_json::from_str(&text)?;
         print_summary(&summary, &out);
     }
     Ok(())
@@ -362,7 +362,7 @@ fn sim(args: SimArgs) -> Result<()> {
     Ok(())
 }
 
-fn print_summary(s: &fedsim_core::report::Summary, out: &Path) {
+fn print_summary(s: &fedsim_engine::report::Summary, out: &Path) {
     let pct = |v: Option<f64>| v.map_or("n/a".to_string(), |a| format!("{:.2}%", a * 100.0));
     println!(
         "scenario        {} ({}, {} runtime)",

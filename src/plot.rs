@@ -7,25 +7,25 @@ use plotters::prelude::*;
 
 /// What to plot.
 #[derive(Debug, Clone)]
-pub struct PlotSpec {
+pub(crate) struct PlotSpec {
     /// Run directories (each with a `metrics.jsonl`).
-    pub runs: Vec<PathBuf>,
+    pub(crate) runs: Vec<PathBuf>,
     /// Legend labels, one per run (default: the directory name).
-    pub labels: Vec<String>,
+    pub(crate) labels: Vec<String>,
     /// Metric on the y axis: any numeric key of `metrics.jsonl`.
-    pub metric: String,
+    pub(crate) metric: String,
     /// x axis: `round`, `wall_s`, `bytes` (uplink + downlink, cumulative) or `bytes_up` (cumulative).
-    pub x: String,
+    pub(crate) x: String,
     /// Logarithmic y axis.
-    pub log_y: bool,
+    pub(crate) log_y: bool,
     /// Title (default: the metric).
-    pub title: Option<String>,
+    pub(crate) title: Option<String>,
     /// Output file (`.svg`).
-    pub out: PathBuf,
+    pub(crate) out: PathBuf,
 }
 
 /// One run's points.
-pub fn series(run: &Path, metric: &str, x: &str) -> Result<Vec<(f64, f64)>> {
+pub(crate) fn series(run: &Path, metric: &str, x: &str) -> Result<Vec<(f64, f64)>> {
     let path = run.join("metrics.jsonl");
     let text =
         std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
@@ -58,7 +58,7 @@ pub fn series(run: &Path, metric: &str, x: &str) -> Result<Vec<(f64, f64)>> {
 }
 
 /// Draws the plot.
-pub fn plot(spec: &PlotSpec) -> Result<()> {
+pub(crate) fn plot(spec: &PlotSpec) -> Result<()> {
     if spec.runs.is_empty() {
         bail!("give at least one run directory");
     }

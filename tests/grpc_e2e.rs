@@ -7,107 +7,49 @@ mod grpc_common;
 use std::path::Path;
 use std::time::Duration;
 
+use fedsim_algorithms::strategy::registry;
 use grpc_common::*;
 
-/// Scenarios `fedsim launch` must reproduce bit for bit. Covering another strategy or participation
-/// model is one more line: (scenario file, `--set` overrides).
-const EQUIVALENCE: &[(&str, &[&str])] = &[
-    // FedAvg, weighted by samples (McMahan).
+/// Every registered strategy runs on the quickstart scenario with its registry example (see
+/// [`equivalence_cases`]); these are the variants on top: weightings, robust aggregators, attacks, FRL
+/// with mask_by = "abs". Covering another variant is one more line: (scenario file, `--set` overrides).
+const VARIANTS: &[(&str, &[&str])] = &[
+    // FedAvg, weighted by samples (McMahan), as the scenario file has it.
     ("configs/quickstart.toml", &[]),
     // FedAvg, mean over participants.
     (
         "configs/quickstart.toml",
         &["strategy.weighting=\"uniform\""],
     ),
-    // FedAvg with a server learning rate.
     ("configs/quickstart.toml", &["strategy.server_lr=0.5"]),
-    // FedAvg averaged over all clients, cyclic availability.
+    // FedAvg summed over participants and divided by N (FedAU's "average all").
     (
         "configs/quickstart.toml",
         &[
+            "participation={kind=\"bernoulli\", p=0.2}",
             "strategy.weighting=\"all_clients\"",
-            "participation={kind=\"cyclic\", p=0.2, period=5}",
         ],
     ),
     // FedAU under Bernoulli participation.
     (
         "configs/quickstart.toml",
         &[
+            "participation={kind=\"bernoulli\", p=0.2}",
             "strategy={kind=\"fedau\"}",
-            "participation={kind=\"bernoulli\", p=0.1}",
         ],
     ),
-    // FedAvg weighted by the known participation probabilities (the oracle baseline of FedAU's paper).
+    // FedAvg weighted by known participation probabilities (an oracle baseline).
     (
         "configs/quickstart.toml",
         &[
+            "participation={kind=\"bernoulli\", p=0.2}",
             "strategy={kind=\"fedavg\", weighting=\"known_probability\"}",
-            "participation={kind=\"bernoulli\", p={dist=\"uniform\", low=0.05, high=0.3}}",
         ],
     ),
-    // MIFA (server memory of every client's latest update).
-    ("configs/quickstart.toml", &["strategy={kind=\"mifa\"}"]),
-    // FedVarp under Markov participation.
-    (
-        "configs/quickstart.toml",
-        &[
-            "strategy={kind=\"fedvarp\"}",
-            "participation={kind=\"markov\", p=0.2}",
-        ],
-    ),
-    // Client state kept by the client processes: SCAFFOLD's c_i (both options), FedSpeed's and
-    // FedDyn's h_i.
-    ("configs/quickstart.toml", &["strategy={kind=\"scaffold\"}"]),
+    // SCAFFOLD option I.
     (
         "configs/quickstart.toml",
         &["strategy={kind=\"scaffold\", option=1}"],
-    ),
-    ("configs/quickstart.toml", &["strategy={kind=\"fedspeed\"}"]),
-    ("configs/quickstart.toml", &["strategy={kind=\"feddyn\"}"]),
-    (
-        "configs/quickstart.toml",
-        &["strategy={kind=\"fedprox\", mu=0.1}"],
-    ),
-    // Server optimisers.
-    ("configs/quickstart.toml", &["strategy={kind=\"fedavgm\"}"]),
-    (
-        "configs/quickstart.toml",
-        &["strategy={kind=\"fedadagrad\"}"],
-    ),
-    ("configs/quickstart.toml", &["strategy={kind=\"fedadam\"}"]),
-    ("configs/quickstart.toml", &["strategy={kind=\"fedyogi\"}"]),
-    // Compressed uplinks: EF21-style compressed deltas for FedAvg, and the EF21 family (client g_i / e_i).
-    (
-        "configs/quickstart.toml",
-        &["strategy={kind=\"fedavg_ef21\", compressor={kind=\"top_k\", fraction=0.05}}"],
-    ),
-    (
-        "configs/quickstart.toml",
-        &[
-            "strategy={kind=\"ef21\", step_size=0.5, compressor={kind=\"top_k\", k=50}}",
-            "participation={kind=\"bernoulli\", p=0.5}",
-        ],
-    ),
-    (
-        "configs/quickstart.toml",
-        &["strategy={kind=\"ef21_plus\", step_size=0.5, compressor={kind=\"rand_k\", k=50}}"],
-    ),
-    (
-        "configs/quickstart.toml",
-        &["strategy={kind=\"ef\", step_size=0.5, compressor={kind=\"natural\"}}"],
-    ),
-    (
-        "configs/quickstart.toml",
-        &["strategy={kind=\"gd\", step_size=0.5}"],
-    ),
-    // FRL on a supermask MLP (rankings up, global ranking down).
-    (
-        "configs/quickstart.toml",
-        &[
-            "model={kind=\"supermask_mlp\", hidden=[64]}",
-            "strategy={kind=\"frl\"}",
-            "train.momentum=0.9",
-        ],
     ),
     // FRL under the colluding rank-reversal attack (20% malicious), mask by |score|.
     (
@@ -148,6 +90,19 @@ const EQUIVALENCE: &[(&str, &[&str])] = &[
 /// Overrides that keep every equivalence run short, and evaluate every round.
 const SHORT: &[&str] = &["rounds=6", "eval.every=1"];
 
+/// Every registered strategy with its registry example on the quickstart scenario, then [`VARIANTS`].
+fn equivalence_cases() -> Vec<(&'static str, Vec<String>)> {
+    let registered = registry::all().iter().map(|e| {
+        let mut sets = vec![format!("strategy={}", e.example_inline())];
+        sets.extend(e.example_settings.iter().map(|s| s.to_string()));
+        ("configs/quickstart.toml", sets)
+    });
+    let variants = VARIANTS
+        .iter()
+        .map(|(scenario, sets)| (*scenario, sets.iter().map(|s| s.to_string()).collect()));
+    registered.chain(variants).collect()
+}
+
 fn sim(scenario: &str, sets: &[&str], out: &Path, log: &Path) {
     let mut args = vec!["sim", scenario, "--quiet", "--out", s(out)];
     for o in sets {
@@ -185,8 +140,14 @@ fn launch(
 fn launch_reproduces_sim_bit_for_bit() {
     let _serial = serial();
     let tmp = tempfile::tempdir().unwrap();
-    for (i, (scenario, overrides)) in EQUIVALENCE.iter().enumerate() {
-        let sets: Vec<&str> = SHORT.iter().chain(overrides.iter()).copied().collect();
+    let cases = equivalence_cases();
+    assert!(cases.len() > registry::all().len());
+    for (i, (scenario, overrides)) in cases.iter().enumerate() {
+        let sets: Vec<&str> = SHORT
+            .iter()
+            .copied()
+            .chain(overrides.iter().map(String::as_str))
+            .collect();
         let what = format!("{scenario} {overrides:?}");
         let (a, b) = (
             tmp.path().join(format!("sim{i}")),

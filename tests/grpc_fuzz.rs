@@ -8,13 +8,13 @@ mod grpc_common;
 use std::time::Duration;
 
 use bytes::Bytes;
-use fedsim_core::{Payload, TensorData};
 use fedsim_proto::v1::coordinator_client::CoordinatorClient;
 use fedsim_proto::v1::{
     self, ClientInfo, FetchTaskRequest, HeartbeatRequest, JoinRequest, LeaveRequest, ResultChunk,
     ResultHeader, result_chunk, task_chunk, task_header,
 };
 use fedsim_proto::{PROTOCOL_VERSION, wire};
+use fedsim_types::{Payload, TensorData};
 use grpc_common::*;
 use prost::Message;
 use tonic::Code;

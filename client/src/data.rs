@@ -4,10 +4,11 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use fedsim_core::train::ClientData;
-use fedsim_core::{ClientId, CoreError, Scenario};
+use fedsim_algorithms::train::ClientData;
 use fedsim_data::{Dataset, FederatedData};
+use fedsim_engine::{EngineError, Scenario};
 use fedsim_nn::Model;
+use fedsim_types::ClientId;
 
 use crate::ClientError;
 
@@ -64,7 +65,7 @@ pub enum LocalData {
 
 fn read_file(spec: &Path) -> Result<Dataset, ClientError> {
     let s = spec.to_string_lossy();
-    let core = |e: fedsim_data::DataError| ClientError::Core(CoreError::Data(e));
+    let core = |e: fedsim_data::DataError| ClientError::Core(EngineError::Data(e));
     if let Some(p) = s.strip_prefix("libsvm:") {
         return fedsim_data::read_libsvm(Path::new(p), None).map_err(core);
     }
@@ -96,13 +97,7 @@ impl LocalData {
     ) -> Result<Self, ClientError> {
         match source {
             DataSource::Partition | DataSource::PartitionOf(_) => {
-                let data = fedsim_data::load_federated(
-                    &scenario.data,
-                    &scenario.partition,
-                    scenario.clients,
-                    scenario.seed,
-                )
-                .map_err(CoreError::from)?;
+                let data = scenario.load_data()?;
                 let map = match source {
                     DataSource::PartitionOf(i) => {
                         if ids.len() != 1 {
@@ -142,7 +137,7 @@ impl LocalData {
         scenario
             .model
             .build(&input)
-            .map_err(|e| ClientError::Core(CoreError::Model(e)))
+            .map_err(|e| ClientError::Core(EngineError::Model(e)))
     }
 
     /// The data of hosted client `id`.

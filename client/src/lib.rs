@@ -16,8 +16,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use fedsim_core::engine::run_client;
-use fedsim_core::{ClientId, ClientState, Payload, Scenario, Strategy};
+use fedsim_algorithms::{ClientState, Strategy};
+use fedsim_engine::Scenario;
+use fedsim_engine::engine::run_client;
 use fedsim_nn::{Model, Scratch};
 use fedsim_proto::v1::coordinator_client::CoordinatorClient;
 use fedsim_proto::v1::{
@@ -25,6 +26,7 @@ use fedsim_proto::v1::{
     ResultHeader, result_chunk, task_chunk, task_header,
 };
 use fedsim_proto::{PROTOCOL_VERSION, wire};
+use fedsim_types::{ClientId, Payload};
 use tokio::sync::{RwLock, Semaphore};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
@@ -58,7 +60,7 @@ pub enum ClientError {
     },
     /// Local data, scenario or model problem.
     #[error(transparent)]
-    Core(#[from] fedsim_core::CoreError),
+    Core(#[from] fedsim_engine::EngineError),
     /// A local file could not be used.
     #[error("{path}: {msg}")]
     File {

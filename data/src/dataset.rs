@@ -12,7 +12,7 @@ pub struct Dataset {
     /// Number of classes.
     pub num_classes: usize,
     /// Image shape (channels, height, width) when rows are flattened images.
-    pub image: Option<fedsim_nn::ImageShape>,
+    pub image: Option<fedsim_types::ImageShape>,
 }
 
 impl Dataset {
@@ -46,8 +46,8 @@ impl Dataset {
     }
 
     /// The model input this data set feeds.
-    pub fn input_spec(&self) -> fedsim_nn::InputSpec {
-        fedsim_nn::InputSpec {
+    pub fn input_spec(&self) -> fedsim_types::InputSpec {
+        fedsim_types::InputSpec {
             features: self.features(),
             image: self.image,
             num_classes: self.num_classes,

@@ -245,7 +245,9 @@ pub fn read_idx_images(path: &Path) -> Result<IdxImages, DataError> {
 }
 
 /// Reads an `idx3-ubyte` image file straight into a `count × (height·width)` matrix of pixels scaled to `[0, 1]`.
-fn read_idx_images_scaled(path: &Path) -> Result<(Array2<f32>, fedsim_nn::ImageShape), DataError> {
+fn read_idx_images_scaled(
+    path: &Path,
+) -> Result<(Array2<f32>, fedsim_types::ImageShape), DataError> {
     // Exact `p / 255` for every byte value.
     let mut sink = Scaled {
         table: std::array::from_fn(|p| p as f32 / 255.0),
@@ -256,7 +258,7 @@ fn read_idx_images_scaled(path: &Path) -> Result<(Array2<f32>, fedsim_nn::ImageS
         .map_err(|e| format_err(path, format!("cannot shape pixel data: {e}")))?;
     Ok((
         x,
-        fedsim_nn::ImageShape {
+        fedsim_types::ImageShape {
             channels: 1,
             height,
             width,
@@ -448,7 +450,7 @@ mod tests {
             assert_eq!(train.num_classes, 10);
             assert_eq!(
                 train.image,
-                Some(fedsim_nn::ImageShape {
+                Some(fedsim_types::ImageShape {
                     channels: 1,
                     height: 2,
                     width: 3
@@ -599,7 +601,7 @@ mod tests {
         assert_eq!(train.features(), 784);
         assert_eq!(
             train.image,
-            Some(fedsim_nn::ImageShape {
+            Some(fedsim_types::ImageShape {
                 channels: 1,
                 height: 28,
                 width: 28

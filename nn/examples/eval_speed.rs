@@ -23,7 +23,11 @@ fn now(cpu: bool) -> f64 {
     if cpu
         && let Some(ns) = std::fs::read_to_string("/proc/thread-self/schedstat")
             .ok()
-            .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse::<f64>().ok()))
+            .and_then(|s| {
+                s.split_whitespace()
+                    .next()
+                    .and_then(|v| v.parse::<f64>().ok())
+            })
     {
         return ns * 1e-9;
     }
@@ -33,7 +37,12 @@ fn now(cpu: bool) -> f64 {
 
 fn main() {
     let filter: Vec<String> = std::env::args().skip(1).map(|f| f.to_lowercase()).collect();
-    let env = |n: &str, d: usize| std::env::var(n).ok().and_then(|v| v.parse().ok()).unwrap_or(d);
+    let env = |n: &str, d: usize| {
+        std::env::var(n)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(d)
+    };
     // Chunk sizes to compare: measured interleaved (one pass of each in turn), so that changes in
     // the machine's load affect them alike.
     let chunks: Vec<usize> = std::env::var("CHUNK")
@@ -54,16 +63,35 @@ fn main() {
             .collect();
         median(&mut v)
     };
-    println!("FMA peak: {peak:.1} GFLOP/s; clock: {}; chunks {chunks:?}", if cpu { "on-CPU time" } else { "wall" });
-    let mnist = ImageShape { channels: 1, height: 28, width: 28 };
+    println!(
+        "FMA peak: {peak:.1} GFLOP/s; clock: {}; chunks {chunks:?}",
+        if cpu { "on-CPU time" } else { "wall" }
+    );
+    let mnist = ImageShape {
+        channels: 1,
+        height: 28,
+        width: 28,
+    };
     let models: Vec<(&str, Box<dyn Model>, usize)> = vec![
         ("logreg", Box::new(LogReg::new(784, 10)), 10_000),
-        ("2NN", Box::new(Mlp::new(784, &[200, 200], 10)), env("POOL", 10_000)),
-        ("CNN", Box::new(Cnn::new(mnist, [32, 64], 512, 10).unwrap_or_else(|e| panic!("{e}"))), 1_000),
+        (
+            "2NN",
+            Box::new(Mlp::new(784, &[200, 200], 10)),
+            env("POOL", 10_000),
+        ),
+        (
+            "CNN",
+            Box::new(Cnn::new(mnist, [32, 64], 512, 10).unwrap_or_else(|e| panic!("{e}"))),
+            1_000,
+        ),
     ];
     let mut rng = ChaCha8Rng::seed_from_u64(1);
     for (name, model, n) in models {
-        if !filter.is_empty() && !filter.iter().any(|f| name.to_lowercase().contains(f.as_str())) {
+        if !filter.is_empty()
+            && !filter
+                .iter()
+                .any(|f| name.to_lowercase().contains(f.as_str()))
+        {
             continue;
         }
         let f = model.input_len();
@@ -75,7 +103,13 @@ fn main() {
             let mut stats = EvalStats::new(10);
             for s in (0..n).step_by(chunk) {
                 let e = (s + chunk).min(n);
-                model.evaluate(&params, x.slice(ndarray::s![s..e, ..]), &y[s..e], &mut scratch, &mut stats);
+                model.evaluate(
+                    &params,
+                    x.slice(ndarray::s![s..e, ..]),
+                    &y[s..e],
+                    &mut scratch,
+                    &mut stats,
+                );
             }
             stats.count
         };
@@ -101,8 +135,10 @@ fn main() {
         #[cfg(feature = "profile")]
         {
             let rep = fedsim_nn::perf::profile_report();
-            let parts: Vec<String> =
-                rep.iter().map(|(s, d, c)| format!("{s} {:.1} ms/{c}", d.as_secs_f64() * 1e3)).collect();
+            let parts: Vec<String> = rep
+                .iter()
+                .map(|(s, d, c)| format!("{s} {:.1} ms/{c}", d.as_secs_f64() * 1e3))
+                .collect();
             println!("  sections: {}", parts.join(", "));
         }
     }

@@ -14,6 +14,10 @@
 //! `MAX_OTHER` cores (default 0.1) are discarded and retried, for up to `MAX_WAIT_S` seconds
 //! (default 120) per workload. The last column says how many runs were kept and discarded.
 //!
+//! The FMA peak is that of the widest fused multiply-add the CPU runs (512-bit `vfmadd` with
+//! AVX-512F, 256-bit with AVX2 + FMA; `fedsim_nn::perf::fma_probe`), so shares of peak are shares
+//! of what the core can do, whichever kernels the models use.
+//!
 //! The clock of a VM drifts (the FMA peak read 100 to 116 GFLOP/s within minutes on the machine
 //! these figures were taken on), so every timed run of a workload is paired with an FMA-probe run of
 //! the same length just before it, and the share of peak is the median of the per-pair ratios. The
@@ -25,7 +29,9 @@
 
 use std::time::{Duration, Instant};
 
-use fedsim_nn::perf::{FMA_PROBE_FLOPS_PER_ITER, TrainWorkload, fma_probe, kernels, median};
+use fedsim_nn::perf::{
+    FMA_PROBE_FLOPS_PER_ITER, TrainWorkload, fma_probe, fma_probe_isa, kernels, median,
+};
 use fedsim_nn::{Cnn, ImageShape, LogReg, Mlp, Model};
 
 /// What a workload must reach.
@@ -38,13 +44,22 @@ enum Target {
 }
 
 fn env_or(name: &str, default: f64) -> f64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 /// Busy jiffies of the whole machine and of this process (Linux); `None` elsewhere.
 fn jiffies() -> Option<(u64, u64)> {
     let stat = std::fs::read_to_string("/proc/stat").ok()?;
-    let cpu: Vec<u64> = stat.lines().next()?.split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect();
+    let cpu: Vec<u64> = stat
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
     if cpu.len() < 8 {
         return None;
     }
@@ -118,7 +133,11 @@ impl Clock {
         if self.cpu
             && let Some(ns) = std::fs::read_to_string("/proc/thread-self/schedstat")
                 .ok()
-                .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse::<f64>().ok()))
+                .and_then(|s| {
+                    s.split_whitespace()
+                        .next()
+                        .and_then(|v| v.parse::<f64>().ok())
+                })
         {
             return ns * 1e-9;
         }
@@ -132,10 +151,17 @@ fn main() {
     let run = Duration::from_secs_f64(env_or("RUN_MS", 400.0) / 1e3);
     let max_other = env_or("MAX_OTHER", 0.1);
     let budget = Duration::from_secs_f64(env_or("MAX_WAIT_S", 120.0));
-    let clock = Clock { cpu: std::env::var("CLOCK").is_ok_and(|c| c == "cpu"), origin: Instant::now() };
+    let clock = Clock {
+        cpu: std::env::var("CLOCK").is_ok_and(|c| c == "cpu"),
+        origin: Instant::now(),
+    };
     // With the on-CPU clock, other processes do not make a run invalid.
     let max_other = if clock.cpu { f64::INFINITY } else { max_other };
-    let mnist = ImageShape { channels: 1, height: 28, width: 28 };
+    let mnist = ImageShape {
+        channels: 1,
+        height: 28,
+        width: 28,
+    };
     let cnn = || -> Box<dyn Model> {
         match Cnn::new(mnist, [32, 64], 512, 10) {
             Ok(m) => Box::new(m),
@@ -172,9 +198,10 @@ fn main() {
     let (mut peaks, peak_dropped) = clean_runs(repeats, max_other, budget, probe_gflops);
     let peak = median(&mut peaks);
     println!(
-        "kernels: {}; clock: {}; FMA peak: {peak:.1} GFLOP/s (median of {} runs, {peak_dropped} discarded)",
+        "kernels: {}; clock: {}; FMA peak ({}): {peak:.1} GFLOP/s/core (median of {} runs, {peak_dropped} discarded)",
         kernels(),
         if clock.cpu { "on-CPU time" } else { "wall" },
+        fma_probe_isa(),
         peaks.len()
     );
     println!();
@@ -183,7 +210,11 @@ fn main() {
     );
     println!("|---|---:|---:|---:|---:|---|---|---|");
     for (name, model, batch, target) in workloads {
-        if !filter.is_empty() && !filter.iter().any(|f| name.to_lowercase().contains(f.as_str())) {
+        if !filter.is_empty()
+            && !filter
+                .iter()
+                .any(|f| name.to_lowercase().contains(f.as_str()))
+        {
             continue;
         }
         let flops = model.train_flops_per_sample();
@@ -204,7 +235,10 @@ fn main() {
             let peak_now = probe_gflops();
             let t = clock.now();
             w.time_steps(steps);
-            ((steps as usize * batch) as f64 / (clock.now() - t), peak_now)
+            (
+                (steps as usize * batch) as f64 / (clock.now() - t),
+                peak_now,
+            )
         });
         let mut rates: Vec<f64> = pairs.iter().map(|p| p.0).collect();
         let mut paired_peaks: Vec<f64> = pairs.iter().map(|p| p.1).collect();
@@ -241,8 +275,15 @@ fn print_profile(name: &str) {
             None => rows.push((section, d.as_secs_f64())),
         }
     }
-    let total: f64 = rows.iter().filter(|r| !r.0.starts_with("gemm ")).map(|r| r.1).sum();
+    let total: f64 = rows
+        .iter()
+        .filter(|r| !r.0.starts_with("gemm "))
+        .map(|r| r.1)
+        .sum();
     rows.sort_by(|a, b| b.1.total_cmp(&a.1));
-    let parts: Vec<String> = rows.iter().map(|(s, t)| format!("{s} {:.1}%", 100.0 * t / total)).collect();
+    let parts: Vec<String> = rows
+        .iter()
+        .map(|(s, t)| format!("{s} {:.1}%", 100.0 * t / total))
+        .collect();
     eprintln!("  {name} sections: {}", parts.join(", "));
 }

@@ -45,7 +45,11 @@ impl Layout {
 
     /// Appends a tensor and returns its index in the layout.
     pub fn push(&mut self, name: impl Into<String>, shape: &[usize]) -> usize {
-        let spec = TensorSpec { name: name.into(), shape: shape.to_vec(), offset: self.len };
+        let spec = TensorSpec {
+            name: name.into(),
+            shape: shape.to_vec(),
+            offset: self.len,
+        };
         self.len += spec.len();
         self.tensors.push(spec);
         self.tensors.len() - 1

@@ -4,8 +4,11 @@
 //! strategies can work on plain vectors while models keep their structure. Models implement [`Model`]:
 //! initialise from a seed, compute the mean loss and its gradient on a batch, and evaluate.
 
+// Lints the workspace will enable in CI (kept here until they move to `[workspace.lints]`).
+
 pub mod cnn;
-mod gemm;
+pub mod gemm;
+pub mod isa;
 pub mod layout;
 pub mod logreg;
 pub mod logreg_nc;
@@ -15,6 +18,7 @@ mod ops;
 pub mod optim;
 pub mod order;
 pub mod perf;
+mod profile;
 pub mod spec;
 pub mod supermask;
 #[cfg(test)]

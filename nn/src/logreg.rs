@@ -30,14 +30,31 @@ impl LogReg {
         let mut layout = Layout::new();
         layout.push("weight", &[classes, features]);
         layout.push("bias", &[classes]);
-        Self { features, classes, layout }
+        Self {
+            features,
+            classes,
+            layout,
+        }
     }
 
     /// Logits of the batch `x` (`rows × features`) into `logits` (`rows × classes`).
     fn forward(&self, params: &[f32], x: &[f32], rows: usize, logits: &mut [f32]) {
         let (f, c) = (self.features, self.classes);
         let (w, b) = params.split_at(c * f);
-        gemm::nt(rows, c, f, x, f, w, f, logits, c, 1, Init::ColBias(b), false);
+        gemm::nt(
+            rows,
+            c,
+            f,
+            x,
+            f,
+            w,
+            f,
+            logits,
+            c,
+            1,
+            Init::ColBias(b),
+            false,
+        );
     }
 }
 
@@ -143,7 +160,10 @@ mod tests {
     fn layout_and_counts() {
         let m = LogReg::new(784, 10);
         assert_eq!(m.num_params(), 7850);
-        assert_eq!(m.layout().get("weight").map(|t| t.shape.clone()), Some(vec![10, 784]));
+        assert_eq!(
+            m.layout().get("weight").map(|t| t.shape.clone()),
+            Some(vec![10, 784])
+        );
         assert_eq!(m.layout().get("bias").map(|t| t.range()), Some(7840..7850));
         assert_eq!(m.name(), "logreg(784-10)");
     }
@@ -202,7 +222,9 @@ mod tests {
         for c in 0..3 {
             p[c * 3 + c] = 1.0;
         }
-        let x = Array2::from_shape_vec((4, 3), vec![1., 0., 0., 0., 2., 0., 0., 0., 3., 5., 0., 0.]).unwrap();
+        let x =
+            Array2::from_shape_vec((4, 3), vec![1., 0., 0., 0., 2., 0., 0., 0., 3., 5., 0., 0.])
+                .unwrap();
         let y = [0u32, 1, 2, 1];
         let mut stats = EvalStats::new(3);
         m.evaluate(&p, x.view(), &y, &mut Scratch::default(), &mut stats);
@@ -224,7 +246,10 @@ mod tests {
         let p = m.init_params(0);
         let mut g = vec![1.0; m.num_params()];
         let x = Array2::<f32>::zeros((0, 4));
-        assert_eq!(m.loss_grad(&p, x.view(), &[], &mut g, &mut Scratch::default()), 0.0);
+        assert_eq!(
+            m.loss_grad(&p, x.view(), &[], &mut g, &mut Scratch::default()),
+            0.0
+        );
         assert!(g.iter().all(|&v| v == 0.0));
     }
 }

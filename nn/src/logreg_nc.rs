@@ -9,7 +9,7 @@
 //!
 //! Besides the [`Model`] trait (with an exact `f64` path for tight tolerances), the module provides the
 //! smoothness constant used for the EF21 step sizes, `L = λ_max(AᵀA)/(4m) + 2λ` ([`smoothness`]), and
-//! the model-name convention that lets a strategy recover λ from a built model ([`lambda_from_name`]).
+//! [`Model::smoothness`], which strategies read for their step sizes.
 
 use ndarray::ArrayView2;
 use rand::{RngExt, SeedableRng};
@@ -36,7 +36,11 @@ impl LogRegNonconvex {
     pub fn new(features: usize, lambda: f64) -> Self {
         let mut layout = Layout::new();
         layout.push("weight", &[features]);
-        Self { features, lambda, layout }
+        Self {
+            features,
+            lambda,
+            layout,
+        }
     }
 
     /// The regularisation strength λ.
@@ -56,7 +60,13 @@ impl LogRegNonconvex {
     }
 
     /// Mean loss and gradient in f64; `grad` is overwritten. Shared by both precisions.
-    fn loss_grad_impl(&self, params: &[f64], x: ArrayView2<'_, f32>, y: &[u32], grad: &mut [f64]) -> f64 {
+    fn loss_grad_impl(
+        &self,
+        params: &[f64],
+        x: ArrayView2<'_, f32>,
+        y: &[u32],
+        grad: &mut [f64],
+    ) -> f64 {
         debug_assert_eq!(params.len(), self.features);
         debug_assert_eq!(grad.len(), self.features);
         debug_assert_eq!(x.ncols(), self.features);
@@ -72,11 +82,19 @@ impl LogRegNonconvex {
             let s = sign(label);
             let m = s * match row.as_slice() {
                 Some(a) => dot(a, params),
-                None => row.iter().zip(params).map(|(&a, &p)| a as f64 * p).sum::<f64>(),
+                None => row
+                    .iter()
+                    .zip(params)
+                    .map(|(&a, &p)| a as f64 * p)
+                    .sum::<f64>(),
             };
             // One exponential for both: e = exp(−|m|), σ(−m) and log(1 + exp(−m)).
             let e = (-m.abs()).exp();
-            let sig = if m >= 0.0 { e / (1.0 + e) } else { 1.0 / (1.0 + e) };
+            let sig = if m >= 0.0 {
+                e / (1.0 + e)
+            } else {
+                1.0 / (1.0 + e)
+            };
             loss += (-m).max(0.0) + e.ln_1p();
             let c = -s * sig * inv;
             match row.as_slice() {
@@ -99,7 +117,11 @@ fn sign(label: u32) -> f64 {
 
 /// `log(1 + e^z)` without overflow.
 fn softplus(z: f64) -> f64 {
-    if z > 0.0 { z + (-z).exp().ln_1p() } else { z.exp().ln_1p() }
+    if z > 0.0 {
+        z + (-z).exp().ln_1p()
+    } else {
+        z.exp().ln_1p()
+    }
 }
 
 /// `Σ a_k p_k` with eight independent accumulators (vectorisable, fixed summation order).
@@ -140,6 +162,10 @@ fn axpy(c: f64, a: &[f32], g: &mut [f64]) {
 }
 
 impl Model for LogRegNonconvex {
+    fn smoothness(&self, x: ArrayView2<'_, f32>, rows: &[u32]) -> Option<f64> {
+        Some(smoothness(x, rows, self.lambda))
+    }
+
     fn name(&self) -> String {
         format!("{NAME_PREFIX}{},lambda={})", self.features, self.lambda)
     }
@@ -233,17 +259,15 @@ impl Model for LogRegNonconvex {
         2.0 * self.features as f64
     }
 
-    fn loss_grad_f64(&self, params: &[f64], x: ArrayView2<'_, f32>, y: &[u32], grad: &mut [f64]) -> Option<f64> {
+    fn loss_grad_f64(
+        &self,
+        params: &[f64],
+        x: ArrayView2<'_, f32>,
+        y: &[u32],
+        grad: &mut [f64],
+    ) -> Option<f64> {
         Some(self.loss_grad_impl(params, x, y, grad))
     }
-}
-
-/// λ of a model built as `kind = "logreg_nonconvex"`, read from its [`Model::name`]; `None` for any other
-/// model. Lets a strategy compute smoothness constants for the model it is given.
-pub fn lambda_from_name(name: &str) -> Option<f64> {
-    let inner = name.strip_prefix(NAME_PREFIX)?.strip_suffix(')')?;
-    let (_, lam) = inner.split_once(",lambda=")?;
-    lam.parse().ok().filter(|l: &f64| l.is_finite() && *l >= 0.0)
 }
 
 /// Smoothness constant of the model's loss on the rows `rows` of `x`:
@@ -262,7 +286,12 @@ pub fn smoothness(x: ArrayView2<'_, f32>, rows: &[u32], lambda: f64) -> f64 {
     for &r in rows {
         nz.clear();
         let row = x.row(r as usize);
-        nz.extend(row.iter().enumerate().filter(|(_, v)| **v != 0.0).map(|(j, &v)| (j, v as f64)));
+        nz.extend(
+            row.iter()
+                .enumerate()
+                .filter(|(_, v)| **v != 0.0)
+                .map(|(j, &v)| (j, v as f64)),
+        );
         for &(j, vj) in &nz {
             let line = &mut gram[j * d..(j + 1) * d];
             for &(k, vk) in &nz {
@@ -284,7 +313,11 @@ pub fn largest_eigenvalue(a: &[f64], d: usize) -> f64 {
     let mut lambda = 0.0f64;
     for _ in 0..100_000 {
         for (i, wi) in w.iter_mut().enumerate() {
-            *wi = a[i * d..(i + 1) * d].iter().zip(&v).map(|(x, y)| x * y).sum();
+            *wi = a[i * d..(i + 1) * d]
+                .iter()
+                .zip(&v)
+                .map(|(x, y)| x * y)
+                .sum();
         }
         // Rayleigh quotient vᵀAv with ||v|| = 1.
         let rq: f64 = w.iter().zip(&v).map(|(x, y)| x * y).sum();
@@ -316,7 +349,11 @@ mod tests {
     fn sparse_binary(rows: usize, d: usize, seed: u64) -> (Array2<f32>, Vec<u32>) {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let x = Array2::from_shape_fn((rows, d), |_| {
-            if rng.random::<f64>() < 0.3 { rng.random_range(-1.0f32..2.0) } else { 0.0 }
+            if rng.random::<f64>() < 0.3 {
+                rng.random_range(-1.0f32..2.0)
+            } else {
+                0.0
+            }
         });
         let y = (0..rows).map(|_| rng.random_range(0..2u32)).collect();
         (x, y)
@@ -343,7 +380,11 @@ mod tests {
             q[i] = p[i] - h;
             let down = loss64(&m, &q, &x, &y);
             let fd = (up - down) / (2.0 * h);
-            assert!((fd - g[i]).abs() <= 1e-7 * (1.0 + fd.abs()), "coord {i}: fd {fd} vs {}", g[i]);
+            assert!(
+                (fd - g[i]).abs() <= 1e-7 * (1.0 + fd.abs()),
+                "coord {i}: fd {fd} vs {}",
+                g[i]
+            );
         }
     }
 
@@ -377,7 +418,9 @@ mod tests {
         let mut ga = vec![0.0; 20];
         let mut gb = vec![0.0; 20];
         let la = m.loss_grad_f64(&p64, xs, &ys, &mut ga).unwrap();
-        let lb = m.loss_grad_f64(&p64, xs.to_owned().view(), &ys, &mut gb).unwrap();
+        let lb = m
+            .loss_grad_f64(&p64, xs.to_owned().view(), &ys, &mut gb)
+            .unwrap();
         assert!((la - lb).abs() < 1e-12 && ga.iter().zip(&gb).all(|(a, b)| (a - b).abs() < 1e-12));
     }
 
@@ -387,15 +430,20 @@ mod tests {
         let m = LogRegNonconvex::new(2, 0.1);
         let x = Array2::from_shape_vec((1, 2), vec![1.0f32, 0.0]).unwrap();
         let mut g = vec![0.0; 2];
-        let l = m.loss_grad_f64(&[0.0, 1.0], x.view(), &[1], &mut g).unwrap();
+        let l = m
+            .loss_grad_f64(&[0.0, 1.0], x.view(), &[1], &mut g)
+            .unwrap();
         assert!((l - (2f64.ln() + 0.05)).abs() < 1e-15);
         // ∂/∂x0 = −y a0 σ(−0) = −0.5; ∂/∂x1 = λ·2·1/(1+1)² = 0.05.
         assert!((g[0] + 0.5).abs() < 1e-15 && (g[1] - 0.05).abs() < 1e-15);
         // Class 0 means y = −1: the gradient flips sign.
-        m.loss_grad_f64(&[0.0, 1.0], x.view(), &[0], &mut g).unwrap();
+        m.loss_grad_f64(&[0.0, 1.0], x.view(), &[0], &mut g)
+            .unwrap();
         assert!((g[0] - 0.5).abs() < 1e-15);
         // Extreme margins stay finite.
-        let l = m.loss_grad_f64(&[1e6, 0.0], x.view(), &[0], &mut g).unwrap();
+        let l = m
+            .loss_grad_f64(&[1e6, 0.0], x.view(), &[0], &mut g)
+            .unwrap();
         assert!(l.is_finite() && (l - 1e6).abs() < 1.0 && g.iter().all(|v| v.is_finite()));
     }
 
@@ -408,17 +456,18 @@ mod tests {
         let n = a.len() as f64;
         let mean = a.iter().map(|&v| v as f64).sum::<f64>() / n;
         let var = a.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n;
-        assert!(mean.abs() < 0.03 && (var - 1.0).abs() < 0.05, "mean {mean} var {var}");
+        assert!(
+            mean.abs() < 0.03 && (var - 1.0).abs() < 0.05,
+            "mean {mean} var {var}"
+        );
     }
 
     #[test]
-    fn name_round_trips_lambda() {
-        let m = LogRegNonconvex::new(68, 0.1);
-        assert_eq!(m.name(), "logreg_nonconvex(68,lambda=0.1)");
-        assert_eq!(lambda_from_name(&m.name()), Some(0.1));
-        assert_eq!(lambda_from_name(&LogRegNonconvex::new(3, 0.0123).name()), Some(0.0123));
-        assert_eq!(lambda_from_name("logreg(784-10)"), None);
-        assert_eq!(lambda_from_name("logreg_nonconvex(3,lambda=x)"), None);
+    fn the_model_states_its_smoothness() {
+        let m = LogRegNonconvex::new(3, 0.25);
+        let x = ndarray::Array2::<f32>::zeros((2, 3));
+        // With zero features only the regulariser's curvature bound 2λ remains.
+        assert_eq!(m.smoothness(x.view(), &[0, 1]), Some(0.5));
     }
 
     #[test]
@@ -435,8 +484,11 @@ mod tests {
         let mut rng = ChaCha8Rng::seed_from_u64(1);
         for _ in 0..200 {
             let v: Vec<f64> = (0..9).map(|_| rng.random_range(-1.0..1.0)).collect();
-            let av: Vec<f64> =
-                x.rows().into_iter().map(|r| r.iter().zip(&v).map(|(&a, b)| a as f64 * b).sum()).collect();
+            let av: Vec<f64> = x
+                .rows()
+                .into_iter()
+                .map(|r| r.iter().zip(&v).map(|(&a, b)| a as f64 * b).sum())
+                .collect();
             let q = av.iter().map(|z| z * z).sum::<f64>() / v.iter().map(|z| z * z).sum::<f64>();
             assert!(q <= lmax * (1.0 + 1e-12));
         }

@@ -4,7 +4,7 @@ use ndarray::ArrayView2;
 
 use crate::gemm::{self, Init};
 use crate::ops;
-use crate::perf::Section;
+use crate::profile::Section;
 use crate::{EvalStats, Layout, Model, Scratch};
 
 /// Scratch slot of the activations (every hidden layer, then the logits).
@@ -48,7 +48,11 @@ impl Mlp {
             let bi = layout.push(format!("fc{}.bias", l + 1), &[w[1]]);
             offsets.push((layout.tensors()[wi].offset, layout.tensors()[bi].offset));
         }
-        Self { widths, layout, offsets }
+        Self {
+            widths,
+            layout,
+            offsets,
+        }
     }
 
     fn layers(&self) -> usize {
@@ -77,7 +81,20 @@ impl Mlp {
                 Some(o) => &before[o..],
             };
             let _s = Section::new("mlp fwd gemm");
-            gemm::nn(rows, fo, fi, input, fi, 1, w, fo, &mut out[..rows * fo], fo, Init::ColBias(b), relu);
+            gemm::nn(
+                rows,
+                fo,
+                fi,
+                input,
+                fi,
+                1,
+                w,
+                fo,
+                &mut out[..rows * fo],
+                fo,
+                Init::ColBias(b),
+                relu,
+            );
             drop(_s);
             in_off = Some(off);
             off += rows * fo;
@@ -104,7 +121,12 @@ impl Mlp {
         let logits_off = self.forward(params, x, rows, act);
         let classes = self.widths[last + 1];
         let _s = Section::new("mlp softmax");
-        let loss = ops::softmax_xent_grad(&mut act[logits_off..logits_off + rows * classes], classes, y, scale);
+        let loss = ops::softmax_xent_grad(
+            &mut act[logits_off..logits_off + rows * classes],
+            classes,
+            y,
+            scale,
+        );
         drop(_s);
         let init = if accumulate { Init::Acc } else { Init::Zero };
         let [d_even, d_odd] = deltas;
@@ -124,11 +146,28 @@ impl Mlp {
             } else {
                 (&d_odd[..rows * fo], &mut *d_even)
             };
-            let input: &[f32] = if l == 0 { x } else { &act_in[in_off..in_off + rows * fi] };
+            let input: &[f32] = if l == 0 {
+                x
+            } else {
+                &act_in[in_off..in_off + rows * fi]
+            };
             let (gw_all, gb_all) = grad.split_at_mut(bo);
             // dW (in × out) = inputᵀ (in × rows) · d (rows × out).
             let _s = Section::new("mlp dW gemm");
-            gemm::nn(fi, fo, rows, input, 1, fi, d, fo, &mut gw_all[wo..wo + fi * fo], fo, init, false);
+            gemm::nn(
+                fi,
+                fo,
+                rows,
+                input,
+                1,
+                fi,
+                d,
+                fo,
+                &mut gw_all[wo..wo + fi * fo],
+                fo,
+                init,
+                false,
+            );
             drop(_s);
             let _s = Section::new("mlp bias sums");
             ops::col_sums(d, fo, &mut gb_all[..fo], accumulate);
@@ -191,17 +230,33 @@ impl Model for Mlp {
             return 0.0;
         }
         let mb = rows.min(MAX_ROWS);
-        let widest = self.widths[..self.widths.len() - 1].iter().copied().max().unwrap_or(0);
+        let widest = self.widths[..self.widths.len() - 1]
+            .iter()
+            .copied()
+            .max()
+            .unwrap_or(0);
         let mut xbuf = ops::take_input_buf(scratch);
         let mut act = scratch.take(SLOT_ACT, mb * self.act_per_row());
-        let mut deltas = [scratch.take(SLOT_DELTA[0], mb * widest), scratch.take(SLOT_DELTA[1], mb * widest)];
+        let mut deltas = [
+            scratch.take(SLOT_DELTA[0], mb * widest),
+            scratch.take(SLOT_DELTA[1], mb * widest),
+        ];
         let xs = ops::batch_slice(&x, &mut xbuf);
         let f = self.input_len();
         let scale = 1.0 / rows as f32;
         let mut loss = 0.0;
         for (i, s) in (0..rows).step_by(mb).enumerate() {
             let e = (s + mb).min(rows);
-            loss += self.step(params, &xs[s * f..e * f], &y[s..e], scale, grad, i > 0, &mut act, &mut deltas);
+            loss += self.step(
+                params,
+                &xs[s * f..e * f],
+                &y[s..e],
+                scale,
+                grad,
+                i > 0,
+                &mut act,
+                &mut deltas,
+            );
         }
         let [d0, d1] = deltas;
         scratch.put(SLOT_DELTA[0], d0);
@@ -245,14 +300,22 @@ impl Model for Mlp {
     /// `2·Σ weights` (forward) `+ 2·Σ weights` (weight gradients) `+ 2·Σ weights of every layer but the
     /// first` (input gradients); biases and activations are not counted.
     fn train_flops_per_sample(&self) -> f64 {
-        let sizes: Vec<f64> = self.widths.windows(2).map(|w| (w[0] * w[1]) as f64).collect();
+        let sizes: Vec<f64> = self
+            .widths
+            .windows(2)
+            .map(|w| (w[0] * w[1]) as f64)
+            .collect();
         let all: f64 = sizes.iter().sum();
         4.0 * all + 2.0 * (all - sizes[0])
     }
 
     /// `2·Σ weights`.
     fn eval_flops_per_sample(&self) -> f64 {
-        2.0 * self.widths.windows(2).map(|w| (w[0] * w[1]) as f64).sum::<f64>()
+        2.0 * self
+            .widths
+            .windows(2)
+            .map(|w| (w[0] * w[1]) as f64)
+            .sum::<f64>()
     }
 }
 
@@ -270,11 +333,32 @@ mod tests {
         let m = Mlp::new(784, &[200, 200], 10);
         assert_eq!(m.num_params(), 199_210);
         assert_eq!(m.name(), "mlp(784-200-200-10)");
-        let names: Vec<&str> = m.layout().tensors().iter().map(|t| t.name.as_str()).collect();
-        assert_eq!(names, ["fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias", "fc3.weight", "fc3.bias"]);
-        assert_eq!(m.layout().get("fc2.weight").map(|t| t.shape.clone()), Some(vec![200, 200]));
+        let names: Vec<&str> = m
+            .layout()
+            .tensors()
+            .iter()
+            .map(|t| t.name.as_str())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "fc1.weight",
+                "fc1.bias",
+                "fc2.weight",
+                "fc2.bias",
+                "fc3.weight",
+                "fc3.bias"
+            ]
+        );
+        assert_eq!(
+            m.layout().get("fc2.weight").map(|t| t.shape.clone()),
+            Some(vec![200, 200])
+        );
         let w = 784.0 * 200.0 + 200.0 * 200.0 + 200.0 * 10.0;
-        assert_eq!(m.train_flops_per_sample(), 4.0 * w + 2.0 * (200.0 * 200.0 + 200.0 * 10.0));
+        assert_eq!(
+            m.train_flops_per_sample(),
+            4.0 * w + 2.0 * (200.0 * 200.0 + 200.0 * 10.0)
+        );
         assert_eq!(m.eval_flops_per_sample(), 2.0 * w);
     }
 
@@ -292,7 +376,10 @@ mod tests {
         }
         let r = l.get("fc2.weight").map(|t| t.range()).unwrap_or_default();
         assert!(p[r.clone()].iter().all(|w| w.abs() <= b2));
-        assert!(p[r].iter().any(|w| w.abs() > b1), "second layer should use its own (larger) bound");
+        assert!(
+            p[r].iter().any(|w| w.abs() > b1),
+            "second layer should use its own (larger) bound"
+        );
     }
 
     #[test]
@@ -318,7 +405,13 @@ mod tests {
         let mut want_loss = 0.0f64;
         let mut gp = vec![0.0; m.num_params()];
         for (a, b) in [(0, 300), (300, 1100)] {
-            let l = m.loss_grad(&p, x.slice(ndarray::s![a..b, ..]), &y[a..b], &mut gp, &mut s);
+            let l = m.loss_grad(
+                &p,
+                x.slice(ndarray::s![a..b, ..]),
+                &y[a..b],
+                &mut gp,
+                &mut s,
+            );
             let wgt = (b - a) as f64 / rows as f64;
             want_loss += l as f64 * wgt;
             for (w, g) in want.iter_mut().zip(&gp) {
@@ -343,7 +436,9 @@ mod tests {
         let mut s = Scratch::default();
         let l1 = m.loss_grad(&p, x.view(), &y, &mut g1, &mut s);
         let l2 = std::thread::scope(|sc| {
-            sc.spawn(|| m.loss_grad(&p, x.view(), &y, &mut g2, &mut Scratch::default())).join().unwrap_or(f32::NAN)
+            sc.spawn(|| m.loss_grad(&p, x.view(), &y, &mut g2, &mut Scratch::default()))
+                .join()
+                .unwrap_or(f32::NAN)
         });
         assert_eq!(l1.to_bits(), l2.to_bits());
         assert_eq!(g1, g2);
@@ -372,16 +467,28 @@ mod tests {
         // Reference forward pass in f64.
         let l = m.layout();
         let get = |n: &str| l.get(n).map(|t| &p[t.range()]).unwrap_or(&[]);
-        let (w1, b1, w2, b2) = (get("fc1.weight"), get("fc1.bias"), get("fc2.weight"), get("fc2.bias"));
+        let (w1, b1, w2, b2) = (
+            get("fc1.weight"),
+            get("fc1.bias"),
+            get("fc2.weight"),
+            get("fc2.bias"),
+        );
         let mut correct = 0;
         let mut per_class = [0u64; 4];
         let mut loss = 0.0f64;
         for (r, &label) in y.iter().enumerate() {
             let h: Vec<f64> = (0..6)
-                .map(|j| (b1[j] as f64 + (0..8).map(|i| x[[r, i]] as f64 * w1[i * 6 + j] as f64).sum::<f64>()).max(0.0))
+                .map(|j| {
+                    (b1[j] as f64
+                        + (0..8)
+                            .map(|i| x[[r, i]] as f64 * w1[i * 6 + j] as f64)
+                            .sum::<f64>())
+                    .max(0.0)
+                })
                 .collect();
-            let z: Vec<f64> =
-                (0..4).map(|c| b2[c] as f64 + (0..6).map(|j| h[j] * w2[j * 4 + c] as f64).sum::<f64>()).collect();
+            let z: Vec<f64> = (0..4)
+                .map(|c| b2[c] as f64 + (0..6).map(|j| h[j] * w2[j * 4 + c] as f64).sum::<f64>())
+                .collect();
             let mut best = 0;
             for c in 1..4 {
                 if z[c] > z[best] {

@@ -53,7 +53,11 @@ pub struct EvalStats {
 impl EvalStats {
     /// Empty statistics for `num_classes` classes.
     pub fn new(num_classes: usize) -> Self {
-        Self { class_correct: vec![0; num_classes], class_count: vec![0; num_classes], ..Self::default() }
+        Self {
+            class_correct: vec![0; num_classes],
+            class_count: vec![0; num_classes],
+            ..Self::default()
+        }
     }
 
     /// Adds another set of statistics (same number of classes).
@@ -71,12 +75,20 @@ impl EvalStats {
 
     /// Mean loss (0 when empty).
     pub fn mean_loss(&self) -> f64 {
-        if self.count == 0 { 0.0 } else { self.loss_sum / self.count as f64 }
+        if self.count == 0 {
+            0.0
+        } else {
+            self.loss_sum / self.count as f64
+        }
     }
 
     /// Accuracy in [0, 1] (0 when empty).
     pub fn accuracy(&self) -> f64 {
-        if self.count == 0 { 0.0 } else { self.correct as f64 / self.count as f64 }
+        if self.count == 0 {
+            0.0
+        } else {
+            self.correct as f64 / self.count as f64
+        }
     }
 
     /// Per-class accuracy; `None` for classes absent from the data.
@@ -84,7 +96,13 @@ impl EvalStats {
         self.class_correct
             .iter()
             .zip(&self.class_count)
-            .map(|(&c, &n)| if n == 0 { None } else { Some(c as f64 / n as f64) })
+            .map(|(&c, &n)| {
+                if n == 0 {
+                    None
+                } else {
+                    Some(c as f64 / n as f64)
+                }
+            })
             .collect()
     }
 }
@@ -126,7 +144,14 @@ pub trait Model: Send + Sync + std::fmt::Debug {
     ) -> f32;
 
     /// Adds the batch's summed loss and accuracy counts to `stats`.
-    fn evaluate(&self, params: &[f32], x: ArrayView2<'_, f32>, y: &[u32], scratch: &mut Scratch, stats: &mut EvalStats);
+    fn evaluate(
+        &self,
+        params: &[f32],
+        x: ArrayView2<'_, f32>,
+        y: &[u32],
+        scratch: &mut Scratch,
+        stats: &mut EvalStats,
+    );
 
     /// Floating-point operations of one training sample (forward and backward), for throughput figures.
     fn train_flops_per_sample(&self) -> f64;
@@ -134,10 +159,24 @@ pub trait Model: Send + Sync + std::fmt::Debug {
     /// Floating-point operations of one evaluated sample (forward only).
     fn eval_flops_per_sample(&self) -> f64;
 
+    /// Smoothness constant `L` of the model's mean loss on the rows `rows` of `x` (a bound on the
+    /// Hessian's norm), where the model can state it; `None` otherwise. Strategies with theoretical step
+    /// sizes or smoothness weights (EF21, EF21-W) read it.
+    fn smoothness(&self, x: ArrayView2<'_, f32>, rows: &[u32]) -> Option<f64> {
+        let _ = (x, rows);
+        None
+    }
+
     /// Mean loss and its gradient computed in `f64` from `f64` parameters, for models that support it
     /// (optimisation experiments with tight tolerances, e.g. EF21's `||∇f||² ≤ 1e−7`). `None` when the
     /// model computes in `f32` only.
-    fn loss_grad_f64(&self, params: &[f64], x: ArrayView2<'_, f32>, y: &[u32], grad: &mut [f64]) -> Option<f64> {
+    fn loss_grad_f64(
+        &self,
+        params: &[f64],
+        x: ArrayView2<'_, f32>,
+        y: &[u32],
+        grad: &mut [f64],
+    ) -> Option<f64> {
         let _ = (params, x, y, grad);
         None
     }

@@ -9,7 +9,11 @@ use crate::{EvalStats, Layout, Scratch};
 
 /// PyTorch's default initialisation for every tensor of `layout`, in layout order: weights and biases
 /// `~ U(-1/√fan_in, 1/√fan_in)`, where `fan_in(i)` gives the fan-in of tensor `i`.
-pub(crate) fn init_uniform(layout: &Layout, seed: u64, fan_in: impl Fn(usize) -> usize) -> Vec<f32> {
+pub(crate) fn init_uniform(
+    layout: &Layout,
+    seed: u64,
+    fan_in: impl Fn(usize) -> usize,
+) -> Vec<f32> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut params = vec![0.0f32; layout.len()];
     for (i, t) in layout.tensors().iter().enumerate() {
@@ -50,7 +54,10 @@ pub(crate) fn softmax_xent_grad(logits: &mut [f32], classes: usize, y: &[u32], s
     let mut total = 0.0f64;
     for (row, &label) in logits.chunks_exact_mut(classes).zip(y) {
         let label = label as usize;
-        debug_assert!(label < classes, "label {label} out of range for {classes} classes");
+        debug_assert!(
+            label < classes,
+            "label {label} out of range for {classes} classes"
+        );
         let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         let z_label = row[label] - max;
         let mut sum = 0.0f32;
@@ -88,7 +95,10 @@ pub(crate) fn eval_logits(logits: &[f32], classes: usize, y: &[u32], stats: &mut
         }
         let sum: f32 = row.iter().map(|&z| (z - max).exp()).sum();
         let label = label as usize;
-        debug_assert!(label < classes, "label {label} out of range for {classes} classes");
+        debug_assert!(
+            label < classes,
+            "label {label} out of range for {classes} classes"
+        );
         // loss = log Σ exp(z − max) − (z_label − max)
         stats.loss_sum += (sum as f64).ln() - (row[label] - max) as f64;
         stats.count += 1;

@@ -14,7 +14,11 @@ pub struct Sgd {
 impl Sgd {
     /// A fresh optimiser (zero velocity).
     pub fn new(momentum: f32, weight_decay: f32) -> Self {
-        Self { momentum, weight_decay, velocity: Vec::new() }
+        Self {
+            momentum,
+            weight_decay,
+            velocity: Vec::new(),
+        }
     }
 
     /// Applies one step with learning rate `lr` to `params` given `grad`.

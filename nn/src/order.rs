@@ -6,7 +6,11 @@
 #[inline]
 pub fn ordered_bits(v: f32) -> u32 {
     let b = v.to_bits();
-    if b & 0x8000_0000 != 0 { !b } else { b | 0x8000_0000 }
+    if b & 0x8000_0000 != 0 {
+        !b
+    } else {
+        b | 0x8000_0000
+    }
 }
 
 /// Bits of the key each pass of [`argsort_u32`] sorts on (2048 buckets).
@@ -21,8 +25,15 @@ const RADIX_BITS: u32 = 11;
 /// If there are more than `u32::MAX` values.
 pub fn argsort_u32(values: &[u32]) -> Vec<u32> {
     let n = values.len();
-    assert!(n <= u32::MAX as usize, "argsort_u32: {n} values do not fit 32-bit indices");
-    let mut keys: Vec<u64> = values.iter().enumerate().map(|(i, &v)| ((v as u64) << 32) | i as u64).collect();
+    assert!(
+        n <= u32::MAX as usize,
+        "argsort_u32: {n} values do not fit 32-bit indices"
+    );
+    let mut keys: Vec<u64> = values
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| ((v as u64) << 32) | i as u64)
+        .collect();
     if n < 512 {
         // Keys are unique, so an unstable sort is deterministic; small inputs do not pay for the
         // histograms.
@@ -72,7 +83,16 @@ mod tests {
 
     #[test]
     fn ordered_bits_follows_the_float_order() {
-        let v = [f32::NEG_INFINITY, -2.0, -1e-30, -0.0, 0.0, 1e-30, 3.0, f32::INFINITY];
+        let v = [
+            f32::NEG_INFINITY,
+            -2.0,
+            -1e-30,
+            -0.0,
+            0.0,
+            1e-30,
+            3.0,
+            f32::INFINITY,
+        ];
         for w in v.windows(2) {
             assert!(ordered_bits(w[0]) < ordered_bits(w[1]), "{w:?}");
         }
@@ -82,7 +102,9 @@ mod tests {
     fn large_inputs_with_ties_and_every_digit_in_use() {
         let mut x = 12345u64;
         let mut next = || {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             (x >> 32) as u32
         };
         for n in [512usize, 1000, 70_000] {

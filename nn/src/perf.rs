@@ -1,5 +1,6 @@
-//! Throughput helpers: a probe of the core's peak `f32` fused multiply-add rate, and the name of the
-//! matrix-product kernels in use, so that training throughput can be reported as a share of peak.
+//! Throughput helpers: a probe of the core's peak `f32` fused multiply-add rate with the widest
+//! vectors the CPU runs, and the name of the matrix-product kernels in use, so that training
+//! throughput can be reported as a share of peak.
 
 use std::time::{Duration, Instant};
 
@@ -7,27 +8,88 @@ use ndarray::Array2;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+#[cfg(feature = "profile")]
+pub use crate::profile::profile_report;
 use crate::{Model, Scratch};
 
 /// Independent accumulators of the probe loop: at least latency × FMA ports (4 × 2 on current x86
 /// cores), so the loop is bound by throughput.
 const ACCUMULATORS: usize = 12;
 
-/// FLOPs of one iteration of [`fma_probe`]: 12 accumulators × 8 lanes × 2 (multiply and add).
+/// FLOPs of one iteration of [`fma_probe`]: 12 accumulators × 8 lanes × 2 (multiply and add). With
+/// 512-bit vectors one pass over the 12 accumulators counts as two iterations, so the figure holds
+/// whichever width [`fma_probe`] measures.
 pub const FMA_PROBE_FLOPS_PER_ITER: u64 = (ACCUMULATORS * 8 * 2) as u64;
 
-/// Runs `iters` iterations of a register-only loop of 12 independent 8-lane fused multiply-adds
-/// (AVX2+FMA `vfmadd` when available, `f32::mul_add` otherwise) and returns a checksum that keeps the
-/// work from being optimised away. Each iteration is [`FMA_PROBE_FLOPS_PER_ITER`] FLOPs.
-pub fn fma_probe(iters: u64) -> f32 {
-    #[cfg(target_arch = "x86_64")]
-    if crate::gemm::has_avx2_fma() {
-        // SAFETY: the features were detected at run time.
-        return unsafe { fma_probe_avx2(iters) };
+/// The vector width [`fma_probe`] measures on this CPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FmaIsa {
+    /// `f32::mul_add` on arrays of 8 (whatever the compiler makes of it).
+    Portable,
+    /// 256-bit `vfmadd` (AVX2 + FMA).
+    Avx2,
+    /// 512-bit `vfmadd` (AVX-512F).
+    Avx512,
+}
+
+impl FmaIsa {
+    /// The widest fused multiply-add this CPU runs.
+    pub fn widest() -> Self {
+        if crate::isa::has_avx512f() {
+            FmaIsa::Avx512
+        } else if crate::isa::has_avx2_fma() {
+            FmaIsa::Avx2
+        } else {
+            FmaIsa::Portable
+        }
     }
+
+    /// Description for reports, e.g. `"avx512f 512-bit FMA"`.
+    pub fn label(self) -> &'static str {
+        match self {
+            FmaIsa::Portable => "portable f32::mul_add",
+            FmaIsa::Avx2 => "avx2+fma 256-bit FMA",
+            FmaIsa::Avx512 => "avx512f 512-bit FMA",
+        }
+    }
+}
+
+/// Description of the fused multiply-add [`fma_probe`] measures on this CPU (the widest it runs).
+pub fn fma_probe_isa() -> &'static str {
+    FmaIsa::widest().label()
+}
+
+/// Runs `iters` iterations of a register-only loop of 12 independent fused multiply-adds with the
+/// widest vectors the CPU runs (see [`FmaIsa::widest`]: 512-bit `vfmadd` with AVX-512F, 256-bit with
+/// AVX2 + FMA, `f32::mul_add` otherwise) and returns a checksum that keeps the work from being
+/// optimised away. Each iteration is [`FMA_PROBE_FLOPS_PER_ITER`] FLOPs whatever the width.
+pub fn fma_probe(iters: u64) -> f32 {
+    fma_probe_with(FmaIsa::widest(), iters)
+}
+
+/// [`fma_probe`] with a given vector width (the portable loop runs instead when the CPU lacks it).
+pub fn fma_probe_with(isa: FmaIsa, iters: u64) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    match isa {
+        FmaIsa::Avx512 if crate::isa::has_avx512f() => {
+            // SAFETY: AVX-512F was detected at run time.
+            return unsafe { fma_probe_avx512(iters) };
+        }
+        FmaIsa::Avx2 if crate::isa::has_avx2_fma() => {
+            // SAFETY: AVX2 and FMA were detected at run time.
+            return unsafe { fma_probe_avx2(iters) };
+        }
+        _ => {}
+    }
+    let _ = isa;
     fma_probe_portable(iters)
 }
 
+/// 256-bit probe: `iters` passes over 12 accumulators of 8 lanes.
+///
+/// # Safety
+///
+/// The CPU must support AVX2 and FMA.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn fma_probe_avx2(iters: u64) -> f32 {
@@ -53,6 +115,41 @@ unsafe fn fma_probe_avx2(iters: u64) -> f32 {
     out.iter().sum()
 }
 
+/// 512-bit probe: `iters / 2` passes over 12 accumulators of 16 lanes (two iterations' FLOPs each),
+/// plus one pass over 6 of them when `iters` is odd.
+///
+/// # Safety
+///
+/// The CPU must support AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn fma_probe_avx512(iters: u64) -> f32 {
+    use std::arch::x86_64::*;
+    let a = _mm512_set1_ps(std::hint::black_box(0.999_999));
+    let b = _mm512_set1_ps(std::hint::black_box(1e-7));
+    let mut acc = [_mm512_setzero_ps(); ACCUMULATORS];
+    for (i, x) in acc.iter_mut().enumerate() {
+        *x = _mm512_set1_ps(i as f32);
+    }
+    for _ in 0..iters / 2 {
+        for x in acc.iter_mut() {
+            *x = _mm512_fmadd_ps(*x, a, b);
+        }
+    }
+    if iters % 2 == 1 {
+        for x in acc.iter_mut().take(ACCUMULATORS / 2) {
+            *x = _mm512_fmadd_ps(*x, a, b);
+        }
+    }
+    let mut s = _mm512_setzero_ps();
+    for x in acc {
+        s = _mm512_add_ps(s, x);
+    }
+    // Every lane appears twice as often as in the 256-bit probe: halve, so checksums compare.
+    _mm512_reduce_add_ps(s) / 2.0
+}
+
+/// Portable probe: `iters` passes over 12 arrays of 8 lanes.
 fn fma_probe_portable(iters: u64) -> f32 {
     let a = std::hint::black_box(0.999_999f32);
     let b = std::hint::black_box(1e-7f32);
@@ -103,86 +200,17 @@ pub fn median(v: &mut [f64]) -> f64 {
     }
     v.sort_by(f64::total_cmp);
     let n = v.len();
-    if n % 2 == 1 { v[n / 2] } else { 0.5 * (v[n / 2 - 1] + v[n / 2]) }
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        0.5 * (v[n / 2 - 1] + v[n / 2])
+    }
 }
 
-/// The matrix-product kernels selected on this machine: `"avx2+fma"` or the portable fallback.
+/// The matrix-product kernels selected on this machine: `"avx512f"`, `"avx2+fma"` or
+/// `"portable (matrixmultiply)"` (see [`crate::isa`] for the choice and `FEDSIM_KERNEL`).
 pub fn kernels() -> &'static str {
-    crate::gemm::kernel_name()
-}
-
-/// Accumulated time per named section of the models' steps (only with the `profile` feature).
-#[cfg(feature = "profile")]
-mod sections {
-    use std::cell::RefCell;
-    use std::time::Duration;
-
-    thread_local! {
-        static TIMES: RefCell<Vec<(&'static str, Duration, u64)>> = const { RefCell::new(Vec::new()) };
-    }
-
-    pub(crate) fn add(name: &'static str, d: Duration) {
-        TIMES.with(|t| {
-            let mut t = t.borrow_mut();
-            match t.iter_mut().find(|e| e.0 == name) {
-                Some(e) => {
-                    e.1 += d;
-                    e.2 += 1;
-                }
-                None => t.push((name, d, 1)),
-            }
-        });
-    }
-
-    pub(crate) fn take() -> Vec<(&'static str, Duration, u64)> {
-        TIMES.with(|t| std::mem::take(&mut *t.borrow_mut()))
-    }
-}
-
-/// A timed section of a model step: records its lifetime under `name` when the `profile` feature
-/// is on, and is a no-op otherwise.
-pub(crate) struct Section {
-    #[cfg(feature = "profile")]
-    name: &'static str,
-    #[cfg(feature = "profile")]
-    start: Instant,
-}
-
-impl Section {
-    /// Starts a section.
-    #[inline(always)]
-    pub(crate) fn new(name: &'static str) -> Self {
-        #[cfg(not(feature = "profile"))]
-        let _ = name;
-        Self {
-            #[cfg(feature = "profile")]
-            name,
-            #[cfg(feature = "profile")]
-            start: Instant::now(),
-        }
-    }
-}
-
-/// Without the `profile` feature a section records nothing; the empty `Drop` keeps the explicit
-/// `drop(section)` that ends a section before its scope does meaningful in both builds.
-#[cfg(not(feature = "profile"))]
-impl Drop for Section {
-    #[inline(always)]
-    fn drop(&mut self) {}
-}
-
-#[cfg(feature = "profile")]
-impl Drop for Section {
-    fn drop(&mut self) {
-        sections::add(self.name, self.start.elapsed());
-    }
-}
-
-/// Time spent in each named section of the models on this thread since the last call, as
-/// `(name, total, calls)` (only with the `profile` feature).
-#[cfg(feature = "profile")]
-pub fn profile_report() -> Vec<(&'static str, Duration, u64)> {
-    sections::take()
+    crate::isa::selected().label()
 }
 
 /// A training-step workload on random data (pixels in `[0, 1)`, uniform labels), for throughput
@@ -207,11 +235,24 @@ impl TrainWorkload {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let pool = 2048usize.div_ceil(batch).clamp(2, 64);
         let (f, k) = (model.input_len(), model.num_classes() as u32);
-        let xs = (0..pool).map(|_| Array2::from_shape_fn((batch, f), |_| rng.random::<f32>())).collect();
-        let ys = (0..pool).map(|_| (0..batch).map(|_| rng.random_range(0..k.max(1))).collect()).collect();
+        let xs = (0..pool)
+            .map(|_| Array2::from_shape_fn((batch, f), |_| rng.random::<f32>()))
+            .collect();
+        let ys = (0..pool)
+            .map(|_| (0..batch).map(|_| rng.random_range(0..k.max(1))).collect())
+            .collect();
         let params = model.init_params(seed);
         let grad = vec![0.0; params.len()];
-        Self { model, batch, params, grad, xs, ys, scratch: Scratch::default(), next: 0 }
+        Self {
+            model,
+            batch,
+            params,
+            grad,
+            xs,
+            ys,
+            scratch: Scratch::default(),
+            next: 0,
+        }
     }
 
     /// The model.
@@ -233,7 +274,13 @@ impl TrainWorkload {
     pub fn step(&mut self) -> f32 {
         let i = self.next;
         self.next = (i + 1) % self.xs.len();
-        self.model.loss_grad(&self.params, self.xs[i].view(), &self.ys[i], &mut self.grad, &mut self.scratch)
+        self.model.loss_grad(
+            &self.params,
+            self.xs[i].view(),
+            &self.ys[i],
+            &mut self.grad,
+            &mut self.scratch,
+        )
     }
 
     /// Runs `steps` steps and returns the elapsed time.
@@ -252,7 +299,8 @@ impl TrainWorkload {
         loop {
             let e = self.time_steps(steps);
             if e >= run / 4 {
-                steps = ((steps as f64 * run.as_secs_f64() / e.as_secs_f64().max(1e-9)) as u64).max(1);
+                steps =
+                    ((steps as f64 * run.as_secs_f64() / e.as_secs_f64().max(1e-9)) as u64).max(1);
                 break;
             }
             steps *= 2;
@@ -272,9 +320,22 @@ mod tests {
 
     #[test]
     fn probe_paths_agree() {
-        let a = fma_probe(1000);
-        let b = fma_probe_portable(1000);
-        assert!((a - b).abs() <= 1e-3 * b.abs().max(1.0), "{a} vs {b}");
+        for iters in [1000, 1001] {
+            let b = fma_probe_portable(iters);
+            for isa in [
+                FmaIsa::Avx512,
+                FmaIsa::Avx2,
+                FmaIsa::Portable,
+                FmaIsa::widest(),
+            ] {
+                let a = fma_probe_with(isa, iters);
+                assert!(
+                    (a - b).abs() <= 1e-3 * b.abs().max(1.0),
+                    "{isa:?}: {a} vs {b}"
+                );
+            }
+        }
+        assert!(fma_probe_isa().contains("FMA") || fma_probe_isa().contains("mul_add"));
         assert_eq!(median(&mut [3.0, 1.0, 2.0]), 2.0);
         assert_eq!(median(&mut [4.0, 1.0, 2.0, 3.0]), 2.5);
     }
@@ -284,7 +345,10 @@ mod tests {
         let mut w = TrainWorkload::new(Box::new(crate::Mlp::new(20, &[8], 3)), 5, 1);
         assert!(w.step().is_finite());
         assert_eq!(w.batch(), 5);
-        assert_eq!(w.flops_per_step(), 5.0 * (4.0 * (160.0 + 24.0) + 2.0 * 24.0));
+        assert_eq!(
+            w.flops_per_step(),
+            5.0 * (4.0 * (160.0 + 24.0) + 2.0 * 24.0)
+        );
         let rates = w.measure(Duration::from_millis(2), 2);
         assert_eq!(rates.len(), 2);
         assert!(rates.iter().all(|&r| r > 0.0));

@@ -4,27 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Model, NnError};
 
-/// Shape of image inputs, channels × height × width.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ImageShape {
-    /// Channels.
-    pub channels: usize,
-    /// Height in pixels.
-    pub height: usize,
-    /// Width in pixels.
-    pub width: usize,
-}
-
-/// What a model is built for: the input size (and image shape, if any) and the number of classes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct InputSpec {
-    /// Features per sample.
-    pub features: usize,
-    /// Image shape when the samples are images (`features == c·h·w`).
-    pub image: Option<ImageShape>,
-    /// Number of classes.
-    pub num_classes: usize,
-}
+pub use fedsim_types::{ImageShape, InputSpec};
 
 /// A model description, selected by `kind` in the scenario.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -108,19 +88,33 @@ fn default_cnn_fc() -> usize {
 impl ModelSpec {
     /// Whether this is a supermask model (parameters are edge scores; FRL needs one).
     pub fn is_supermask(&self) -> bool {
-        matches!(self, ModelSpec::SupermaskMlp { .. } | ModelSpec::SupermaskCnn { .. })
+        matches!(
+            self,
+            ModelSpec::SupermaskMlp { .. } | ModelSpec::SupermaskCnn { .. }
+        )
+    }
+
+    /// Whether the built model states its smoothness constant ([`Model::smoothness`]).
+    pub fn states_smoothness(&self) -> bool {
+        matches!(self, ModelSpec::LogregNonconvex { .. })
     }
 
     /// Builds the model for the given input.
     pub fn build(&self, input: &InputSpec) -> Result<Box<dyn Model>, NnError> {
         if input.num_classes < 2 {
-            return Err(NnError::InvalidSpec(format!("need at least 2 classes, got {}", input.num_classes)));
+            return Err(NnError::InvalidSpec(format!(
+                "need at least 2 classes, got {}",
+                input.num_classes
+            )));
         }
         if input.features == 0 {
             return Err(NnError::InvalidSpec("input has no features".into()));
         }
         match self {
-            ModelSpec::Logreg => Ok(Box::new(crate::logreg::LogReg::new(input.features, input.num_classes))),
+            ModelSpec::Logreg => Ok(Box::new(crate::logreg::LogReg::new(
+                input.features,
+                input.num_classes,
+            ))),
             ModelSpec::LogregNonconvex { lambda } => {
                 if input.num_classes != 2 {
                     return Err(NnError::InvalidSpec(format!(
@@ -133,35 +127,75 @@ impl ModelSpec {
                         "model.lambda must be a non-negative number, got {lambda}"
                     )));
                 }
-                Ok(Box::new(crate::logreg_nc::LogRegNonconvex::new(input.features, *lambda)))
+                Ok(Box::new(crate::logreg_nc::LogRegNonconvex::new(
+                    input.features,
+                    *lambda,
+                )))
             }
             ModelSpec::Mlp { hidden } => {
                 if hidden.contains(&0) {
-                    return Err(NnError::InvalidSpec("model.hidden: layer widths must be positive".into()));
+                    return Err(NnError::InvalidSpec(
+                        "model.hidden: layer widths must be positive".into(),
+                    ));
                 }
-                Ok(Box::new(crate::mlp::Mlp::new(input.features, hidden, input.num_classes)))
+                Ok(Box::new(crate::mlp::Mlp::new(
+                    input.features,
+                    hidden,
+                    input.num_classes,
+                )))
             }
             ModelSpec::Cnn { channels, fc } => {
                 let image = input.image.ok_or_else(|| {
-                    NnError::InvalidSpec("model kind \"cnn\" needs image data (a data set with an image shape)".into())
+                    NnError::InvalidSpec(
+                        "model kind \"cnn\" needs image data (a data set with an image shape)"
+                            .into(),
+                    )
                 })?;
-                Ok(Box::new(crate::cnn::Cnn::new(image, *channels, *fc, input.num_classes)?))
+                Ok(Box::new(crate::cnn::Cnn::new(
+                    image,
+                    *channels,
+                    *fc,
+                    input.num_classes,
+                )?))
             }
-            ModelSpec::SupermaskMlp { hidden, keep, mask_by, seed } => {
+            ModelSpec::SupermaskMlp {
+                hidden,
+                keep,
+                mask_by,
+                seed,
+            } => {
                 if hidden.contains(&0) {
-                    return Err(NnError::InvalidSpec("model.hidden: layer widths must be positive".into()));
+                    return Err(NnError::InvalidSpec(
+                        "model.hidden: layer widths must be positive".into(),
+                    ));
                 }
                 let inner = crate::mlp::Mlp::new(input.features, hidden, input.num_classes);
-                Ok(Box::new(crate::supermask::Supermask::new(Box::new(inner), *keep, *mask_by, *seed)?))
+                Ok(Box::new(crate::supermask::Supermask::new(
+                    Box::new(inner),
+                    *keep,
+                    *mask_by,
+                    *seed,
+                )?))
             }
-            ModelSpec::SupermaskCnn { channels, fc, keep, mask_by, seed } => {
+            ModelSpec::SupermaskCnn {
+                channels,
+                fc,
+                keep,
+                mask_by,
+                seed,
+            } => {
                 let image = input.image.ok_or_else(|| {
                     NnError::InvalidSpec(
                         "model kind \"supermask_cnn\" needs image data (a data set with an image shape)".into(),
                     )
                 })?;
                 let inner = crate::cnn::Cnn::new(image, *channels, *fc, input.num_classes)?;
-                Ok(Box::new(crate::supermask::Supermask::new(Box::new(inner), *keep, *mask_by, *seed)?))
+                Ok(Box::new(crate::supermask::Supermask::new(
+                    Box::new(inner),
+                    *keep,
+                    *mask_by,
+                    *seed,
+                )?))
             }
         }
     }

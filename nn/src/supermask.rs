@@ -82,16 +82,28 @@ pub struct Supermask {
 impl Supermask {
     /// Wraps `inner`: every tensor whose name ends in `.weight` becomes a masked layer; every other
     /// tensor (the biases) is held at zero. `keep` is the kept fraction of each layer, in `(0, 1]`.
-    pub fn new(inner: Box<dyn Model>, keep: f64, mask_by: MaskBy, seed: u64) -> Result<Self, NnError> {
+    pub fn new(
+        inner: Box<dyn Model>,
+        keep: f64,
+        mask_by: MaskBy,
+        seed: u64,
+    ) -> Result<Self, NnError> {
         if !(keep > 0.0 && keep <= 1.0) {
-            return Err(NnError::InvalidSpec(format!("model.keep must be in (0, 1], got {keep}")));
+            return Err(NnError::InvalidSpec(format!(
+                "model.keep must be in (0, 1], got {keep}"
+            )));
         }
         let mut layout = Layout::new();
         let mut layers = Vec::new();
         for t in inner.layout().tensors() {
-            let Some(base) = t.name.strip_suffix(".weight") else { continue };
+            let Some(base) = t.name.strip_suffix(".weight") else {
+                continue;
+            };
             let i = layout.push(format!("{base}.scores"), &t.shape);
-            let fan_in = t.shape[..t.shape.len().saturating_sub(1)].iter().product::<usize>().max(1);
+            let fan_in = t.shape[..t.shape.len().saturating_sub(1)]
+                .iter()
+                .product::<usize>()
+                .max(1);
             layers.push(MaskedLayer {
                 inner_offset: t.offset,
                 offset: layout.tensors()[i].offset,
@@ -100,7 +112,9 @@ impl Supermask {
             });
         }
         if layers.is_empty() {
-            return Err(NnError::InvalidSpec("supermask: the wrapped model has no weight tensors".into()));
+            return Err(NnError::InvalidSpec(
+                "supermask: the wrapped model has no weight tensors".into(),
+            ));
         }
         let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5157_4E45_445F_5754); // "SIGNED_WT"
         let mut weights = vec![0.0f32; layout.len()];
@@ -111,7 +125,15 @@ impl Supermask {
                 *w = if rng.random::<bool>() { c } else { -c };
             }
         }
-        Ok(Self { inner, layout, layers, weights, keep, mask_by, seed })
+        Ok(Self {
+            inner,
+            layout,
+            layers,
+            weights,
+            keep,
+            mask_by,
+            seed,
+        })
     }
 
     /// The kept fraction of each layer.
@@ -139,7 +161,12 @@ impl Supermask {
         let mut m = vec![0.0f32; scores.len()];
         for l in &self.layers {
             let r = l.offset..l.offset + l.len;
-            layer_mask(&scores[r.clone()], self.pruned(l.len), self.mask_by, &mut m[r]);
+            layer_mask(
+                &scores[r.clone()],
+                self.pruned(l.len),
+                self.mask_by,
+                &mut m[r],
+            );
         }
         m
     }
@@ -165,7 +192,13 @@ impl Supermask {
             let r = l.offset..l.offset + l.len;
             let dst = &mut eff[l.inner_offset..l.inner_offset + l.len];
             let (s, w) = (&scores[r.clone()], &self.weights[r]);
-            apply_pivot(s, mask_pivot(s, self.pruned(l.len), self.mask_by), self.mask_by, Some(w), dst);
+            apply_pivot(
+                s,
+                mask_pivot(s, self.pruned(l.len), self.mask_by),
+                self.mask_by,
+                Some(w),
+                dst,
+            );
         }
     }
 }
@@ -228,7 +261,13 @@ fn mask_value(s: f32, by: MaskBy) -> u32 {
 /// Writes `kept[i]` (or 1 without `kept`) for every edge at or above `pivot`, 0 below it. Branch-free:
 /// half the edges are kept in no predictable pattern.
 #[inline]
-fn apply_pivot(scores: &[f32], pivot: Option<(u32, usize)>, by: MaskBy, kept: Option<&[f32]>, out: &mut [f32]) {
+fn apply_pivot(
+    scores: &[f32],
+    pivot: Option<(u32, usize)>,
+    by: MaskBy,
+    kept: Option<&[f32]>,
+    out: &mut [f32],
+) {
     let (pv, pi) = pivot.unwrap_or((0, 0));
     let bits = |i: usize, s: f32| -> u32 {
         let v = mask_value(s, by);
@@ -257,7 +296,13 @@ pub fn layer_mask(scores: &[f32], pruned: usize, by: MaskBy, out: &mut [f32]) {
 
 impl Model for Supermask {
     fn name(&self) -> String {
-        format!("supermask_{}(keep={}, mask_by={}, seed={})", self.inner.name(), self.keep, self.mask_by, self.seed)
+        format!(
+            "supermask_{}(keep={}, mask_by={}, seed={})",
+            self.inner.name(),
+            self.keep,
+            self.mask_by,
+            self.seed
+        )
     }
 
     fn layout(&self) -> &Layout {
@@ -373,7 +418,8 @@ mod tests {
         let mut eff = vec![0.0; m.inner.num_params()];
         m.effective(mask, &mut eff);
         let mut st = EvalStats::new(m.num_classes());
-        m.inner.evaluate(&eff, x.view(), y, &mut Scratch::default(), &mut st);
+        m.inner
+            .evaluate(&eff, x.view(), y, &mut Scratch::default(), &mut st);
         st.loss_sum / y.len() as f64
     }
 
@@ -385,10 +431,21 @@ mod tests {
 
     #[test]
     fn two_nn_supermask_layout_and_mask_sizes() {
-        let m = Supermask::new(Box::new(Mlp::new(784, &[200, 200], 10)), 0.5, MaskBy::Signed, 1).unwrap();
+        let m = Supermask::new(
+            Box::new(Mlp::new(784, &[200, 200], 10)),
+            0.5,
+            MaskBy::Signed,
+            1,
+        )
+        .unwrap();
         // Bias-free: 784·200 + 200·200 + 200·10 edges.
         assert_eq!(m.num_params(), 198_800);
-        let names: Vec<&str> = m.layout().tensors().iter().map(|t| t.name.as_str()).collect();
+        let names: Vec<&str> = m
+            .layout()
+            .tensors()
+            .iter()
+            .map(|t| t.name.as_str())
+            .collect();
         assert_eq!(names, ["fc1.scores", "fc2.scores", "fc3.scores"]);
         let s = m.init_params(0);
         assert_eq!(s, m.init_params(12345), "scores come from the model seed");
@@ -409,7 +466,12 @@ mod tests {
         let mut out = vec![0.0; 6];
         layer_mask(&[1.0, 1.0, 1.0, 1.0, 1.0, 1.0], 3, MaskBy::Signed, &mut out);
         assert_eq!(out, [0.0, 0.0, 0.0, 1.0, 1.0, 1.0]);
-        layer_mask(&[-3.0, -2.0, -0.1, 0.1, 2.0, 3.0], 2, MaskBy::Signed, &mut out);
+        layer_mask(
+            &[-3.0, -2.0, -0.1, 0.1, 2.0, 3.0],
+            2,
+            MaskBy::Signed,
+            &mut out,
+        );
         assert_eq!(out, [0.0, 0.0, 1.0, 1.0, 1.0, 1.0]);
         layer_mask(&[-3.0, -2.0, -0.1, 0.1, 2.0, 3.0], 2, MaskBy::Abs, &mut out);
         assert_eq!(out, [1.0, 1.0, 0.0, 0.0, 1.0, 1.0]);
@@ -418,7 +480,14 @@ mod tests {
     #[test]
     fn radix_select_mask_matches_a_full_sort() {
         let mut rng = ChaCha8Rng::seed_from_u64(3);
-        for (n, distinct) in [(1usize, 0u32), (7, 0), (1000, 0), (20_000, 0), (5000, 3), (3000, 1)] {
+        for (n, distinct) in [
+            (1usize, 0u32),
+            (7, 0),
+            (1000, 0),
+            (20_000, 0),
+            (5000, 3),
+            (3000, 1),
+        ] {
             // distinct = 0: continuous scores; otherwise only that many values (heavy ties), with ±0.
             let scores: Vec<f32> = (0..n)
                 .map(|_| match distinct {
@@ -428,7 +497,11 @@ mod tests {
                 .collect();
             for by in [MaskBy::Signed, MaskBy::Abs] {
                 for pruned in [0, 1, n / 3, n / 2, n.saturating_sub(1), n] {
-                    let mut keys: Vec<u64> = scores.iter().enumerate().map(|(i, &s)| edge_key(s, i, by)).collect();
+                    let mut keys: Vec<u64> = scores
+                        .iter()
+                        .enumerate()
+                        .map(|(i, &s)| edge_key(s, i, by))
+                        .collect();
                     keys.sort_unstable();
                     let mut want = vec![1.0f32; n];
                     for &k in &keys[..pruned] {
@@ -436,7 +509,10 @@ mod tests {
                     }
                     let mut got = vec![f32::NAN; n];
                     layer_mask(&scores, pruned, by, &mut got);
-                    assert_eq!(got, want, "n={n} distinct={distinct} {by:?} pruned={pruned}");
+                    assert_eq!(
+                        got, want,
+                        "n={n} distinct={distinct} {by:?} pruned={pruned}"
+                    );
                 }
             }
         }
@@ -448,7 +524,9 @@ mod tests {
     fn check_straight_through(m: &Supermask, batch: usize, seed: u64) {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let x = Array2::from_shape_fn((batch, m.input_len()), |_| rng.random_range(-2.0f32..2.0));
-        let y: Vec<u32> = (0..batch).map(|_| rng.random_range(0..m.num_classes() as u32)).collect();
+        let y: Vec<u32> = (0..batch)
+            .map(|_| rng.random_range(0..m.num_classes() as u32))
+            .collect();
         let s = m.init_params(0);
         let mut g = vec![f32::NAN; s.len()];
         let loss = m.loss_grad(&s, x.view(), &y, &mut g, &mut Scratch::default());
@@ -460,8 +538,11 @@ mod tests {
         let floor = 2e-3 * gmax.max(1e-3);
         let mut checked = 0;
         let n = s.len();
-        let coords: Vec<usize> =
-            if n <= 300 { (0..n).collect() } else { (0..300).map(|_| rng.random_range(0..n)).collect() };
+        let coords: Vec<usize> = if n <= 300 {
+            (0..n).collect()
+        } else {
+            (0..300).map(|_| rng.random_range(0..n)).collect()
+        };
         for &i in &coords {
             let sign = match m.mask_by {
                 MaskBy::Signed => 1.0,
@@ -483,7 +564,11 @@ mod tests {
             let want = d3 * sign;
             let got = g[i] as f64;
             let rel = (want - got).abs() / want.abs().max(got.abs()).max(floor);
-            assert!(rel < 2e-2, "{}: edge {i}: straight-through {got}, finite differences {want}", m.name());
+            assert!(
+                rel < 2e-2,
+                "{}: edge {i}: straight-through {got}, finite differences {want}",
+                m.name()
+            );
             checked += 1;
             // A score change too small to move the edge across the mask threshold does not change the loss.
             let mut s2 = s.clone();
@@ -492,17 +577,35 @@ mod tests {
                 assert_eq!(mean_loss(m, &s2, &x, &y), mean_loss(m, &s, &x, &y));
             }
         }
-        assert!(checked * 10 >= coords.len() * 9, "{checked} of {} checked", coords.len());
+        assert!(
+            checked * 10 >= coords.len() * 9,
+            "{checked} of {} checked",
+            coords.len()
+        );
     }
 
     #[test]
     fn straight_through_gradient_matches_finite_differences_on_the_mask() {
         check_straight_through(&mlp(MaskBy::Signed), 5, 1);
         check_straight_through(&mlp(MaskBy::Abs), 5, 2);
-        let cnn = Cnn::new(ImageShape { channels: 1, height: 8, width: 8 }, [2, 3], 6, 3).unwrap();
+        let cnn = Cnn::new(
+            ImageShape {
+                channels: 1,
+                height: 8,
+                width: 8,
+            },
+            [2, 3],
+            6,
+            3,
+        )
+        .unwrap();
         let m = Supermask::new(Box::new(cnn), 0.5, MaskBy::Signed, 3).unwrap();
         assert_eq!(
-            m.layout().tensors().iter().map(|t| t.name.as_str()).collect::<Vec<_>>(),
+            m.layout()
+                .tensors()
+                .iter()
+                .map(|t| t.name.as_str())
+                .collect::<Vec<_>>(),
             ["conv1.scores", "conv2.scores", "fc1.scores", "fc2.scores"]
         );
         check_straight_through(&m, 3, 4);
@@ -526,7 +629,13 @@ mod tests {
         let mut sc = Scratch::default();
         for step in 0..200 {
             let a = (step * 10) % 290;
-            m.loss_grad(&s, x.slice(ndarray::s![a..a + 10, ..]), &y[a..a + 10], &mut g, &mut sc);
+            m.loss_grad(
+                &s,
+                x.slice(ndarray::s![a..a + 10, ..]),
+                &y[a..a + 10],
+                &mut g,
+                &mut sc,
+            );
             opt.step(0.4, &mut s, &g);
         }
         let l1 = mean_loss(&m, &s, &x, &y);

@@ -7,7 +7,13 @@ use rand_chacha::ChaCha8Rng;
 use crate::{EvalStats, Model, Scratch, Sgd};
 
 /// Mean loss of `params` on `(x, y)`, through `evaluate` (the per-sample losses are summed in f64).
-fn mean_loss(model: &dyn Model, params: &[f32], x: &Array2<f32>, y: &[u32], scratch: &mut Scratch) -> f64 {
+fn mean_loss(
+    model: &dyn Model,
+    params: &[f32],
+    x: &Array2<f32>,
+    y: &[u32],
+    scratch: &mut Scratch,
+) -> f64 {
     let mut stats = EvalStats::new(model.num_classes());
     model.evaluate(params, x.view(), y, scratch, &mut stats);
     stats.loss_sum / y.len() as f64
@@ -23,16 +29,24 @@ fn mean_loss(model: &dyn Model, params: &[f32], x: &Array2<f32>, y: &[u32], scra
 pub(crate) fn check_gradient(model: &dyn Model, batch: usize, seed: u64) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let k = model.num_classes();
-    let x = Array2::from_shape_fn((batch, model.input_len()), |_| rng.random_range(-2.0f32..2.0));
+    let x = Array2::from_shape_fn((batch, model.input_len()), |_| {
+        rng.random_range(-2.0f32..2.0)
+    });
     let y: Vec<u32> = (0..batch).map(|_| rng.random_range(0..k as u32)).collect();
     // Larger than the default initialisation so that the gradients stand well above f32 noise.
     let params: Vec<f32> = model.init_params(seed).iter().map(|w| 2.0 * w).collect();
     let mut scratch = Scratch::default();
     let mut grad = vec![f32::NAN; params.len()];
     let loss = model.loss_grad(&params, x.view(), &y, &mut grad, &mut scratch);
-    assert!(grad.iter().all(|g| g.is_finite()), "gradient not fully written");
+    assert!(
+        grad.iter().all(|g| g.is_finite()),
+        "gradient not fully written"
+    );
     let l0 = mean_loss(model, &params, &x, &y, &mut scratch);
-    assert!((l0 - loss as f64).abs() < 1e-5 * (1.0 + l0.abs()), "loss_grad {loss} vs evaluate {l0}");
+    assert!(
+        (l0 - loss as f64).abs() < 1e-5 * (1.0 + l0.abs()),
+        "loss_grad {loss} vs evaluate {l0}"
+    );
 
     let n = params.len();
     let mut coords: Vec<usize> = Vec::new();
@@ -89,23 +103,46 @@ pub(crate) fn check_gradient(model: &dyn Model, batch: usize, seed: u64) {
             model.name()
         );
     }
-    assert!(skipped * 10 <= coords.len(), "{}: {skipped} of {} coordinates on kinks", model.name(), coords.len());
-    eprintln!("{}: {} coordinates, {skipped} skipped, worst rel err {worst:.2e}", model.name(), coords.len());
+    assert!(
+        skipped * 10 <= coords.len(),
+        "{}: {skipped} of {} coordinates on kinks",
+        model.name(),
+        coords.len()
+    );
+    eprintln!(
+        "{}: {} coordinates, {skipped} skipped, worst rel err {worst:.2e}",
+        model.name(),
+        coords.len()
+    );
 }
 
 /// A separable toy problem: `classes` random centres in `[-1, 1]^features`, each sample its class
 /// centre plus uniform noise of amplitude 0.3.
-pub(crate) fn toy_problem(n: usize, features: usize, classes: usize, seed: u64) -> (Array2<f32>, Vec<u32>) {
+pub(crate) fn toy_problem(
+    n: usize,
+    features: usize,
+    classes: usize,
+    seed: u64,
+) -> (Array2<f32>, Vec<u32>) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let centres = Array2::from_shape_fn((classes, features), |_| rng.random_range(-1.0f32..1.0));
     let y: Vec<u32> = (0..n).map(|i| (i % classes) as u32).collect();
-    let x = Array2::from_shape_fn((n, features), |(i, j)| centres[[y[i] as usize, j]] + rng.random_range(-0.3f32..0.3));
+    let x = Array2::from_shape_fn((n, features), |(i, j)| {
+        centres[[y[i] as usize, j]] + rng.random_range(-0.3f32..0.3)
+    });
     (x, y)
 }
 
 /// Trains with plain SGD for `steps` mini-batches of `batch` (cycling through the data) and returns the
 /// training accuracy.
-pub(crate) fn train_toy(model: &dyn Model, x: &Array2<f32>, y: &[u32], lr: f32, steps: usize, batch: usize) -> f64 {
+pub(crate) fn train_toy(
+    model: &dyn Model,
+    x: &Array2<f32>,
+    y: &[u32],
+    lr: f32,
+    steps: usize,
+    batch: usize,
+) -> f64 {
     let mut params = model.init_params(42);
     let mut grad = vec![0.0; params.len()];
     let mut opt = Sgd::new(0.5, 0.0);
@@ -114,7 +151,13 @@ pub(crate) fn train_toy(model: &dyn Model, x: &Array2<f32>, y: &[u32], lr: f32, 
     for s in 0..steps {
         let start = (s * batch) % (n - batch + 1);
         let xb = x.slice(ndarray::s![start..start + batch, ..]);
-        let loss = model.loss_grad(&params, xb, &y[start..start + batch], &mut grad, &mut scratch);
+        let loss = model.loss_grad(
+            &params,
+            xb,
+            &y[start..start + batch],
+            &mut grad,
+            &mut scratch,
+        );
         assert!(loss.is_finite());
         opt.step(lr, &mut params, &grad);
     }

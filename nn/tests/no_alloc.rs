@@ -16,17 +16,26 @@ thread_local! {
 // SAFETY: forwards to the system allocator; the counter is a thread-local `Cell` with a const
 // initialiser, which does not allocate.
 unsafe impl GlobalAlloc for Counting {
+    /// # Safety
+    ///
+    /// As [`GlobalAlloc::alloc`].
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
         // SAFETY: forwarded.
         unsafe { System.alloc(layout) }
     }
 
+    /// # Safety
+    ///
+    /// As [`GlobalAlloc::dealloc`].
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         // SAFETY: forwarded.
         unsafe { System.dealloc(ptr, layout) }
     }
 
+    /// # Safety
+    ///
+    /// As [`GlobalAlloc::realloc`].
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
         // SAFETY: forwarded.
@@ -42,8 +51,12 @@ fn allocations() -> u64 {
 }
 
 fn check(model: &dyn Model, batch: usize) {
-    let x = Array2::from_shape_fn((batch, model.input_len()), |(i, j)| ((i * 31 + j * 7) % 13) as f32 / 13.0);
-    let y: Vec<u32> = (0..batch).map(|i| (i % model.num_classes()) as u32).collect();
+    let x = Array2::from_shape_fn((batch, model.input_len()), |(i, j)| {
+        ((i * 31 + j * 7) % 13) as f32 / 13.0
+    });
+    let y: Vec<u32> = (0..batch)
+        .map(|i| (i % model.num_classes()) as u32)
+        .collect();
     let params = model.init_params(1);
     let mut grad = vec![0.0; params.len()];
     let mut scratch = Scratch::default();
@@ -57,11 +70,21 @@ fn check(model: &dyn Model, batch: usize) {
         model.loss_grad(&params, x.view(), &y, &mut grad, &mut scratch);
     }
     let steps = allocations() - before;
-    assert_eq!(steps, 0, "{}: {steps} allocations in 3 warmed-up training steps", model.name());
+    assert_eq!(
+        steps,
+        0,
+        "{}: {steps} allocations in 3 warmed-up training steps",
+        model.name()
+    );
     model.evaluate(&params, x.view(), &y, &mut scratch, &mut stats);
     let before = allocations();
     model.evaluate(&params, x.view(), &y, &mut scratch, &mut stats);
-    assert_eq!(allocations() - before, 0, "{}: allocations in a warmed-up evaluation", model.name());
+    assert_eq!(
+        allocations() - before,
+        0,
+        "{}: allocations in a warmed-up evaluation",
+        model.name()
+    );
 }
 
 #[test]
@@ -69,8 +92,26 @@ fn warmed_up_steps_do_not_allocate() {
     check(&LogReg::new(784, 10), 32);
     check(&Mlp::new(784, &[200, 200], 10), 64);
     check(&Mlp::new(50, &[20], 3), 600);
-    let cnn = Cnn::new(ImageShape { channels: 1, height: 28, width: 28 }, [32, 64], 512, 10);
+    let cnn = Cnn::new(
+        ImageShape {
+            channels: 1,
+            height: 28,
+            width: 28,
+        },
+        [32, 64],
+        512,
+        10,
+    );
     check(&cnn.unwrap_or_else(|e| panic!("{e}")), 20);
-    let small = Cnn::new(ImageShape { channels: 3, height: 8, width: 8 }, [4, 6], 16, 5);
+    let small = Cnn::new(
+        ImageShape {
+            channels: 3,
+            height: 8,
+            width: 8,
+        },
+        [4, 6],
+        16,
+        5,
+    );
     check(&small.unwrap_or_else(|e| panic!("{e}")), 70);
 }

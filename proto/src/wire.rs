@@ -1,7 +1,7 @@
 //! Encoding of [`Payload`]s for the wire: typed tensors as little-endian bytes, split into chunks.
 
 use bytes::Bytes;
-use fedsim_core::{NamedTensor, Payload, TensorData};
+use fedsim_types::{NamedTensor, Payload, TensorData};
 use prost::Message;
 
 use crate::v1;

@@ -11,7 +11,7 @@
 
 use std::path::Path;
 
-use fedsim_core::ClientId;
+use fedsim_types::ClientId;
 
 use crate::ServerError;
 

@@ -11,8 +11,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use fedsim_core::{ClientId, Payload};
+use fedsim_engine::engine::PayloadSource;
 use fedsim_proto::wire;
+use fedsim_types::{ClientId, Payload};
 
 /// The byte budget.
 #[derive(Debug)]
@@ -100,6 +101,19 @@ impl Received {
     }
 }
 
+impl PayloadSource for Received {
+    fn peek(&self) -> Option<&Payload> {
+        match self {
+            Received::Memory(p, _) => Some(p),
+            Received::Spooled(_) => None,
+        }
+    }
+
+    fn load(self: Box<Self>) -> Result<Payload, String> {
+        self.into_payload()
+    }
+}
+
 /// A spool file, removed when dropped.
 #[derive(Debug)]
 pub struct SpoolFile {
@@ -159,7 +173,7 @@ mod tests {
     fn spool_files_round_trip_and_vanish() {
         let dir = std::env::temp_dir().join(format!("fedsim-spool-{}", std::process::id()));
         let f = SpoolFile::new(&dir, 3, 7).unwrap();
-        let p = Payload::new().with("delta", fedsim_core::TensorData::vector(vec![1.0, -2.0]));
+        let p = Payload::new().with("delta", fedsim_types::TensorData::vector(vec![1.0, -2.0]));
         std::fs::write(f.path(), wire::encode(&p)).unwrap();
         let path = f.path().to_path_buf();
         assert_eq!(f.load().unwrap(), p);

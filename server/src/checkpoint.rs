@@ -7,10 +7,10 @@
 
 use std::path::{Path, PathBuf};
 
-use fedsim_core::engine::Snapshot;
-use fedsim_core::report::write_atomic;
-use fedsim_core::{Payload, TensorData};
+use fedsim_engine::engine::Snapshot;
+use fedsim_engine::report::write_atomic;
 use fedsim_proto::wire;
+use fedsim_types::{Payload, TensorData};
 
 use crate::ServerError;
 

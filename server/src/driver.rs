@@ -1,25 +1,29 @@
 //! The round driver: owns the engine and runs rounds over the connected clients.
 //!
-//! Results arrive in any order, but the engine folds updates in ascending client id so the aggregate
-//! never depends on arrival order. The driver therefore feeds the engine itself, in order, through a
-//! [`Reorder`] buffer. Early arrivals wait there as they were received: in memory under the
-//! [`crate::budget`], or in spool files: the coordinator's memory stays O(model + budget) whatever the
-//! number of clients and their arrival order.
+//! The round protocol itself (stale and duplicate results, validation, folding updates in ascending
+//! client id) is the engine's ([`fedsim_engine::engine`]); the driver keeps what is about transport:
+//! the wall-clock deadline, heartbeats (a silent client is dropped from its round), the quorum in
+//! arrival terms, and where early arrivals wait for their turn: in memory under the
+//! [`crate::budget`], or in spool files the engine reads through [`fedsim_engine::engine::PayloadSource`],
+//! so the coordinator's memory stays O(model + budget) whatever the number of clients and their
+//! arrival order. Each client's reply waits for the engine's [`Verdict`] on its update.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use fedsim_core::engine::RoundIo;
-use fedsim_core::report::Summary;
-use fedsim_core::{ClientId, ClientOutcome, CoreError, Engine, Scenario};
+use fedsim_engine::engine::{Refusal, RoundIo, Verdict};
+use fedsim_engine::report::Summary;
+use fedsim_engine::report::peak_rss_mib;
+use fedsim_engine::{ClientOutcome, Engine, Scenario};
 use fedsim_proto::wire;
+use fedsim_types::ClientId;
 use tokio::sync::{mpsc, oneshot};
 use tonic::Status;
 
 use crate::budget::Received;
-use crate::service::{OpenRound, Phase, Shared, Submission, Verdict};
+use crate::service::{self, OpenRound, Phase, Shared, Submission};
 use crate::{ServerError, ServerOptions, checkpoint};
 
 /// How often the driver checks for disconnected clients while a round is open.
@@ -33,12 +37,9 @@ pub async fn drive(
 ) -> Result<Summary, ServerError> {
     let hash = scenario.hash();
     let s2 = scenario.clone();
-    let data = tokio::task::spawn_blocking(move || {
-        fedsim_data::load_federated(&s2.data, &s2.partition, s2.clients, s2.seed)
-    })
-    .await
-    .map_err(|e| ServerError::Transport(e.to_string()))?
-    .map_err(CoreError::from)?;
+    let data = tokio::task::spawn_blocking(move || s2.load_data())
+        .await
+        .map_err(|e| ServerError::Transport(e.to_string()))??;
     let mut engine = Engine::new(scenario.clone(), Arc::new(data), "grpc")?;
     if opts.resume {
         let snap = checkpoint::load(&opts.out, &hash)?;
@@ -103,122 +104,25 @@ async fn wait_for_clients(
     }
 }
 
-/// The coordinator's peak resident memory (`VmHWM`) in MiB, where the OS reports it.
-pub fn peak_rss_mib() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib / 1024.0)
+/// The gRPC status a refused submission is answered with.
+fn refusal_status(e: &Refusal) -> Status {
+    match e {
+        Refusal::Stale { .. } => Status::failed_precondition(e.to_string()),
+        Refusal::NotSelected { .. } => Status::failed_precondition(e.to_string()),
+        Refusal::Duplicate { .. } => Status::already_exists(e.to_string()),
+        Refusal::Invalid(_) => Status::invalid_argument(e.to_string()),
+    }
 }
 
-/// An outcome waiting for its turn.
-#[derive(Debug)]
-enum Held {
-    Update {
-        received: Received,
-        num_samples: u64,
-        reply: oneshot::Sender<Verdict>,
-    },
-    Dropped(String),
-}
-
-/// The reorder buffer of one round: hands outcomes to the engine in ascending client id.
-#[derive(Debug, Default)]
-pub struct Reorder {
-    order: Vec<ClientId>,
-    next: usize,
-    held: BTreeMap<ClientId, Held>,
-    /// Updates of this round that were spooled to disk.
-    pub spooled: usize,
-}
-
-impl Reorder {
-    /// A buffer for a round whose clients are `selected` (ascending).
-    pub fn new(selected: &[ClientId]) -> Self {
-        Self {
-            order: selected.to_vec(),
-            ..Self::default()
+/// Answers the clients whose updates the engine has folded in (or refused at their turn).
+fn answer_verdicts(
+    engine: &mut Engine,
+    replies: &mut HashMap<ClientId, oneshot::Sender<service::Verdict>>,
+) {
+    for Verdict { client, folded, .. } in engine.take_verdicts() {
+        if let Some(reply) = replies.remove(&client) {
+            let _ = reply.send(folded.map_err(Status::invalid_argument));
         }
-    }
-
-    /// Accepts an update; it is folded in as soon as every earlier client is in.
-    fn update(
-        &mut self,
-        engine: &mut Engine,
-        client: ClientId,
-        received: Received,
-        num_samples: u64,
-        reply: oneshot::Sender<Verdict>,
-    ) {
-        if matches!(received, Received::Spooled(_)) {
-            self.spooled += 1;
-        }
-        self.held.insert(
-            client,
-            Held::Update {
-                received,
-                num_samples,
-                reply,
-            },
-        );
-        self.feed(engine);
-    }
-
-    /// Records that `client` will not report this round.
-    fn drop_client(&mut self, engine: &mut Engine, client: ClientId, reason: String) {
-        self.held.insert(client, Held::Dropped(reason));
-        self.feed(engine);
-    }
-
-    /// Hands the engine every outcome whose predecessors are all in.
-    fn feed(&mut self, engine: &mut Engine) {
-        while let Some(&c) = self.order.get(self.next) {
-            let Some(held) = self.held.remove(&c) else {
-                break;
-            };
-            self.next += 1;
-            match held {
-                Held::Dropped(reason) => {
-                    let _ = engine.submit(c, ClientOutcome::Dropped(reason));
-                }
-                Held::Update {
-                    received,
-                    num_samples,
-                    reply,
-                } => {
-                    // A spooled update is decoded (and validated) only now.
-                    let verdict = match received.into_payload() {
-                        Ok(payload) => engine
-                            .submit(
-                                c,
-                                ClientOutcome::Update {
-                                    payload,
-                                    num_samples,
-                                },
-                            )
-                            .map_err(|e| Status::invalid_argument(e.to_string())),
-                        Err(e) => {
-                            tracing::warn!(client = c, error = %e, "malformed result refused");
-                            let _ = engine.submit(c, ClientOutcome::Dropped(e.clone()));
-                            Err(Status::invalid_argument(e))
-                        }
-                    };
-                    let _ = reply.send(verdict);
-                }
-            }
-        }
-    }
-
-    /// Closes the round: clients that have not reported are dropped, held updates are folded in.
-    fn close(&mut self, engine: &mut Engine) {
-        for i in self.next..self.order.len() {
-            let c = self.order[i];
-            self.held.entry(c).or_insert_with(|| {
-                tracing::info!(client = c, "round closed before the client reported");
-                Held::Dropped("did not report before the round closed".into())
-            });
-        }
-        self.feed(engine);
     }
 }
 
@@ -230,7 +134,6 @@ async fn run_round(
 ) -> Result<(), ServerError> {
     let available = shared.registry().available();
     let task = engine.begin_round(&available);
-    let mut reorder = Reorder::new(&task.selected);
     shared.budget.take_peak();
     let payload = wire::encode(&task.broadcast);
     let deadline = (scenario.round.deadline_s > 0.0)
@@ -259,21 +162,21 @@ async fn run_round(
         "round open"
     );
 
-    let mut outstanding: BTreeSet<_> = task.selected.iter().copied().collect();
     let quorum = if scenario.round.quorum == 0 {
         usize::MAX
     } else {
         scenario.round.quorum
     };
-    let num_params = engine.global().len();
-    let mut reported = 0usize;
+    let round = task.round;
+    let mut replies = HashMap::new();
+    let mut spooled = 0usize;
     let mut bytes_up = 0u64;
     let mut tick = tokio::time::interval(TICK);
-    while !outstanding.is_empty() && reported < quorum {
+    while !engine.awaiting().is_empty() && engine.updates_received() < quorum {
         if deadline.is_some_and(|d| Instant::now() >= d) {
             tracing::info!(
-                round = task.round + 1,
-                missing = outstanding.len(),
+                round = round + 1,
+                missing = engine.awaiting().len(),
                 "deadline passed; closing the round"
             );
             break;
@@ -281,68 +184,66 @@ async fn run_round(
         tokio::select! {
             sub = results.recv() => {
                 let Some(sub) = sub else { break };
-                if sub.round != task.round {
-                    let _ = sub.reply.send(Err(Status::failed_precondition(format!(
-                        "round {} is closed", sub.round
-                    ))));
-                    continue;
-                }
-                if !outstanding.remove(&sub.client) {
-                    tracing::warn!(round = task.round + 1, client = sub.client, "duplicate result refused");
-                    let _ = sub.reply.send(Err(Status::already_exists(format!(
-                        "client {} already reported or was dropped in round {}",
-                        sub.client, sub.round
-                    ))));
-                    continue;
-                }
-                if let Ok(mut set) = open.submitted.lock() {
-                    set.insert(sub.client);
-                }
-                bytes_up += sub.wire_bytes;
-                match sub.update {
+                let Submission { client, round: sub_round, num_samples, update, wire_bytes, reply } = sub;
+                let outcome = match update {
                     Ok(received) => {
-                        // An update in memory is checked on arrival, so a bad one is refused at once
-                        // even when it waits for its turn; a spooled one is checked when folded in.
-                        let check = match &received {
-                            Received::Memory(p, _) => engine.strategy().validate_update(sub.client, p, num_params),
-                            Received::Spooled(_) => Ok(()),
-                        };
-                        match check {
-                            Ok(()) => {
-                                reported += 1;
-                                reorder.update(engine, sub.client, received, sub.num_samples, sub.reply);
-                            }
-                            Err(e) => {
-                                tracing::warn!(round = task.round + 1, client = sub.client, error = %e, "invalid update refused; client dropped from the round");
-                                let _ = sub.reply.send(Err(Status::invalid_argument(e.to_string())));
-                                reorder.drop_client(engine, sub.client, e.to_string());
-                            }
-                        }
+                        let is_spooled = matches!(received, Received::Spooled(_));
+                        (ClientOutcome::update(received, num_samples), is_spooled)
                     }
                     Err(reason) => {
-                        tracing::info!(round = task.round + 1, client = sub.client, %reason, "client could not train; dropped from the round");
-                        let _ = sub.reply.send(Ok(()));
-                        reorder.drop_client(engine, sub.client, reason);
+                        tracing::info!(round = round + 1, client, %reason, "client could not train; dropped from the round");
+                        (ClientOutcome::Dropped(reason), false)
+                    }
+                };
+                let (outcome, is_spooled) = outcome;
+                let is_update = matches!(outcome, ClientOutcome::Update { .. });
+                match engine.submit(sub_round, client, outcome) {
+                    Ok(()) => {
+                        bytes_up += wire_bytes;
+                        if let Ok(mut set) = open.submitted.lock() {
+                            set.insert(client);
+                        }
+                        if is_update {
+                            spooled += usize::from(is_spooled);
+                            replies.insert(client, reply);
+                        } else {
+                            let _ = reply.send(Ok(()));
+                        }
+                    }
+                    Err(e) => {
+                        if matches!(e, Refusal::Invalid(_)) {
+                            bytes_up += wire_bytes;
+                            if let Ok(mut set) = open.submitted.lock() {
+                                set.insert(client);
+                            }
+                        }
+                        match &e {
+                            Refusal::Duplicate { .. } => tracing::warn!(round = round + 1, client, error = %e, "duplicate result refused"),
+                            Refusal::Stale { .. } => tracing::warn!(round = round + 1, client, error = %e, "stale result refused"),
+                            Refusal::NotSelected { .. } => tracing::warn!(round = round + 1, client, error = %e, "result of an unselected client refused"),
+                            Refusal::Invalid(_) => tracing::warn!(round = round + 1, client, error = %e, "invalid update refused; client dropped from the round"),
+                        }
+                        let _ = reply.send(Err(refusal_status(&e)));
                     }
                 }
+                answer_verdicts(engine, &mut replies);
             }
             _ = tick.tick() => {
                 let gone: Vec<_> = {
                     let reg = shared.registry();
-                    outstanding.iter().copied().filter(|&c| !reg.is_alive(c)).collect()
+                    engine.awaiting().into_iter().filter(|&c| !reg.is_alive(c)).collect()
                 };
                 for c in gone {
-                    tracing::warn!(round = task.round + 1, client = c, "client disconnected or timed out; dropped from the round");
-                    outstanding.remove(&c);
-                    reorder.drop_client(engine, c, "disconnected".into());
+                    tracing::warn!(round = round + 1, client = c, "client disconnected or timed out; dropped from the round");
+                    let _ = engine.submit(round, c, ClientOutcome::Dropped("disconnected".into()));
                 }
+                answer_verdicts(engine, &mut replies);
             }
         }
     }
     shared.phase.send_replace(Phase::Waiting);
-    reorder.close(engine);
     let mut extra = vec![
-        ("updates_spooled".to_string(), reorder.spooled as f64),
+        ("updates_spooled".to_string(), spooled as f64),
         (
             "update_memory_peak_mib".to_string(),
             shared.budget.take_peak() as f64 / (1 << 20) as f64,
@@ -358,6 +259,7 @@ async fn run_round(
         extra,
     };
     let rec = tokio::task::block_in_place(|| engine.end_round(io))?;
+    answer_verdicts(engine, &mut replies);
     tracing::info!(
         round = rec.round,
         participants = rec.participants,

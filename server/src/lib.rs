@@ -1,5 +1,5 @@
 //! The gRPC coordinator (`fedsim server`): runs a scenario's rounds through the shared
-//! [`fedsim_core::Engine`] with real client processes.
+//! [`fedsim_engine::Engine`] with real client processes.
 //!
 //! Architecture: the tonic service ([`service`]) answers clients and never touches the engine; a single
 //! round driver ([`driver`]) owns the engine, opens rounds, receives validated results over a channel,
@@ -16,8 +16,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use fedsim_core::report::Summary;
-use fedsim_core::{CoreError, Scenario};
+use fedsim_engine::report::Summary;
+use fedsim_engine::{EngineError, Scenario};
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 
 pub use auth::Credentials;
@@ -27,7 +27,7 @@ pub use auth::Credentials;
 pub enum ServerError {
     /// Scenario, data, model or output error.
     #[error(transparent)]
-    Core(#[from] CoreError),
+    Core(#[from] EngineError),
     /// Transport (bind, TLS) error.
     #[error("transport: {0}")]
     Transport(String),

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use fedsim_core::ClientId;
+use fedsim_types::ClientId;
 
 #[derive(Debug, Clone)]
 struct Entry {

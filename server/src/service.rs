@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use fedsim_core::{ClientId, Payload, Scenario};
+use fedsim_engine::Scenario;
 use fedsim_proto::v1::coordinator_server::{Coordinator, CoordinatorServer};
 use fedsim_proto::v1::{
     self, FetchTaskRequest, HeartbeatReply, HeartbeatRequest, JoinRequest, JoinResponse,
@@ -16,6 +16,7 @@ use fedsim_proto::v1::{
     result_chunk, task_chunk,
 };
 use fedsim_proto::{PROTOCOL_VERSION, wire};
+use fedsim_types::{ClientId, Payload};
 use prost::Message;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_stream::wrappers::ReceiverStream;

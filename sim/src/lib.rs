@@ -9,10 +9,12 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-use fedsim_core::engine::{RoundIo, run_client};
-use fedsim_core::report::{RoundRecord, Summary};
-use fedsim_core::{ClientId, ClientOutcome, ClientState, CoreError, Engine, Payload, Scenario};
+use fedsim_algorithms::ClientState;
+use fedsim_engine::engine::{RoundIo, run_client};
+use fedsim_engine::report::{RoundRecord, Summary};
+use fedsim_engine::{ClientOutcome, Engine, EngineError, Scenario};
 use fedsim_nn::Scratch;
+use fedsim_types::{ClientId, Payload};
 use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
 
@@ -21,7 +23,7 @@ use rayon::prelude::*;
 pub enum SimError {
     /// An error from the core library (scenario, data, model, strategy, output).
     #[error(transparent)]
-    Core(#[from] CoreError),
+    Core(#[from] EngineError),
     /// The thread pool could not be created.
     #[error("thread pool: {0}")]
     ThreadPool(String),
@@ -75,13 +77,7 @@ pub fn run(scenario: Scenario, out: Option<&Path>, opts: &SimOptions) -> Result<
         .map_err(|e| SimError::ThreadPool(e.to_string()))?;
     pool.install(|| {
         let t = Instant::now();
-        let data = fedsim_data::load_federated(
-            &scenario.data,
-            &scenario.partition,
-            scenario.clients,
-            scenario.seed,
-        )
-        .map_err(CoreError::from)?;
+        let data = scenario.load_data()?;
         tracing::info!(
             train = data.train.len(),
             test = data.test.len(),
@@ -109,8 +105,8 @@ pub fn run_engine(
     let bar = progress_bar(opts.progress, scenario.rounds);
     let mut recorder = match &opts.record_participation {
         Some(p) => Some(
-            fedsim_core::participation::trace::TraceRecorder::create(p).map_err(|source| {
-                CoreError::Io {
+            fedsim_engine::participation::trace::TraceRecorder::create(p).map_err(|source| {
+                EngineError::Io {
                     path: p.clone(),
                     source,
                 }
@@ -137,7 +133,7 @@ pub fn run_engine(
         tracing::debug!(round = rec.round, acc = ?rec.test_accuracy, loss = ?rec.train_loss, "round done");
         if let (Some(r), Some(p)) = (recorder.as_mut(), &opts.record_participation) {
             r.record(rec.round, &rec.participant_ids)
-                .map_err(|source| CoreError::Io {
+                .map_err(|source| EngineError::Io {
                     path: p.clone(),
                     source,
                 })?;
@@ -164,14 +160,17 @@ pub fn run_round(
     let chunk = (rayon::current_num_threads() * 8).max(16);
     let task = engine.begin_round(available);
     let mut train_time = std::time::Duration::ZERO;
+    let mut waiting = HashMap::new();
     for ids in task.selected.chunks(chunk) {
         let t = Instant::now();
         let work: Vec<(ClientId, ClientState)> = ids.iter().map(|&c| (c, states.take(c))).collect();
-        let results: Vec<(ClientId, ClientState, ClientOutcome)> = {
+        let results: Vec<(ClientId, ClientState, ClientState, ClientOutcome)> = {
             let (strategy, model, train) = (engine.strategy(), engine.model(), &train);
             let engine_ref = &*engine;
             work.into_par_iter()
                 .map_init(Scratch::default, |scratch, (c, mut state)| {
+                    // The state the client goes back to if its update is not folded in.
+                    let before = state.clone();
                     let data = engine_ref.client_data(c);
                     let outcome = match run_client(
                         strategy,
@@ -186,29 +185,51 @@ pub fn run_round(
                         task.max_steps.get(&c).copied(),
                         scratch,
                     ) {
-                        Ok(payload) => ClientOutcome::Update {
-                            payload,
-                            num_samples: data.len() as u64,
-                        },
+                        Ok(payload) => ClientOutcome::update(payload, data.len() as u64),
                         Err(e) => ClientOutcome::Dropped(e.to_string()),
                     };
-                    (c, state, outcome)
+                    (c, before, state, outcome)
                 })
                 .collect()
         };
         train_time += t.elapsed();
-        for (c, state, outcome) in results {
-            states.put(c, state);
-            // A rejected update is logged by the engine and dropped from the round; the run goes on.
-            let _ = engine.submit(c, outcome);
+        for (c, before, after, outcome) in results {
+            let is_update = matches!(outcome, ClientOutcome::Update { .. });
+            // A refused update is logged by the engine and dropped from the round; the run goes on.
+            match engine.submit(task.round, c, outcome) {
+                Ok(()) if is_update => {
+                    waiting.insert(c, (before, after));
+                }
+                _ => states.put(c, before),
+            }
+            commit_folded(engine, states, &mut waiting);
         }
     }
     let extra = vec![("client_state_bytes".to_string(), states.bytes() as f64)];
-    Ok(engine.end_round(RoundIo {
+    let rec = engine.end_round(RoundIo {
         train_time,
         extra,
         ..RoundIo::default()
-    })?)
+    })?;
+    commit_folded(engine, states, &mut waiting);
+    for (c, (before, _)) in waiting {
+        states.put(c, before);
+    }
+    Ok(rec)
+}
+
+/// A client keeps the state its update came from only once the update is folded into the round (as a
+/// client process does on the coordinator's word); otherwise it goes back to the state it had.
+fn commit_folded(
+    engine: &mut Engine,
+    states: &mut ClientStates,
+    waiting: &mut HashMap<ClientId, (ClientState, ClientState)>,
+) {
+    for v in engine.take_verdicts() {
+        if let Some((before, after)) = waiting.remove(&v.client) {
+            states.put(v.client, if v.folded.is_ok() { after } else { before });
+        }
+    }
 }
 
 fn progress_bar(enabled: bool, rounds: u64) -> Option<ProgressBar> {

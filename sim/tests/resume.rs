@@ -5,8 +5,10 @@
 
 use std::sync::Arc;
 
-use fedsim_core::{ClientId, Engine, Scenario};
+use fedsim_algorithms::strategy::registry;
+use fedsim_engine::{Engine, Scenario};
 use fedsim_sim::{ClientStates, run_round};
+use fedsim_types::ClientId;
 
 const BASE: &str = r#"
 name = "resume"
@@ -34,52 +36,17 @@ p = 0.4
 every = 1
 "#;
 
-/// One `[strategy]` table per registered kind (plus variants whose server state differs).
-const STRATEGIES: &[&str] = &[
-    r#"kind = "fedavg""#,
+/// Variants of registered kinds whose server state differs from their registry example's.
+const VARIANTS: &[&str] = &[
     r#"kind = "fedavg"
 weighting = "all_clients""#,
-    r#"kind = "fedau""#,
     r#"kind = "fedau"
 cutoff = 2"#,
-    r#"kind = "mifa""#,
-    r#"kind = "fedvarp""#,
-    r#"kind = "fedprox"
-mu = 0.1"#,
-    r#"kind = "scaffold""#,
-    r#"kind = "fedspeed""#,
-    r#"kind = "feddyn""#,
-    r#"kind = "fedavgm""#,
-    r#"kind = "fedadagrad""#,
-    r#"kind = "fedadam""#,
-    r#"kind = "fedyogi""#,
-    r#"kind = "fedavg_ef21"
-compressor = { kind = "top_k", fraction = 0.2 }"#,
-    r#"kind = "ef21"
-step_size = 0.5
-compressor = { kind = "top_k", k = 3 }"#,
-    r#"kind = "ef21_plus"
-step_size = 0.5
-compressor = { kind = "top_k", k = 3 }"#,
-    r#"kind = "ef"
-step_size = 0.5
-compressor = { kind = "top_k", k = 3 }"#,
-    r#"kind = "gd"
-step_size = 0.5"#,
     r#"kind = "fedavg"
 aggregator = { kind = "trimmed_mean", trim = 1 }"#,
     r#"kind = "fedavg"
 aggregator = { kind = "multi_krum", f = 1 }"#,
 ];
-
-/// Strategies that need other scenario settings: (`[strategy]` table, `--set` overrides).
-const WITH_OVERRIDES: &[(&str, &[&str])] = &[(
-    r#"kind = "frl""#,
-    &[
-        "model={kind=\"supermask_mlp\", hidden=[8]}",
-        "train.momentum=0.9",
-    ],
-)];
 
 /// Runs rounds until the engine has done `until` rounds (or all), keeping client states in `states`.
 fn drive(engine: &mut Engine, states: &mut ClientStates, until: u64) {
@@ -93,24 +60,19 @@ fn drive(engine: &mut Engine, states: &mut ClientStates, until: u64) {
 
 #[test]
 fn every_strategy_resumes_to_the_same_model() {
-    let cases = STRATEGIES
+    // Every registered strategy (its registry example), then the variants.
+    let cases = registry::all()
         .iter()
-        .map(|t| (*t, &[][..]))
-        .chain(WITH_OVERRIDES.iter().copied());
+        .map(|e| (e.example_table(), e.example_settings))
+        .chain(VARIANTS.iter().map(|t| (t.to_string(), &[][..])));
+    let mut covered = 0;
     for (table, overrides) in cases {
+        covered += 1;
         let text = format!("{BASE}\n[strategy]\n{table}\n");
         let overrides: Vec<String> = overrides.iter().map(|o| o.to_string()).collect();
         let scenario =
             Scenario::parse(&text, &overrides).unwrap_or_else(|e| panic!("{table}: {e}"));
-        let data = Arc::new(
-            fedsim_data::load_federated(
-                &scenario.data,
-                &scenario.partition,
-                scenario.clients,
-                scenario.seed,
-            )
-            .expect("synthetic data"),
-        );
+        let data = Arc::new(scenario.load_data().expect("synthetic data"));
 
         let mut straight = Engine::new(scenario.clone(), data.clone(), "sim").expect("engine");
         let mut states = ClientStates::default();
@@ -134,4 +96,5 @@ fn every_strategy_resumes_to_the_same_model() {
             "{table}: the resumed run ended with a different model"
         );
     }
+    assert_eq!(covered, registry::all().len() + VARIANTS.len());
 }

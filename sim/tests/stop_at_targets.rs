@@ -1,7 +1,7 @@
 //! `eval.stop_at_targets`: the run ends at the round that reaches the last target, that round is the
 //! one a run without early stopping reports, and the final model is that of a run capped there.
 
-use fedsim_core::Scenario;
+use fedsim_engine::Scenario;
 use fedsim_sim::{SimOptions, run};
 
 const SCENARIO: &str = r#"
@@ -31,7 +31,7 @@ every = 1
 targets = [0.5]
 "#;
 
-fn summary(overrides: &[&str]) -> fedsim_core::report::Summary {
+fn summary(overrides: &[&str]) -> fedsim_engine::report::Summary {
     let overrides: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
     let scenario = Scenario::parse(SCENARIO, &overrides).expect("scenario parses");
     run(

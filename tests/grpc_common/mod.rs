@@ -11,13 +11,13 @@ use std::time::{Duration, Instant};
 
 /// The tests of one file run one at a time: each starts several processes, and the machine may have
 /// only two cores (heartbeats must not starve).
-pub fn serial() -> MutexGuard<'static, ()> {
+pub(crate) fn serial() -> MutexGuard<'static, ()> {
     static LOCK: Mutex<()> = Mutex::new(());
     LOCK.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// A `fedsim` command in the package directory, logging at `info`.
-pub fn fedsim() -> Command {
+pub(crate) fn fedsim() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_fedsim"));
     c.current_dir(env!("CARGO_MANIFEST_DIR"))
         .env("RUST_LOG", "info")
@@ -26,24 +26,24 @@ pub fn fedsim() -> Command {
 }
 
 /// A child process killed (with its process group, when it leads one) when dropped.
-pub struct Proc {
+pub(crate) struct Proc {
     /// The child.
-    pub child: Child,
+    pub(crate) child: Child,
     /// Its name in messages.
-    pub name: String,
+    pub(crate) name: String,
     /// File receiving stdout and stderr.
-    pub log: PathBuf,
+    pub(crate) log: PathBuf,
     group: bool,
 }
 
 impl Proc {
     /// Starts `cmd` with stdout and stderr going to `log`.
-    pub fn spawn(name: &str, mut cmd: Command, log: &Path) -> Proc {
+    pub(crate) fn spawn(name: &str, mut cmd: Command, log: &Path) -> Proc {
         Self::start(name, &mut cmd, log, false)
     }
 
     /// Starts `cmd` as the leader of a new process group (so its own children die with it).
-    pub fn spawn_group(name: &str, mut cmd: Command, log: &Path) -> Proc {
+    pub(crate) fn spawn_group(name: &str, mut cmd: Command, log: &Path) -> Proc {
         use std::os::unix::process::CommandExt;
         cmd.process_group(0);
         Self::start(name, &mut cmd, log, true)
@@ -66,7 +66,7 @@ impl Proc {
     }
 
     /// Waits at most `timeout` for the process to exit; kills it and panics (with its log) otherwise.
-    pub fn wait(&mut self, timeout: Duration) -> ExitStatus {
+    pub(crate) fn wait(&mut self, timeout: Duration) -> ExitStatus {
         let start = Instant::now();
         loop {
             if let Some(st) = self.child.try_wait().expect("try_wait") {
@@ -85,7 +85,7 @@ impl Proc {
     }
 
     /// Waits for a successful exit within `timeout`, panicking with the log otherwise.
-    pub fn wait_ok(&mut self, timeout: Duration) {
+    pub(crate) fn wait_ok(&mut self, timeout: Duration) {
         let st = self.wait(timeout);
         assert!(
             st.success(),
@@ -96,12 +96,12 @@ impl Proc {
     }
 
     /// The log so far.
-    pub fn output(&self) -> String {
+    pub(crate) fn output(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// Kills the process (SIGKILL), and its group when it leads one.
-    pub fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         if self.group {
             let _ = Command::new("kill")
                 .args(["-KILL", "--", &format!("-{}", self.child.id())])
@@ -128,14 +128,14 @@ impl Drop for Proc {
 }
 
 /// The last `n` lines of a file.
-pub fn tail(path: &Path, n: usize) -> String {
+pub(crate) fn tail(path: &Path, n: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 /// Runs `fedsim ARGS` to completion (bounded), panicking with its output on failure.
-pub fn run_ok(args: &[&str], log: &Path, timeout: Duration) -> String {
+pub(crate) fn run_ok(args: &[&str], log: &Path, timeout: Duration) -> String {
     let mut cmd = fedsim();
     cmd.args(args);
     let mut p = Proc::spawn_group(&format!("fedsim {}", args.join(" ")), cmd, log);
@@ -144,7 +144,7 @@ pub fn run_ok(args: &[&str], log: &Path, timeout: Duration) -> String {
 }
 
 /// Polls `cond` every 20 ms for at most `timeout`.
-pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+pub(crate) fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let start = Instant::now();
     while start.elapsed() < timeout {
         if cond() {
@@ -156,7 +156,7 @@ pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
 }
 
 /// The address a coordinator logged it listens on (`coordinator listening local=ADDR`).
-pub fn listening_addr(server: &Proc, timeout: Duration) -> String {
+pub(crate) fn listening_addr(server: &Proc, timeout: Duration) -> String {
     let mut addr = None;
     wait_until(timeout, || {
         addr = server
@@ -171,14 +171,14 @@ pub fn listening_addr(server: &Proc, timeout: Duration) -> String {
 }
 
 /// `summary.json` of a run.
-pub fn summary(dir: &Path) -> serde_json::Value {
+pub(crate) fn summary(dir: &Path) -> serde_json::Value {
     let text = std::fs::read_to_string(dir.join("summary.json"))
         .unwrap_or_else(|e| panic!("{}/summary.json: {e}", dir.display()));
     serde_json::from_str(&text).expect("valid summary.json")
 }
 
 /// `metrics.jsonl` of a run.
-pub fn metrics(dir: &Path) -> Vec<serde_json::Value> {
+pub(crate) fn metrics(dir: &Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(dir.join("metrics.jsonl"))
         .unwrap_or_else(|e| panic!("{}/metrics.jsonl: {e}", dir.display()))
         .lines()
@@ -189,7 +189,7 @@ pub fn metrics(dir: &Path) -> Vec<serde_json::Value> {
 
 /// Asserts that two runs took the same rounds: same final model, and round by round the same
 /// participants, accuracies and losses (bit for bit: both runtimes run the same engine).
-pub fn assert_same_run(a: &Path, b: &Path, what: &str) {
+pub(crate) fn assert_same_run(a: &Path, b: &Path, what: &str) {
     let (sa, sb) = (summary(a), summary(b));
     assert_eq!(
         sa["final_model_hash"], sb["final_model_hash"],
@@ -218,21 +218,21 @@ pub fn assert_same_run(a: &Path, b: &Path, what: &str) {
 
 /// PEM files of a test PKI: a CA, a server certificate for `server_names` and a client certificate,
 /// both signed by the CA.
-pub struct Pki {
+pub(crate) struct Pki {
     /// CA certificate.
-    pub ca: PathBuf,
+    pub(crate) ca: PathBuf,
     /// Server certificate.
-    pub server_cert: PathBuf,
+    pub(crate) server_cert: PathBuf,
     /// Server key.
-    pub server_key: PathBuf,
+    pub(crate) server_key: PathBuf,
     /// Client certificate (mutual TLS).
-    pub client_cert: PathBuf,
+    pub(crate) client_cert: PathBuf,
     /// Client key.
-    pub client_key: PathBuf,
+    pub(crate) client_key: PathBuf,
 }
 
 /// Makes a fresh PKI in `dir` with rcgen.
-pub fn make_pki(dir: &Path, server_names: &[&str]) -> Pki {
+pub(crate) fn make_pki(dir: &Path, server_names: &[&str]) -> Pki {
     use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
     ca_params
@@ -278,6 +278,6 @@ pub fn make_pki(dir: &Path, server_names: &[&str]) -> Pki {
 }
 
 /// A path as `&str`.
-pub fn s(p: &Path) -> &str {
+pub(crate) fn s(p: &Path) -> &str {
     p.to_str().expect("UTF-8 path")
 }

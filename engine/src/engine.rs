@@ -1,0 +1,868 @@
+//! The round engine: one implementation of a federated round, driven by both runtimes.
+//!
+//! A runtime calls [`Engine::begin_round`] with the clients it can reach, delivers the returned
+//! [`RoundTask`] to the selected clients however it likes (threads, gRPC), hands each outcome to
+//! [`Engine::submit`] in whatever order outcomes arrive, and calls [`Engine::end_round`] when the round
+//! closes. This is the whole round protocol, kept here once for both runtimes:
+//!
+//! - stale results (for a round that is not open), results of clients that were not selected and
+//!   second results of a client are refused ([`Refusal`]);
+//! - updates are validated by the strategy: on arrival when they are in memory, or when they are folded
+//!   in when the runtime keeps them elsewhere until then ([`PayloadSource`], e.g. the coordinator's spool
+//!   files);
+//! - updates are fed to the strategy in ascending client id through a reorder buffer, so the aggregate
+//!   never depends on arrival order or thread count;
+//! - every update's fate is reported as a [`Verdict`] ([`Engine::take_verdicts`]): a client keeps the
+//!   state its update came from only when the update was folded into the round.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fedsim_data::FederatedData;
+use fedsim_nn::{Model, Scratch};
+use fedsim_types::ConfigError;
+use rand::seq::index;
+
+use crate::participation::{Population, Scheduler};
+use crate::report::{RoundRecord, RunWriter, Summary, model_hash, peak_rss_mib};
+use crate::{
+    ClientId, ClientState, EngineError, LocalTrainer, Payload, Scenario, Strategy, StrategyError,
+    TrainConfig,
+};
+use fedsim_algorithms::strategy::Reporter;
+use fedsim_algorithms::train::ClientData;
+use fedsim_types::rng::{Purpose, stream};
+
+/// What the runtime must deliver to the selected clients of a round.
+#[derive(Debug, Clone)]
+pub struct RoundTask {
+    /// Round index, 0-based.
+    pub round: u64,
+    /// Clients to run, ascending: selected and not dropped by a scripted event.
+    pub selected: Vec<ClientId>,
+    /// Step budgets of stragglers that report partial work (others run their full work).
+    pub max_steps: BTreeMap<ClientId, usize>,
+    /// The task every selected client receives.
+    pub broadcast: Arc<Payload>,
+}
+
+/// Where a client's update waits until the engine folds it into the round: in memory, or wherever the
+/// runtime keeps it (the coordinator spools large updates to disk and decodes them only then).
+pub trait PayloadSource: Send + Sync + std::fmt::Debug {
+    /// The payload when it is in memory already; the engine then validates it on arrival.
+    fn peek(&self) -> Option<&Payload>;
+    /// Takes the payload, decoding it where needed.
+    fn load(self: Box<Self>) -> Result<Payload, String>;
+}
+
+impl PayloadSource for Payload {
+    fn peek(&self) -> Option<&Payload> {
+        Some(self)
+    }
+
+    fn load(self: Box<Self>) -> Result<Payload, String> {
+        Ok(*self)
+    }
+}
+
+/// The result of one selected client.
+#[derive(Debug)]
+pub enum ClientOutcome {
+    /// The client's update.
+    Update {
+        /// The update.
+        payload: Box<dyn PayloadSource>,
+        /// The client's number of training samples.
+        num_samples: u64,
+    },
+    /// The client did not report (disconnected, timed out, could not train); the reason is logged.
+    Dropped(String),
+}
+
+impl ClientOutcome {
+    /// An update from `payload`.
+    pub fn update(payload: impl PayloadSource + 'static, num_samples: u64) -> Self {
+        ClientOutcome::Update {
+            payload: Box::new(payload),
+            num_samples,
+        }
+    }
+}
+
+/// Why the engine refused a submission outright.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    /// The result is for a round that is not open (late, or from the future).
+    #[error("round {round} is not open")]
+    Stale {
+        /// The round the result was for (1-based, as clients see it).
+        round: u64,
+    },
+    /// The client was not selected in the open round.
+    #[error("client {client} was not selected in round {round}")]
+    NotSelected {
+        /// The client.
+        client: ClientId,
+        /// The open round (1-based).
+        round: u64,
+    },
+    /// The client already reported (or was dropped) in the open round.
+    #[error("client {client} already reported or was dropped in round {round}")]
+    Duplicate {
+        /// The client.
+        client: ClientId,
+        /// The open round (1-based).
+        round: u64,
+    },
+    /// The strategy refused the update (malformed, wrong shapes, non-finite values, …).
+    #[error(transparent)]
+    Invalid(#[from] StrategyError),
+}
+
+/// What became of one client's update: folded into the round's aggregate, or refused.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verdict {
+    /// The client.
+    pub client: ClientId,
+    /// The round, 0-based.
+    pub round: u64,
+    /// `Ok` when the update was folded in; the refusal otherwise.
+    pub folded: Result<(), String>,
+}
+
+/// Byte counts measured by a runtime on the wire; when absent, payload sizes are used.
+#[derive(Debug, Clone, Default)]
+pub struct RoundIo {
+    /// Seconds the runtime spent waiting for local training.
+    pub train_time: Duration,
+    /// Measured uplink bytes.
+    pub wire_bytes_up: Option<u64>,
+    /// Measured downlink bytes.
+    pub wire_bytes_down: Option<u64>,
+    /// Runtime-specific metrics for the round's record.
+    pub extra: Vec<(String, f64)>,
+}
+
+#[derive(Debug)]
+struct RoundState {
+    round: u64,
+    selected: Vec<ClientId>,
+    next: usize,
+    pending: BTreeMap<ClientId, ClientOutcome>,
+    /// Clients whose outcome has been submitted (or decided by the plan).
+    submitted: std::collections::BTreeSet<ClientId>,
+    /// Updates accepted on arrival.
+    received: usize,
+    reported: Vec<ClientId>,
+    dropped: Vec<(ClientId, String)>,
+    bytes_up: u64,
+    broadcast_len: u64,
+    started: Instant,
+    aggregate_time: Duration,
+}
+
+/// Everything needed to continue a run after a crash: the state between two rounds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Snapshot {
+    /// Rounds completed.
+    pub next_round: u64,
+    /// Global model.
+    pub global: Vec<f32>,
+    /// The strategy's server state.
+    pub strategy_state: Payload,
+    /// The participation model's state.
+    pub participation_state: Vec<u8>,
+    /// Running summary (JSON).
+    pub summary_json: String,
+    /// Per-client participation counts.
+    pub participation_counts: Vec<u32>,
+}
+
+/// Runs federated rounds: owns the global model, the strategy's server half, the participation model
+/// and the outputs.
+pub struct Engine {
+    scenario: Scenario,
+    data: Arc<FederatedData>,
+    model: Box<dyn Model>,
+    strategy: Box<dyn Strategy>,
+    participation: Scheduler,
+    global: Vec<f32>,
+    next_round: u64,
+    current: Option<RoundState>,
+    summary: Summary,
+    writer: Option<RunWriter>,
+    train_eval_indices: Option<Vec<u32>>,
+    participation_counts: Vec<u32>,
+    verdicts: Vec<Verdict>,
+    started: Instant,
+    runtime: String,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("scenario", &self.scenario.name)
+            .field("round", &self.next_round)
+            .finish()
+    }
+}
+
+/// Builds the model a scenario describes for its data.
+pub fn build_model(
+    scenario: &Scenario,
+    data: &FederatedData,
+) -> Result<Box<dyn Model>, EngineError> {
+    Ok(scenario.model.build(&data.train.input_spec())?)
+}
+
+/// Runs one client's local update: the single place where a client's random stream is derived, so the
+/// simulator and a client process compute bit-identical updates.
+#[allow(clippy::too_many_arguments)]
+pub fn run_client(
+    strategy: &dyn Strategy,
+    model: &dyn Model,
+    data: ClientData<'_>,
+    train: &TrainConfig,
+    seed: u64,
+    round: u64,
+    client: ClientId,
+    state: &mut ClientState,
+    task: &Payload,
+    max_steps: Option<usize>,
+    scratch: &mut Scratch,
+) -> Result<Payload, StrategyError> {
+    let rng = stream(seed, Purpose::LocalTraining, round, client as u64);
+    let mut trainer = LocalTrainer::new(model, data, train, round, client, rng, scratch);
+    trainer.max_steps = max_steps;
+    strategy.local_update(&mut trainer, state, task)
+}
+
+impl Engine {
+    /// An engine for `scenario` on loaded `data`, with the initial global model drawn from the seed.
+    pub fn new(
+        scenario: Scenario,
+        data: Arc<FederatedData>,
+        runtime: &str,
+    ) -> Result<Self, EngineError> {
+        scenario.validate()?;
+        if data.partition.num_clients() != scenario.clients {
+            return Err(EngineError::from(ConfigError::new(
+                "clients",
+                format!(
+                    "the partition has {} clients but the scenario says clients = {}",
+                    data.partition.num_clients(),
+                    scenario.clients
+                ),
+            )));
+        }
+        let model = build_model(&scenario, &data)?;
+        let mut strategy = scenario.build_strategy();
+        let counts = scenario
+            .participation
+            .needs_labels()
+            .then(|| label_counts(&data));
+        let population = Population {
+            num_clients: scenario.clients,
+            seed: scenario.seed,
+            label_counts: counts.as_ref().map(|c| (&c[..], data.train.num_classes)),
+        };
+        let mut model_p = scenario
+            .participation
+            .build(&population)
+            .map_err(|m| EngineError::from(ConfigError::new("participation", m)))?;
+        if let Some(a) = scenario
+            .attack
+            .as_ref()
+            .filter(|a| a.redraw_malicious_majority)
+        {
+            model_p = Box::new(crate::participation::redraw::RedrawMaliciousMajority::new(
+                model_p,
+                a,
+                scenario.clients,
+            ));
+        }
+        let participation = Scheduler::new(
+            model_p,
+            scenario.events.clone(),
+            scenario.clients,
+            scenario.seed,
+            scenario.round.quorum,
+        );
+        let global = model.init_params(fedsim_types::rng::stream_key(
+            scenario.seed,
+            Purpose::ModelInit,
+            0,
+            0,
+        ));
+        strategy.init(&fedsim_algorithms::strategy::Init {
+            global: &global,
+            num_clients: scenario.clients,
+            probabilities: participation.model().probabilities(),
+            model: Some(model.as_ref()),
+            data: Some(&data),
+        });
+        let train_eval_indices = train_eval_indices(&scenario, &data);
+        let summary = Summary {
+            scenario: scenario.name.clone(),
+            strategy: strategy.name(),
+            runtime: runtime.to_string(),
+            num_params: global.len(),
+            ..Summary::default()
+        };
+        Ok(Self {
+            participation_counts: vec![0; scenario.clients],
+            scenario,
+            data,
+            model,
+            strategy,
+            participation,
+            global,
+            next_round: 0,
+            current: None,
+            summary,
+            writer: None,
+            train_eval_indices,
+            verdicts: Vec::new(),
+            started: Instant::now(),
+            runtime: runtime.to_string(),
+        })
+    }
+
+    /// Writes results into `dir` (created if needed).
+    pub fn write_to(&mut self, dir: &Path) -> Result<(), EngineError> {
+        self.writer = Some(RunWriter::create(dir, &self.scenario.to_toml(), false)?);
+        Ok(())
+    }
+
+    /// Continues writing results into `dir` after [`Engine::restore`]: metrics of rounds past the
+    /// restored one are discarded.
+    pub fn resume_writing_to(&mut self, dir: &Path) -> Result<(), EngineError> {
+        self.writer = Some(RunWriter::resume(
+            dir,
+            &self.scenario.to_toml(),
+            self.next_round,
+        )?);
+        Ok(())
+    }
+
+    /// The scenario.
+    pub fn scenario(&self) -> &Scenario {
+        &self.scenario
+    }
+
+    /// The model.
+    pub fn model(&self) -> &dyn Model {
+        self.model.as_ref()
+    }
+
+    /// The strategy (for running client halves).
+    pub fn strategy(&self) -> &dyn Strategy {
+        self.strategy.as_ref()
+    }
+
+    /// The data.
+    pub fn data(&self) -> &Arc<FederatedData> {
+        &self.data
+    }
+
+    /// The current global model.
+    pub fn global(&self) -> &[f32] {
+        &self.global
+    }
+
+    /// Index of the next round to run (0-based).
+    pub fn next_round(&self) -> u64 {
+        self.next_round
+    }
+
+    /// Whether all rounds have run.
+    pub fn is_done(&self) -> bool {
+        self.next_round >= self.scenario.rounds
+            || (self.scenario.eval.stop_at_targets && self.targets_reached())
+    }
+
+    /// Whether every configured target accuracy has been reached.
+    fn targets_reached(&self) -> bool {
+        let reached = &self.summary.rounds_to_target;
+        self.scenario.eval.targets.iter().all(|t| {
+            reached
+                .get(&crate::report::target_key(*t))
+                .is_some_and(Option::is_some)
+        })
+    }
+
+    /// The running summary.
+    pub fn summary(&self) -> &Summary {
+        &self.summary
+    }
+
+    /// A client's data view.
+    pub fn client_data(&self, client: ClientId) -> ClientData<'_> {
+        ClientData {
+            dataset: &self.data.train,
+            indices: self.data.partition.client(client as usize),
+        }
+    }
+
+    /// Starts the next round: selects clients among `available` (ascending) and builds their task.
+    ///
+    /// # Panics
+    /// If a round is already open.
+    pub fn begin_round(&mut self, available: &[ClientId]) -> RoundTask {
+        assert!(
+            self.current.is_none(),
+            "begin_round called twice without end_round"
+        );
+        let round = self.next_round;
+        let (data, train) = (&self.data, &self.scenario.train);
+        let plan = self.participation.plan(round, available, &|c| {
+            train.work(data.partition.client_len(c as usize))
+        });
+        let selected = plan.selected.clone();
+        self.strategy.begin_round(round, &selected, &self.global);
+        let broadcast = Arc::new(self.strategy.broadcast(round, &self.global));
+        let to_run = plan.to_run();
+        let pending: BTreeMap<ClientId, ClientOutcome> = plan
+            .dropped
+            .into_iter()
+            .map(|(c, reason)| (c, ClientOutcome::Dropped(reason)))
+            .collect();
+        let submitted = pending.keys().copied().collect();
+        self.current = Some(RoundState {
+            round,
+            selected,
+            next: 0,
+            pending,
+            submitted,
+            received: 0,
+            reported: Vec::new(),
+            dropped: Vec::new(),
+            bytes_up: 0,
+            broadcast_len: broadcast.encoded_len() as u64,
+            started: Instant::now(),
+            aggregate_time: Duration::ZERO,
+        });
+        RoundTask {
+            round,
+            selected: to_run,
+            max_steps: plan.max_steps,
+            broadcast,
+        }
+    }
+
+    /// Hands in one selected client's outcome for `round` (0-based), in any order.
+    ///
+    /// A stale, unselected or duplicate submission, or an update the strategy refuses on arrival (or
+    /// when it is folded in during this call), is refused with the reason; the round goes on without
+    /// it. Otherwise the update waits for its turn in client-id order; [`Engine::take_verdicts`] tells
+    /// when it was folded in.
+    pub fn submit(
+        &mut self,
+        round: u64,
+        client: ClientId,
+        outcome: ClientOutcome,
+    ) -> Result<(), Refusal> {
+        let num_params = self.global.len();
+        let state = match self.current.as_mut() {
+            Some(s) if s.round == round => s,
+            _ => return Err(Refusal::Stale { round: round + 1 }),
+        };
+        if state.selected.binary_search(&client).is_err() {
+            return Err(Refusal::NotSelected {
+                client,
+                round: round + 1,
+            });
+        }
+        if !state.submitted.insert(client) {
+            return Err(Refusal::Duplicate {
+                client,
+                round: round + 1,
+            });
+        }
+        let mut result = Ok(());
+        let outcome = match outcome {
+            ClientOutcome::Update {
+                payload,
+                num_samples,
+            } => {
+                let check = payload.peek().map_or(Ok(()), |p| {
+                    self.strategy.validate_update(client, p, num_params)
+                });
+                match check {
+                    Ok(()) => {
+                        state.received += 1;
+                        if let Some(p) = payload.peek() {
+                            state.bytes_up += p.encoded_len() as u64;
+                        }
+                        ClientOutcome::Update {
+                            payload,
+                            num_samples,
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(round = state.round + 1, client, error = %e, "invalid update refused; client dropped from the round");
+                        let msg = e.to_string();
+                        result = Err(Refusal::Invalid(e));
+                        ClientOutcome::Dropped(msg)
+                    }
+                }
+            }
+            d => d,
+        };
+        state.pending.insert(client, outcome);
+        let first_new = self.verdicts.len();
+        self.drain(false);
+        // This update may have been folded in right away (it was next in client order): report a
+        // refusal to the caller at once.
+        if result.is_ok()
+            && let Some(v) = self.verdicts[first_new..]
+                .iter()
+                .find(|v| v.client == client)
+            && let Err(msg) = &v.folded
+        {
+            result = Err(Refusal::Invalid(StrategyError::InvalidUpdate {
+                client,
+                msg: msg.clone(),
+            }));
+        }
+        result
+    }
+
+    /// Clients selected in the open round that have not submitted an outcome yet.
+    pub fn awaiting(&self) -> Vec<ClientId> {
+        self.current.as_ref().map_or_else(Vec::new, |s| {
+            s.selected
+                .iter()
+                .copied()
+                .filter(|c| !s.submitted.contains(c))
+                .collect()
+        })
+    }
+
+    /// Updates of the open round accepted on arrival so far (for a quorum).
+    pub fn updates_received(&self) -> usize {
+        self.current.as_ref().map_or(0, |s| s.received)
+    }
+
+    /// The verdicts on updates folded in (or refused when their turn came) since the last call.
+    pub fn take_verdicts(&mut self) -> Vec<Verdict> {
+        std::mem::take(&mut self.verdicts)
+    }
+
+    /// Feeds buffered outcomes to the strategy in ascending client id, as far as they are contiguous
+    /// (or all of them when `all`).
+    fn drain(&mut self, all: bool) {
+        let Some(state) = self.current.as_mut() else {
+            return;
+        };
+        let t0 = Instant::now();
+        while state.next < state.selected.len() {
+            let c = state.selected[state.next];
+            let Some(outcome) = state.pending.remove(&c) else {
+                if all {
+                    tracing::info!(
+                        round = state.round + 1,
+                        client = c,
+                        "round closed before the client reported"
+                    );
+                    state
+                        .dropped
+                        .push((c, "did not report before the round closed".into()));
+                    state.next += 1;
+                    continue;
+                }
+                break;
+            };
+            state.next += 1;
+            match outcome {
+                ClientOutcome::Update {
+                    payload,
+                    num_samples,
+                } => {
+                    let in_memory = payload.peek().is_some();
+                    // An update kept outside memory is decoded and validated only now.
+                    let loaded = payload.load().and_then(|p| {
+                        if !in_memory {
+                            self.strategy
+                                .validate_update(c, &p, self.global.len())
+                                .map_err(|e| e.to_string())?;
+                            state.bytes_up += p.encoded_len() as u64;
+                        }
+                        Ok(p)
+                    });
+                    let folded = loaded.and_then(|p| {
+                        self.strategy
+                            .accept(Reporter { id: c, num_samples }, p)
+                            .map_err(|e| e.to_string())
+                    });
+                    match &folded {
+                        Ok(()) => state.reported.push(c),
+                        Err(e) => {
+                            tracing::warn!(round = state.round + 1, client = c, error = %e, "update refused");
+                            state.dropped.push((c, e.clone()));
+                        }
+                    }
+                    self.verdicts.push(Verdict {
+                        client: c,
+                        round: state.round,
+                        folded,
+                    });
+                }
+                ClientOutcome::Dropped(reason) => {
+                    tracing::info!(round = state.round + 1, client = c, %reason, "client dropped from round");
+                    state.dropped.push((c, reason));
+                }
+            }
+        }
+        state.aggregate_time += t0.elapsed();
+    }
+
+    /// Closes the round: clients that have not reported are dropped, the strategy updates the global
+    /// model, the model is evaluated when due, and the round's record is written and returned.
+    pub fn end_round(&mut self, io: RoundIo) -> Result<RoundRecord, EngineError> {
+        self.drain(true);
+        let Some(mut state) = self.current.take() else {
+            return Err(EngineError::Protocol(
+                "end_round without an open round".into(),
+            ));
+        };
+        let t0 = Instant::now();
+        self.strategy
+            .finish_round(state.round, &mut self.global, &state.reported);
+        state.aggregate_time += t0.elapsed();
+        for &c in &state.reported {
+            self.participation_counts[c as usize] += 1;
+        }
+        self.next_round += 1;
+
+        let mut rec = RoundRecord {
+            round: self.next_round,
+            selected: state.selected.len(),
+            participants: state.reported.len(),
+            bytes_up: io.wire_bytes_up.unwrap_or(state.bytes_up),
+            bytes_down: io
+                .wire_bytes_down
+                .unwrap_or(state.broadcast_len * state.selected.len() as u64),
+            time_train_s: io.train_time.as_secs_f64(),
+            time_aggregate_s: state.aggregate_time.as_secs_f64(),
+            ..RoundRecord::default()
+        };
+        let train_samples: usize = state
+            .reported
+            .iter()
+            .map(|&c| {
+                self.scenario
+                    .train
+                    .work(self.data.partition.client_len(c as usize))
+                    .samples
+            })
+            .sum();
+        rec.extra
+            .insert("train_samples".into(), train_samples as f64);
+        rec.participant_ids = std::mem::take(&mut state.reported);
+        rec.extra.extend(self.strategy.round_metrics());
+        rec.extra.extend(io.extra);
+        if !state.dropped.is_empty() {
+            rec.extra
+                .insert("dropped".into(), state.dropped.len() as f64);
+        }
+
+        let due = self.next_round.is_multiple_of(self.scenario.eval.every) || self.is_done();
+        if due {
+            let t = Instant::now();
+            self.evaluate_into(&mut rec);
+            let train_eval = if self.scenario.eval.train_loss {
+                self.train_eval_indices
+                    .as_ref()
+                    .map_or(self.data.train.len(), Vec::len)
+            } else {
+                0
+            };
+            rec.extra.insert(
+                "eval_samples".into(),
+                (self.data.test.len() + train_eval) as f64,
+            );
+            rec.time_eval_s = t.elapsed().as_secs_f64();
+        }
+        rec.time_round_s = state.started.elapsed().as_secs_f64();
+        rec.wall_s = self.started.elapsed().as_secs_f64();
+        self.summary.observe(&rec, &self.scenario.eval.targets);
+        if let Some(w) = self.writer.as_mut() {
+            w.round(&rec)?;
+        }
+        Ok(rec)
+    }
+
+    fn evaluate_into(&self, rec: &mut RoundRecord) {
+        let chunk = self.scenario.eval.batch_size;
+        let test = crate::eval::evaluate(
+            self.model.as_ref(),
+            &self.global,
+            &self.data.test,
+            None,
+            chunk,
+        );
+        if test.count > 0 {
+            rec.test_accuracy = Some(test.accuracy());
+            rec.test_loss = Some(test.mean_loss());
+            let per_class = test.class_accuracy();
+            rec.worst_class_accuracy = per_class.iter().flatten().copied().reduce(f64::min);
+            rec.class_accuracy = Some(per_class);
+        }
+        if self.scenario.eval.grad_norm {
+            rec.extra.insert(
+                "grad_norm_sq".into(),
+                crate::eval::full_gradient_norm_sq(self.model.as_ref(), &self.global, &self.data),
+            );
+        }
+        if self.scenario.eval.train_loss {
+            let ix = self.train_eval_indices.as_deref();
+            let train = crate::eval::evaluate(
+                self.model.as_ref(),
+                &self.global,
+                &self.data.train,
+                ix,
+                chunk,
+            );
+            if train.count > 0 {
+                rec.train_loss = Some(train.mean_loss());
+                rec.train_accuracy = Some(train.accuracy());
+            }
+        }
+    }
+
+    /// The state between rounds, for a checkpoint.
+    ///
+    /// # Panics
+    /// If a round is open.
+    pub fn snapshot(&self) -> Snapshot {
+        assert!(self.current.is_none(), "snapshot during a round");
+        Snapshot {
+            next_round: self.next_round,
+            global: self.global.clone(),
+            strategy_state: self.strategy.save_state(),
+            participation_state: self.participation.model().save_state(),
+            summary_json: serde_json::to_string(&self.summary).unwrap_or_default(),
+            participation_counts: self.participation_counts.clone(),
+        }
+    }
+
+    /// Continues from a snapshot taken by [`Engine::snapshot`] for the same scenario.
+    pub fn restore(&mut self, snap: Snapshot) -> Result<(), EngineError> {
+        let bad = EngineError::Checkpoint;
+        if snap.global.len() != self.global.len() {
+            return Err(bad(format!(
+                "{} parameters, model has {}",
+                snap.global.len(),
+                self.global.len()
+            )));
+        }
+        if snap.participation_counts.len() != self.scenario.clients {
+            return Err(bad(format!(
+                "{} clients, scenario has {}",
+                snap.participation_counts.len(),
+                self.scenario.clients
+            )));
+        }
+        if snap.next_round > self.scenario.rounds {
+            return Err(bad(format!(
+                "round {} beyond the scenario's {} rounds",
+                snap.next_round, self.scenario.rounds
+            )));
+        }
+        self.strategy.load_state(snap.strategy_state)?;
+        self.participation
+            .model_mut()
+            .load_state(&snap.participation_state)
+            .map_err(bad)?;
+        self.summary = serde_json::from_str(&snap.summary_json).map_err(|e| bad(e.to_string()))?;
+        self.global = snap.global;
+        self.next_round = snap.next_round;
+        self.participation_counts = snap.participation_counts;
+        // Wall time continues from where the checkpointed run was.
+        let elapsed = Duration::from_secs_f64(self.summary.total_wall_s.max(0.0));
+        self.started = Instant::now()
+            .checked_sub(elapsed)
+            .unwrap_or_else(Instant::now);
+        Ok(())
+    }
+
+    /// Finishes the run: writes `summary.json` and `model.bin` and returns the summary.
+    pub fn finish(&mut self) -> Result<Summary, EngineError> {
+        self.summary.final_model_hash = model_hash(&self.global);
+        self.summary.total_wall_s = self.started.elapsed().as_secs_f64();
+        self.summary.runtime = self.runtime.clone();
+        if self.scenario.clients <= 100_000 {
+            self.summary.participation_counts = self.participation_counts.clone();
+        }
+        self.summary.extra.insert(
+            "train_flops_per_sample".into(),
+            self.model.train_flops_per_sample(),
+        );
+        self.summary.extra.insert(
+            "eval_flops_per_sample".into(),
+            self.model.eval_flops_per_sample(),
+        );
+        let d = &self.data;
+        let data_bytes = (d.train.x.len() + d.test.x.len()) * 4
+            + (d.train.y.len() + d.test.y.len()) * 4
+            + d.partition.total() * 4;
+        self.summary
+            .extra
+            .insert("data_mib".into(), data_bytes as f64 / (1 << 20) as f64);
+        if let Some(mib) = peak_rss_mib() {
+            self.summary.extra.insert("peak_rss_mib".into(), mib);
+        }
+        if let Some(w) = self.writer.as_mut() {
+            w.finish(&self.summary, &self.global)?;
+        }
+        Ok(self.summary.clone())
+    }
+}
+
+/// Per-client label counts, row-major `clients × classes`.
+fn label_counts(data: &FederatedData) -> Vec<u32> {
+    let k = data.train.num_classes;
+    let p = &data.partition;
+    let mut out = vec![0u32; p.num_clients() * k];
+    for c in 0..p.num_clients() {
+        for &i in p.client(c) {
+            out[c * k + data.train.y[i as usize] as usize] += 1;
+        }
+    }
+    out
+}
+
+/// The participation model's per-client probabilities, where it has them.
+impl Engine {
+    /// Per-client participation probabilities of the participation model, if it has them.
+    pub fn participation_probabilities(&self) -> Option<&[f64]> {
+        self.participation.model().probabilities()
+    }
+}
+
+/// The training samples used for the global training loss: `None` means every row of the training set.
+fn train_eval_indices(scenario: &Scenario, data: &FederatedData) -> Option<Vec<u32>> {
+    let p = &data.partition;
+    let covers_all = p.total() == data.train.len();
+    let cap = scenario.eval.train_loss_samples;
+    if covers_all && (cap == 0 || cap >= data.train.len()) {
+        return None;
+    }
+    let mut union: Vec<u32> = (0..p.num_clients())
+        .flat_map(|k| p.client(k).iter().copied())
+        .collect();
+    union.sort_unstable();
+    if cap > 0 && cap < union.len() {
+        let mut rng = stream(scenario.seed, Purpose::Data, u64::MAX, 0);
+        let mut pick: Vec<u32> = index::sample(&mut rng, union.len(), cap)
+            .into_iter()
+            .map(|i| union[i])
+            .collect();
+        pick.sort_unstable();
+        union = pick;
+    }
+    Some(union)
+}

@@ -1,0 +1,572 @@
+//! Scenario files: one TOML document naming the data, partition, model, strategy, participation
+//! pattern and run length. Both runtimes read the same file.
+
+use std::path::Path;
+
+use fedsim_data::{DataSpec, PartitionSpec};
+use fedsim_nn::ModelSpec;
+use serde::{Deserialize, Serialize};
+
+use fedsim_types::ConfigError;
+
+use crate::EngineError;
+
+/// The scenario's top-level keys (the first part of every key path in an error).
+const SECTIONS: &[&str] = &[
+    "name",
+    "seed",
+    "rounds",
+    "clients",
+    "data",
+    "partition",
+    "model",
+    "train",
+    "strategy",
+    "participation",
+    "events",
+    "eval",
+    "round",
+    "deploy",
+    "attack",
+];
+use crate::participation::{EventsConfig, ParticipationSpec};
+use fedsim_algorithms::strategy::StrategySpec;
+use fedsim_algorithms::train::TrainConfig;
+
+/// The scenario's `[eval]` section: how often and on what the global model is evaluated.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvalConfig {
+    /// Evaluate every this many rounds (the last round is always evaluated).
+    #[serde(default = "one")]
+    pub every: u64,
+    /// Also compute the global training loss on the union of all clients' data.
+    #[serde(default = "yes")]
+    pub train_loss: bool,
+    /// Cap on the samples used for the training loss (0 = all); a fixed, seed-derived subset.
+    #[serde(default)]
+    pub train_loss_samples: usize,
+    /// Target test accuracies (in [0, 1]); `summary.json` reports the first round reaching each.
+    #[serde(default)]
+    pub targets: Vec<f64>,
+    /// End the run at the first round by which every target has been reached (`rounds` stays the
+    /// cap), for rounds-to-accuracy experiments.
+    #[serde(default)]
+    pub stop_at_targets: bool,
+    /// Samples per evaluation chunk (the unit of parallel work; does not change results).
+    #[serde(default = "default_eval_batch")]
+    pub batch_size: usize,
+    /// Also compute `grad_norm_sq`, the squared norm of the full objective's gradient
+    /// `∇f = (1/n) Σ_i ∇f_i` (mean of the clients' local mean gradients; in f64 where the model can).
+    #[serde(default)]
+    pub grad_norm: bool,
+}
+
+fn one() -> u64 {
+    1
+}
+fn yes() -> bool {
+    true
+}
+fn default_eval_batch() -> usize {
+    500
+}
+
+impl Default for EvalConfig {
+    fn default() -> Self {
+        Self {
+            every: 1,
+            train_loss: true,
+            train_loss_samples: 0,
+            targets: Vec::new(),
+            stop_at_targets: false,
+            batch_size: default_eval_batch(),
+            grad_norm: false,
+        }
+    }
+}
+
+/// The scenario's `[round]` section: when a round closes. The same policy in both runtimes.
+///
+/// A round closes when every selected client has reported, or when `quorum` clients have reported
+/// (the rest are dropped from the round), or when `deadline_s` seconds have passed (clients that have
+/// not reported are dropped). The gRPC coordinator measures wall-clock seconds; the simulator measures
+/// virtual seconds from its straggler model.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoundConfig {
+    /// Close once this many selected clients reported (0 = wait for all).
+    #[serde(default)]
+    pub quorum: usize,
+    /// Close after this many seconds (0 = no deadline).
+    #[serde(default)]
+    pub deadline_s: f64,
+}
+
+/// A real fault the launcher injects (`[[deploy.faults]]`), when the given round starts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaultSpec {
+    /// Round (1-based) during which the fault happens: it is injected once round `round − 1` has completed.
+    pub round: u64,
+    /// Fraction of client processes to kill (SIGKILL), chosen from the seed.
+    #[serde(default)]
+    pub kill_clients: f64,
+    /// Restart the killed client processes after this many seconds (never when absent).
+    #[serde(default)]
+    pub restart_clients_after_s: Option<f64>,
+    /// Kill the coordinator (SIGKILL) and restart it with `--resume`.
+    #[serde(default)]
+    pub kill_server: bool,
+}
+
+/// The scenario's `[deploy]` section: settings of the gRPC runtime.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeployConfig {
+    /// Clients that must have joined before round 1 starts (0 = all of the scenario's clients).
+    #[serde(default)]
+    pub min_clients: usize,
+    /// Seconds to wait for `min_clients` before giving up.
+    #[serde(default = "default_wait")]
+    pub wait_timeout_s: f64,
+    /// A client that has not been heard from for this long is disconnected (and dropped from its round).
+    #[serde(default = "default_heartbeat")]
+    pub heartbeat_timeout_s: f64,
+    /// Largest accepted message (payload) in MiB.
+    #[serde(default = "default_max_message")]
+    pub max_message_mib: usize,
+    /// Faults the launcher injects.
+    #[serde(default)]
+    pub faults: Vec<FaultSpec>,
+}
+
+fn default_wait() -> f64 {
+    120.0
+}
+fn default_heartbeat() -> f64 {
+    10.0
+}
+fn default_max_message() -> usize {
+    1024
+}
+
+impl Default for DeployConfig {
+    fn default() -> Self {
+        Self {
+            min_clients: 0,
+            wait_timeout_s: default_wait(),
+            heartbeat_timeout_s: default_heartbeat(),
+            max_message_mib: default_max_message(),
+            faults: Vec::new(),
+        }
+    }
+}
+
+/// A complete experiment description.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    /// Scenario name, used for the default output directory.
+    pub name: String,
+    /// Run seed: every random decision derives from it.
+    #[serde(default)]
+    pub seed: u64,
+    /// Number of rounds.
+    pub rounds: u64,
+    /// Number of registered clients.
+    pub clients: usize,
+    /// The data set.
+    pub data: DataSpec,
+    /// How training data is split among clients.
+    #[serde(default)]
+    pub partition: PartitionSpec,
+    /// The model.
+    pub model: ModelSpec,
+    /// Local training.
+    #[serde(default)]
+    pub train: TrainConfig,
+    /// The federated algorithm.
+    #[serde(default)]
+    pub strategy: StrategySpec,
+    /// Who takes part in each round.
+    #[serde(default)]
+    pub participation: ParticipationSpec,
+    /// Scripted events on top of the participation model.
+    #[serde(default)]
+    pub events: EventsConfig,
+    /// Evaluation.
+    #[serde(default)]
+    pub eval: EvalConfig,
+    /// When a round closes.
+    #[serde(default)]
+    pub round: RoundConfig,
+    /// The gRPC runtime.
+    #[serde(default)]
+    pub deploy: DeployConfig,
+    /// Malicious clients and their attack (absent: every client is honest).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attack: Option<fedsim_algorithms::attack::AttackConfig>,
+}
+
+impl Scenario {
+    /// Reads a scenario file and applies `key=value` overrides (dotted keys, TOML values).
+    pub fn load(path: &Path, overrides: &[String]) -> Result<Self, EngineError> {
+        let text = std::fs::read_to_string(path).map_err(|source| EngineError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text, overrides).map_err(|e| match e {
+            EngineError::Config { file: None, error } => EngineError::Config {
+                file: Some(path.to_path_buf()),
+                error,
+            },
+            other => other,
+        })
+    }
+
+    /// Parses scenario text and applies `key=value` overrides.
+    pub fn parse(text: &str, overrides: &[String]) -> Result<Self, EngineError> {
+        let document = |e: toml::de::Error| ConfigError::document(e.to_string());
+        let scenario: Scenario = if overrides.is_empty() {
+            toml::from_str(text).map_err(document)?
+        } else {
+            let mut table: toml::Table = toml::from_str(text).map_err(document)?;
+            for o in overrides {
+                apply_override(&mut table, o).map_err(|m| ConfigError::new("--set", m))?;
+            }
+            let merged =
+                toml::to_string(&table).map_err(|e| ConfigError::document(e.to_string()))?;
+            toml::from_str(&merged)
+                .map_err(|e| ConfigError::document(format!("after --set overrides: {e}")))?
+        };
+        scenario.validate()?;
+        Ok(scenario)
+    }
+
+    /// Checks values that serde cannot, and that the sections fit together (the strategy's
+    /// capabilities against the model and the participation model), naming the bad key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let from_message = |m: String| ConfigError::from_message(m, SECTIONS);
+        self.validate_values().map_err(from_message)?;
+        self.strategy.validate()?;
+        let caps = self.strategy.capabilities();
+        let kind = self.strategy.kind();
+        if caps.needs_supermask_model && !self.model.is_supermask() {
+            return Err(ConfigError::new(
+                "model.kind",
+                format!(
+                    "strategy \"{kind}\" needs a supermask model (model.kind = \"supermask_mlp\" or \"supermask_cnn\")"
+                ),
+            ));
+        }
+        if caps.needs_smoothness && !self.model.states_smoothness() {
+            return Err(ConfigError::new(
+                "model.kind",
+                format!(
+                    "strategy \"{kind}\" as configured needs the model's smoothness constants L_i, which model.kind = \"logreg_nonconvex\" states; with another model set strategy.step_size (and do not use ef21_w)"
+                ),
+            ));
+        }
+        if caps.needs_probabilities && !self.participation.has_probabilities() {
+            return Err(ConfigError::new(
+                "participation.kind",
+                format!(
+                    "strategy \"{kind}\" weights by known participation probabilities, which participation.kind = \"bernoulli\", \"markov\" or \"cyclic\" provide"
+                ),
+            ));
+        }
+        if let Some(a) = &self.attack {
+            a.validate(self.clients, &self.strategy)
+                .map_err(from_message)?;
+        }
+        Ok(())
+    }
+
+    /// The checks of single values (the part of [`Scenario::validate`] that builds its messages as
+    /// text).
+    fn validate_values(&self) -> Result<(), String> {
+        if self.name.trim().is_empty() {
+            return Err("name must not be empty".into());
+        }
+        if self.rounds == 0 {
+            return Err("rounds must be at least 1".into());
+        }
+        if self.clients == 0 {
+            return Err("clients must be at least 1".into());
+        }
+        if self.clients > u32::MAX as usize {
+            return Err(format!("clients must be at most {}", u32::MAX));
+        }
+        self.train.validate()?;
+        self.participation.validate(self.clients)?;
+        if let Some(a) = &self.attack
+            && a.redraw_malicious_majority
+            && !self.participation.can_redraw()
+        {
+            return Err(
+                "attack.redraw_malicious_majority needs participation.kind = \"uniform\" or \"bernoulli\" (rounds that are independent draws)"
+                    .into(),
+            );
+        }
+        self.events.validate(self.clients)?;
+        if self.eval.every == 0 {
+            return Err("eval.every must be at least 1".into());
+        }
+        if self.eval.batch_size == 0 {
+            return Err("eval.batch_size must be at least 1".into());
+        }
+        if self.eval.stop_at_targets && self.eval.targets.is_empty() {
+            return Err("eval.stop_at_targets needs at least one accuracy in eval.targets".into());
+        }
+        if let Some(t) = self.eval.targets.iter().find(|t| !(0.0..=1.0).contains(*t)) {
+            return Err(format!(
+                "eval.targets must be accuracies in [0, 1], got {t}"
+            ));
+        }
+        if !(self.round.deadline_s.is_finite() && self.round.deadline_s >= 0.0) {
+            return Err(format!(
+                "round.deadline_s must be a non-negative number, got {}",
+                self.round.deadline_s
+            ));
+        }
+        let d = &self.deploy;
+        if d.min_clients > self.clients {
+            return Err(format!(
+                "deploy.min_clients ({}) exceeds clients ({})",
+                d.min_clients, self.clients
+            ));
+        }
+        for (key, v) in [
+            ("deploy.wait_timeout_s", d.wait_timeout_s),
+            ("deploy.heartbeat_timeout_s", d.heartbeat_timeout_s),
+        ] {
+            if !(v.is_finite() && v > 0.0) {
+                return Err(format!("{key} must be a positive number, got {v}"));
+            }
+        }
+        if d.max_message_mib == 0 {
+            return Err("deploy.max_message_mib must be at least 1".into());
+        }
+        for f in &d.faults {
+            if f.round == 0 || f.round > self.rounds {
+                return Err(format!(
+                    "deploy.faults: round must be in 1..={}, got {}",
+                    self.rounds, f.round
+                ));
+            }
+            if !(0.0..=1.0).contains(&f.kill_clients) {
+                return Err(format!(
+                    "deploy.faults: kill_clients must be a fraction in [0, 1], got {}",
+                    f.kill_clients
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Builds the strategy, wrapped in [`fedsim_algorithms::attack::Attacked`] when the scenario has an `[attack]`
+    /// section. Every runtime builds its strategy here, so server and client halves agree.
+    pub fn build_strategy(&self) -> Box<dyn crate::Strategy> {
+        let inner = self.strategy.build();
+        match &self.attack {
+            Some(a) => Box::new(fedsim_algorithms::attack::Attacked::new(
+                inner,
+                a.clone(),
+                self.clients,
+                &self.strategy,
+            )),
+            None => inner,
+        }
+    }
+
+    /// Loads the scenario's data set and splits it among its clients: the one entry point every
+    /// runtime (simulator, coordinator, client process) loads federated data through, so all of them
+    /// see the same partition.
+    pub fn load_data(&self) -> Result<fedsim_data::FederatedData, EngineError> {
+        Ok(fedsim_data::load_federated(
+            &self.data,
+            &self.partition,
+            self.clients,
+            self.seed,
+        )?)
+    }
+
+    /// Clients that must join before the first round (the gRPC runtime).
+    pub fn min_clients(&self) -> usize {
+        if self.deploy.min_clients == 0 {
+            self.clients
+        } else {
+            self.deploy.min_clients
+        }
+    }
+
+    /// SHA-256 of the resolved scenario, hex: lets a client check it runs the coordinator's scenario.
+    pub fn hash(&self) -> String {
+        crate::report::sha256_hex(self.to_toml().as_bytes())
+    }
+
+    /// The fully resolved scenario as TOML (defaults filled in).
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self)
+            .unwrap_or_else(|e| format!("# could not serialise the scenario: {e}\n"))
+    }
+}
+
+/// Applies one `a.b.c=value` override to a TOML table. The value is parsed as TOML (so `0.1`, `true`,
+/// `[1, 2]` and `"text"` work); anything that does not parse is taken as a string.
+pub fn apply_override(table: &mut toml::Table, assignment: &str) -> Result<(), String> {
+    let (key, raw) = assignment
+        .split_once('=')
+        .ok_or_else(|| format!("--set expects key=value, got `{assignment}`"))?;
+    let key = key.trim();
+    if key.is_empty() || key.split('.').any(str::is_empty) {
+        return Err(format!("--set: invalid key `{key}`"));
+    }
+    let raw = raw.trim();
+    let value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_string()));
+    let parts: Vec<&str> = key.split('.').collect();
+    let mut cur = table;
+    for p in &parts[..parts.len() - 1] {
+        let entry = cur
+            .entry(p.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        cur = entry
+            .as_table_mut()
+            .ok_or_else(|| format!("--set {key}: `{p}` is not a section"))?;
+    }
+    cur.insert(parts[parts.len() - 1].to_string(), value);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+name = "t"
+rounds = 3
+clients = 10
+[data]
+kind = "synthetic"
+[model]
+kind = "logreg"
+"#;
+
+    #[test]
+    fn defaults_fill_in() {
+        let s = Scenario::parse(MINIMAL, &[]).unwrap();
+        assert_eq!(s.train.batch_size, 10);
+        assert_eq!(s.eval.every, 1);
+        // The resolved scenario parses back to the same value.
+        assert_eq!(Scenario::parse(&s.to_toml(), &[]).unwrap(), s);
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let e = Scenario::parse(
+            &format!("{MINIMAL}\n[train]\nlr = 0.1\nlearning_rate = 3\n"),
+            &[],
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("learning_rate"), "{e}");
+        let e = Scenario::parse(&MINIMAL.replace("rounds = 3", "rounds = 3\nround = 4"), &[])
+            .unwrap_err();
+        assert!(e.to_string().contains("round"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let e = Scenario::parse(MINIMAL, &["train.lr=-1".into()]).unwrap_err();
+        assert!(e.to_string().contains("train.lr"), "{e}");
+        let e = Scenario::parse(MINIMAL, &["rounds=\"many\"".into()]).unwrap_err();
+        assert!(e.to_string().contains("rounds"), "{e}");
+    }
+
+    #[test]
+    fn overrides_apply() {
+        let s = Scenario::parse(
+            MINIMAL,
+            &[
+                "train.lr=0.5".into(),
+                "seed=9".into(),
+                "data.alpha=0.5".into(),
+            ],
+        )
+        .unwrap();
+        assert_eq!(s.train.lr, 0.5);
+        assert_eq!(s.seed, 9);
+        assert!(matches!(s.data, DataSpec::Synthetic { alpha, .. } if alpha == 0.5));
+    }
+
+    #[test]
+    fn frl_attack_and_aggregator_keys() {
+        let frl = [
+            "model={kind=\"supermask_mlp\", hidden=[8]}".to_string(),
+            "strategy={kind=\"frl\"}".to_string(),
+        ];
+        let s = Scenario::parse(MINIMAL, &frl).unwrap();
+        assert_eq!(Scenario::parse(&s.to_toml(), &[]).unwrap(), s);
+        let e = Scenario::parse(MINIMAL, &["strategy={kind=\"frl\"}".into()]).unwrap_err();
+        assert!(e.to_string().contains("supermask"), "{e}");
+        let mut with_attack = frl.to_vec();
+        with_attack.push("attack={kind=\"rank_reversal\", fraction=0.2, start_round=3}".into());
+        let s = Scenario::parse(MINIMAL, &with_attack).unwrap();
+        assert_eq!(s.attack.as_ref().map(|a| a.start_round), Some(3));
+        assert_eq!(Scenario::parse(&s.to_toml(), &[]).unwrap(), s);
+        let e = Scenario::parse(MINIMAL, &["attack={kind=\"scaling\", fraction=1.5}".into()])
+            .unwrap_err();
+        assert!(e.to_string().contains("attack.fraction"), "{e}");
+        let e = Scenario::parse(
+            MINIMAL,
+            &["attack={kind=\"scaling\", fraction=0.1, power=3}".into()],
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("power"), "{e}");
+        let redraw = "attack={kind=\"agr_tailored\", fraction=0.2, knowledge=\"full\", redraw_malicious_majority=true}";
+        let s = Scenario::parse(MINIMAL, &[redraw.into()]).unwrap();
+        assert!(
+            s.attack
+                .as_ref()
+                .is_some_and(|a| a.redraw_malicious_majority)
+        );
+        assert_eq!(Scenario::parse(&s.to_toml(), &[]).unwrap(), s);
+        let e = Scenario::parse(
+            MINIMAL,
+            &[
+                redraw.into(),
+                "participation={kind=\"markov\", p=0.5, q=0.1}".into(),
+            ],
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("redraw_malicious_majority"), "{e}");
+        let e = Scenario::parse(
+            MINIMAL,
+            &["attack={kind=\"agr_tailored\", fraction=0.2, knowledge=\"most\"}".into()],
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("knowledge"), "{e}");
+        let s = Scenario::parse(
+            MINIMAL,
+            &[
+                "strategy={kind=\"fedavg\", aggregator={kind=\"trimmed_mean\", trim=\"oracle\"}}"
+                    .into(),
+            ],
+        )
+        .unwrap();
+        assert_eq!(Scenario::parse(&s.to_toml(), &[]).unwrap(), s);
+        assert!(s.build_strategy().name().contains("trimmed_mean(b=oracle)"));
+        let e = Scenario::parse(
+            MINIMAL,
+            &[
+                "strategy={kind=\"fedavg\", aggregator={kind=\"norm_clipping\", max_norm=-1}}"
+                    .into(),
+            ],
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("max_norm"), "{e}");
+    }
+}
