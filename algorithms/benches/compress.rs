@@ -7,7 +7,9 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use fedsim_algorithms::compress::{CompressorSpec, Precision};
+use fedsim_algorithms::compress::{
+    CompressorSpec, IdentityConfig, NaturalConfig, Precision, RandKConfig, TopKConfig,
+};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -23,27 +25,30 @@ fn specs() -> Vec<(&'static str, CompressorSpec)> {
     vec![
         (
             "top_k",
-            CompressorSpec::TopK {
+            CompressorSpec::new(TopKConfig {
                 k: Some(K),
                 fraction: None,
                 precision: Precision::F32,
-            },
+            }),
         ),
         (
             "rand_k",
-            CompressorSpec::RandK {
+            CompressorSpec::new(RandKConfig {
                 k: Some(K),
                 fraction: None,
                 scaled: false,
                 precision: Precision::F32,
-            },
+            }),
         ),
-        ("natural", CompressorSpec::Natural { contractive: true }),
+        (
+            "natural",
+            CompressorSpec::new(NaturalConfig { contractive: true }),
+        ),
         (
             "identity",
-            CompressorSpec::Identity {
+            CompressorSpec::new(IdentityConfig {
                 precision: Precision::F32,
-            },
+            }),
         ),
     ]
 }
@@ -54,7 +59,7 @@ fn bench(c: &mut Criterion) {
     group.throughput(Throughput::Bytes((D * 8) as u64));
     group.sample_size(20);
     for (name, spec) in specs() {
-        let comp = spec.build(D);
+        let comp = spec.validate().unwrap().build(D);
         let mut rng = ChaCha8Rng::seed_from_u64(2);
         let mut buf = Vec::with_capacity(comp.encoded_len());
         group.bench_function(format!("{name}/encode"), |b| {

@@ -50,6 +50,7 @@ use crate::strategy::frl::{self, Layer};
 use crate::strategy::registry::{self, UpdateKind};
 use crate::strategy::{ClientState, Init, Reporter, Strategy, StrategyError, StrategySpec, dense};
 use crate::{ClientId, LocalTrainer, Payload, TensorData};
+use fedsim_types::ConfigError;
 
 /// The attack.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -132,42 +133,63 @@ fn dense_delta_kinds() -> Vec<&'static str> {
 
 impl AttackConfig {
     /// Checks values against the scenario, naming the bad key.
-    pub fn validate(&self, clients: usize, strategy: &StrategySpec) -> Result<(), String> {
+    pub fn validate(&self, clients: usize, strategy: &StrategySpec) -> Result<(), ConfigError> {
         match (&self.fraction, &self.clients) {
             (Some(f), None) => {
                 if !(0.0..=1.0).contains(f) {
-                    return Err(format!("attack.fraction must be in [0, 1], got {f}"));
+                    return Err(ConfigError::new(
+                        "attack.fraction",
+                        format!("must be in [0, 1], got {f}"),
+                    ));
                 }
             }
             (None, Some(ids)) => {
                 if let Some(c) = ids.iter().find(|&&c| c as usize >= clients) {
-                    return Err(format!(
-                        "attack.clients: client {c} does not exist ({clients} clients)"
+                    return Err(ConfigError::new(
+                        "attack.clients",
+                        format!("client {c} does not exist ({clients} clients)"),
                     ));
                 }
             }
-            _ => return Err("attack: set exactly one of fraction and clients".into()),
+            _ => {
+                return Err(ConfigError::new(
+                    "attack",
+                    "set exactly one of fraction and clients",
+                ));
+            }
         }
         if let Some(s) = self.scale
             && !s.is_finite()
         {
-            return Err(format!("attack.scale must be finite, got {s}"));
+            return Err(ConfigError::new(
+                "attack.scale",
+                format!("must be finite, got {s}"),
+            ));
         }
         if self.knowledge == Knowledge::Full && self.kind != AttackKind::AgrTailored {
-            return Err("attack.knowledge applies only to attack.kind = \"agr_tailored\"".into());
+            return Err(ConfigError::new(
+                "attack.knowledge",
+                "applies only to attack.kind = \"agr_tailored\"",
+            ));
         }
         let update = strategy.capabilities().update;
         match self.kind {
-            AttackKind::RankReversal if update != UpdateKind::Rankings => Err(format!(
-                "attack.kind = \"rank_reversal\" needs a strategy whose clients send rankings (frl), not {}",
-                strategy.kind()
+            AttackKind::RankReversal if update != UpdateKind::Rankings => Err(ConfigError::new(
+                "attack.kind",
+                format!(
+                    "\"rank_reversal\" needs a strategy whose clients send rankings (frl), not {}",
+                    strategy.kind()
+                ),
             )),
             AttackKind::RankReversal => Ok(()),
-            _ if update != UpdateKind::DenseDelta => Err(format!(
-                "attack.kind = {:?} needs a strategy that sends dense model deltas ({}), not {}",
-                self.kind,
-                dense_delta_kinds().join(", "),
-                strategy.kind()
+            _ if update != UpdateKind::DenseDelta => Err(ConfigError::new(
+                "attack.kind",
+                format!(
+                    "{:?} needs a strategy that sends dense model deltas ({}), not {}",
+                    self.kind,
+                    dense_delta_kinds().join(", "),
+                    strategy.kind()
+                ),
             )),
             _ => Ok(()),
         }
@@ -491,7 +513,8 @@ mod tests {
         let e = cfg(AttackKind::RankReversal, 0.1)
             .validate(10, &spec)
             .unwrap_err();
-        assert!(e.contains("frl"), "{e}");
+        assert_eq!(e.key, "attack.kind");
+        assert!(e.message.contains("frl"), "{e}");
         let frl = StrategySpec::new(FrlConfig::default());
         assert!(cfg(AttackKind::Gaussian, 0.1).validate(10, &frl).is_err());
         let both = AttackConfig {
@@ -501,6 +524,7 @@ mod tests {
         assert!(
             both.validate(10, &spec)
                 .unwrap_err()
+                .message
                 .contains("exactly one")
         );
         let ids = AttackConfig {
@@ -508,7 +532,7 @@ mod tests {
             clients: Some(vec![12]),
             ..cfg(AttackKind::Scaling, 0.0)
         };
-        assert!(ids.validate(10, &spec).unwrap_err().contains("12"));
+        assert!(ids.validate(10, &spec).unwrap_err().message.contains("12"));
     }
 
     #[test]
@@ -704,6 +728,7 @@ mod tests {
             wrong
                 .validate(5, &spec)
                 .unwrap_err()
+                .to_string()
                 .contains("attack.knowledge")
         );
     }

@@ -7,6 +7,8 @@ use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+use fedsim_types::ConfigError;
+
 use crate::ClientId;
 
 /// The scenario's `[train]` section: how a client trains locally each round.
@@ -64,36 +66,39 @@ impl Default for TrainConfig {
 }
 
 impl TrainConfig {
-    /// Checks values, naming the bad key.
-    pub fn validate(&self) -> Result<(), String> {
+    /// Checks values, naming the bad key (`train.lr`, `train.epochs`, ...).
+    pub fn validate(&self) -> Result<(), ConfigError> {
         if !(self.lr.is_finite() && self.lr > 0.0) {
-            return Err(format!(
-                "train.lr must be a positive number, got {}",
-                self.lr
+            return Err(ConfigError::new(
+                "train.lr",
+                format!("must be a positive number, got {}", self.lr),
             ));
         }
         if !(self.lr_decay.is_finite() && self.lr_decay > 0.0) {
-            return Err(format!(
-                "train.lr_decay must be positive, got {}",
-                self.lr_decay
+            return Err(ConfigError::new(
+                "train.lr_decay",
+                format!("must be positive, got {}", self.lr_decay),
             ));
         }
         if self.steps.is_none() && self.epochs == 0 {
-            return Err("train.epochs must be at least 1 (or set train.steps)".into());
+            return Err(ConfigError::new(
+                "train.epochs",
+                "must be at least 1 (or set train.steps)",
+            ));
         }
         if self.steps == Some(0) {
-            return Err("train.steps must be at least 1".into());
+            return Err(ConfigError::new("train.steps", "must be at least 1"));
         }
         if !(0.0..1.0).contains(&self.momentum) {
-            return Err(format!(
-                "train.momentum must be in [0, 1), got {}",
-                self.momentum
+            return Err(ConfigError::new(
+                "train.momentum",
+                format!("must be in [0, 1), got {}", self.momentum),
             ));
         }
         if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
-            return Err(format!(
-                "train.weight_decay must be non-negative, got {}",
-                self.weight_decay
+            return Err(ConfigError::new(
+                "train.weight_decay",
+                format!("must be non-negative, got {}", self.weight_decay),
             ));
         }
         Ok(())

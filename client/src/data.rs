@@ -136,6 +136,8 @@ impl LocalData {
         };
         scenario
             .model
+            .validate()
+            .map_err(|e| ClientError::Core(EngineError::from(e)))?
             .build(&input)
             .map_err(|e| ClientError::Core(EngineError::Model(e)))
     }

@@ -278,7 +278,9 @@ pub async fn run(opts: ClientOptions) -> Result<(), ClientError> {
     let scenario = Scenario::parse(&toml, &[])?;
     let data = data::LocalData::load(&opts.data, &scenario, &opts.ids)?;
     let model = data.build_model(&scenario)?;
-    let strategy = scenario.build_strategy();
+    let strategy = scenario
+        .build_strategy()
+        .map_err(fedsim_engine::EngineError::from)?;
     let sizes: Vec<(ClientId, u64)> = opts
         .ids
         .iter()
@@ -473,8 +475,18 @@ async fn client_loop(rt: Arc<Runtime>, id: ClientId) -> Result<(), ClientError> 
                 task,
                 max_steps,
             }) => {
-                let update = train(&rt, id, round, task, max_steps).await;
-                submit(&rt, id, round, &token, update).await?;
+                // The new client state is committed only when the coordinator confirms that the update
+                // was folded into the round; a refused, late or lost update leaves the state as it was.
+                match train(&rt, id, round, task, max_steps).await {
+                    Ok((update, new_state)) => {
+                        if submit(&rt, id, round, &token, Ok(update)).await? {
+                            commit_state(&rt, id, new_state);
+                        }
+                    }
+                    Err(e) => {
+                        submit(&rt, id, round, &token, Err(e)).await?;
+                    }
+                }
             }
             Err(_) if rt.done.load(Ordering::Relaxed) => {
                 // The coordinator said the run is over and has gone away.
@@ -495,13 +507,21 @@ async fn client_loop(rt: Arc<Runtime>, id: ClientId) -> Result<(), ClientError> 
     }
 }
 
+/// Stores a client's state after the coordinator folded its update in.
+fn commit_state(rt: &Runtime, id: ClientId, state: ClientState) {
+    if let Some(slot) = rt.slots.lock().ok().as_mut().and_then(|s| s.get_mut(&id)) {
+        slot.state = state;
+    }
+}
+
+/// Trains one round; returns the update and the client's state after it (not yet committed).
 async fn train(
     rt: &Arc<Runtime>,
     id: ClientId,
     round: u64,
     task: Payload,
     max_steps: Option<usize>,
-) -> Result<Payload, String> {
+) -> Result<(Payload, ClientState), String> {
     let _permit = rt.cpu.acquire().await.map_err(|e| e.to_string())?;
     let rt2 = rt.clone();
     tokio::task::spawn_blocking(move || {
@@ -535,10 +555,7 @@ async fn train(
             &mut scratch,
         )
         .map_err(|e| e.to_string());
-        if let Some(slot) = rt2.slots.lock().ok().as_mut().and_then(|s| s.get_mut(&id)) {
-            slot.state = state;
-        }
-        out
+        out.map(|update| (update, state))
     })
     .await
     .map_err(|e| e.to_string())?
@@ -550,7 +567,7 @@ async fn submit(
     round: u64,
     token: &str,
     update: Result<Payload, String>,
-) -> Result<(), ClientError> {
+) -> Result<bool, ClientError> {
     let (mut c, run_id, session) = {
         let s = rt.session.read().await;
         (s.client.clone(), s.run_id.clone(), s.session.clone())
@@ -575,12 +592,15 @@ async fn submit(
     msgs.extend(wire::chunks(&bytes).map(|d| ResultChunk {
         part: Some(result_chunk::Part::Data(d)),
     }));
+    // The coordinator answers an update only once its engine has folded it into the round (or refused
+    // it): OK means folded in.
+    let sent_update = update.is_ok();
     match c.submit_result(tokio_stream::iter(msgs)).await {
-        Ok(_) => Ok(()),
+        Ok(_) => Ok(sent_update),
         Err(s) => {
             // The round may have closed, or the coordinator restarted; the next fetch sorts it out.
-            tracing::warn!(client = id, round, code = ?s.code(), msg = s.message(), "result not accepted");
-            Ok(())
+            tracing::warn!(client = id, round, code = ?s.code(), msg = s.message(), "result not accepted; client state kept as before this round");
+            Ok(false)
         }
     }
 }

@@ -23,8 +23,11 @@ pub use csv::{read_csv, read_csv_pair};
 pub use dataset::{Dataset, FederatedData, Partition};
 pub use idx::{read_idx_images, read_idx_labels, read_idx_pair, read_mnist_dir};
 pub use libsvm::{read_libsvm, read_libsvm_pair};
-pub use partition::{partition, partition_labels};
-pub use spec::{DataSpec, PartitionSpec, RowOrder, load_federated};
+pub use partition::{
+    PartitionCapabilities, PartitionInput, PartitionSpec, Partitioners, RowOrder, partition,
+    partition_labels,
+};
+pub use spec::{DataSpec, load_federated};
 pub use synthetic::{SyntheticParams, generate_synthetic};
 pub use util::{empty_like, split_tail};
 
@@ -50,4 +53,7 @@ pub enum DataError {
     /// The data or partition specification is invalid.
     #[error("invalid data specification: {0}")]
     Spec(String),
+    /// A setting of the specification is invalid; the error names the key (`partition.alpha`).
+    #[error(transparent)]
+    Config(#[from] fedsim_types::ConfigError),
 }

@@ -2,15 +2,17 @@
 
 use std::path::Path;
 
-use crate::partition::{no_natural_split, partition};
+use crate::partition::{PartitionInput, no_natural_split};
 use crate::synthetic::{SyntheticParams, generate_synthetic};
 use crate::util::{derive_seed, empty_like, split_tail};
 use crate::{DataError, DataSpec, Dataset, FederatedData, PartitionSpec};
 
 /// See [`crate::load_federated`].
 ///
-/// - Synthetic data is generated for `num_clients` clients; with [`PartitionSpec::Natural`] each client keeps
-///   its own samples, any other scheme re-splits the pooled samples.
+/// - The partition settings are validated first ([`DataError::Config`] names the bad key).
+/// - Synthetic data is generated for `num_clients` clients; with `scheme = "natural"` (the schemes whose
+///   capabilities say `uses_natural_split`) each client keeps its own samples, any other scheme re-splits
+///   the pooled samples.
 /// - File-based data sets (MNIST, Fashion-MNIST, LIBSVM, CSV) have no natural split: `Natural` is a
 ///   [`DataError::Spec`] (checked before any file is read). `num_clients` is used only by the partitioner.
 /// - LIBSVM/CSV without a test file hold out the last `test_fraction` (in `[0, 1)`) of the rows; `0` gives an
@@ -26,24 +28,24 @@ pub(crate) fn load_federated(
             "num_clients must be at least 1, got 0".into(),
         ));
     }
+    let valid = spec.validate()?;
+    let seed_partition = derive_seed(seed, "partition");
     if let Some(params) = SyntheticParams::from_spec(data) {
         let fed = generate_synthetic(&params, num_clients, derive_seed(seed, "data.synthetic"))?;
-        if *spec == PartitionSpec::Natural {
+        if spec.capabilities().uses_natural_split {
             return Ok(fed);
         }
-        let partition = partition(
-            &fed.train,
-            spec,
-            num_clients,
-            derive_seed(seed, "partition"),
+        let partition = valid.build(
+            PartitionInput::new(&fed.train, num_clients, seed_partition)
+                .with_natural(&fed.partition),
         )?;
         return Ok(FederatedData { partition, ..fed });
     }
-    if *spec == PartitionSpec::Natural {
+    if spec.capabilities().uses_natural_split {
         return Err(no_natural_split());
     }
     let (train, test) = read_files(data)?;
-    let partition = partition(&train, spec, num_clients, derive_seed(seed, "partition"))?;
+    let partition = valid.build(PartitionInput::new(&train, num_clients, seed_partition))?;
     Ok(FederatedData {
         train,
         test,
@@ -138,17 +140,29 @@ mod tests {
 
     #[test]
     fn synthetic_natural_and_resplit() {
-        let nat = load_federated(&synth(), &PartitionSpec::Natural, 12, 3).unwrap();
+        let nat = load_federated(&synth(), &PartitionSpec::default(), 12, 3).unwrap();
         assert_eq!(nat.partition.num_clients(), 12);
         assert_eq!(nat.partition.total(), nat.train.len());
         assert_eq!(nat.test.len(), 100);
-        let iid = load_federated(&synth(), &PartitionSpec::Iid, 12, 3).unwrap();
+        let iid = load_federated(
+            &synth(),
+            &PartitionSpec::new(crate::partition::IidConfig {}),
+            12,
+            3,
+        )
+        .unwrap();
         assert_eq!(iid.train.x, nat.train.x);
         assert_ne!(iid.partition, nat.partition);
         assert_eq!(iid.partition.total(), iid.train.len());
-        let again = load_federated(&synth(), &PartitionSpec::Iid, 12, 3).unwrap();
+        let again = load_federated(
+            &synth(),
+            &PartitionSpec::new(crate::partition::IidConfig {}),
+            12,
+            3,
+        )
+        .unwrap();
         assert_eq!(iid.partition, again.partition);
-        assert!(load_federated(&synth(), &PartitionSpec::Natural, 0, 3).is_err());
+        assert!(load_federated(&synth(), &PartitionSpec::default(), 0, 3).is_err());
     }
 
     fn write_libsvm(dir: &Path) -> PathBuf {
@@ -169,7 +183,7 @@ mod tests {
             test_fraction: 0.0,
             features: None,
         };
-        let e = load_federated(&spec, &PartitionSpec::Natural, 4, 0).unwrap_err();
+        let e = load_federated(&spec, &PartitionSpec::default(), 4, 0).unwrap_err();
         assert!(matches!(e, DataError::Spec(_)));
         assert!(e.to_string().contains("no natural split"));
         // Checked before reading: a missing MNIST directory still reports the spec problem.
@@ -177,11 +191,16 @@ mod tests {
             dir: "/nonexistent".into(),
         };
         assert!(matches!(
-            load_federated(&spec, &PartitionSpec::Natural, 4, 0),
+            load_federated(&spec, &PartitionSpec::default(), 4, 0),
             Err(DataError::Spec(_))
         ));
         assert!(matches!(
-            load_federated(&spec, &PartitionSpec::Iid, 4, 0),
+            load_federated(
+                &spec,
+                &PartitionSpec::new(crate::partition::IidConfig {}),
+                4,
+                0
+            ),
             Err(DataError::Io { .. })
         ));
     }
@@ -198,9 +217,9 @@ mod tests {
         };
         let fed = load_federated(
             &spec,
-            &PartitionSpec::Contiguous {
+            &PartitionSpec::new(crate::partition::ContiguousConfig {
                 sort_by: crate::RowOrder::File,
-            },
+            }),
             3,
             0,
         )
@@ -222,9 +241,9 @@ mod tests {
         };
         let fed = load_federated(
             &spec,
-            &PartitionSpec::Contiguous {
+            &PartitionSpec::new(crate::partition::ContiguousConfig {
                 sort_by: crate::RowOrder::File,
-            },
+            }),
             3,
             0,
         )
@@ -242,9 +261,14 @@ mod tests {
             test_fraction: 1.0,
             features: None,
         };
-        let e = load_federated(&spec, &PartitionSpec::Iid, 3, 0)
-            .unwrap_err()
-            .to_string();
+        let e = load_federated(
+            &spec,
+            &PartitionSpec::new(crate::partition::IidConfig {}),
+            3,
+            0,
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("data.test_fraction must be in [0, 1)"), "{e}");
         let spec = DataSpec::Libsvm {
             path: path.clone(),
@@ -253,10 +277,15 @@ mod tests {
             features: None,
         };
         assert!(
-            load_federated(&spec, &PartitionSpec::Iid, 3, 0)
-                .unwrap_err()
-                .to_string()
-                .contains("exclusive")
+            load_federated(
+                &spec,
+                &PartitionSpec::new(crate::partition::IidConfig {}),
+                3,
+                0
+            )
+            .unwrap_err()
+            .to_string()
+            .contains("exclusive")
         );
         let spec = DataSpec::Libsvm {
             path: path.clone(),
@@ -264,7 +293,13 @@ mod tests {
             test_fraction: 0.0,
             features: None,
         };
-        let fed = load_federated(&spec, &PartitionSpec::Iid, 3, 0).unwrap();
+        let fed = load_federated(
+            &spec,
+            &PartitionSpec::new(crate::partition::IidConfig {}),
+            3,
+            0,
+        )
+        .unwrap();
         assert_eq!((fed.train.len(), fed.test.len()), (20, 20));
     }
 
@@ -282,8 +317,13 @@ mod tests {
             test_path: None,
             test_fraction: 0.2,
         };
-        let fed =
-            load_federated(&spec, &PartitionSpec::DirichletClient { alpha: 0.5 }, 4, 1).unwrap();
+        let fed = load_federated(
+            &spec,
+            &PartitionSpec::new(crate::partition::DirichletClientConfig { alpha: 0.5 }),
+            4,
+            1,
+        )
+        .unwrap();
         assert_eq!(
             (fed.train.len(), fed.test.len(), fed.train.num_classes),
             (8, 2, 3)
@@ -306,9 +346,9 @@ mod tests {
         }
         let fed = load_federated(
             &DataSpec::Mnist { dir },
-            &PartitionSpec::Shards {
+            &PartitionSpec::new(crate::partition::ShardsConfig {
                 shards_per_client: 2,
-            },
+            }),
             100,
             0,
         )

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::partition::{PartitionSpec, RowOrder};
 use crate::{DataError, FederatedData};
 
 /// Where the samples come from, selected by `kind`.
@@ -89,63 +90,6 @@ fn default_synthetic_test() -> usize {
 }
 fn default_label_column() -> String {
     "label".into()
-}
-
-/// How training samples are split among clients, selected by `scheme`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
-#[serde(tag = "scheme", rename_all = "snake_case", deny_unknown_fields)]
-pub enum PartitionSpec {
-    /// The data set's own split (synthetic data: one generated data set per client). The default.
-    #[default]
-    Natural,
-    /// Shuffle, then equal-size chunks.
-    Iid,
-    /// McMahan's pathological split: sort by label, cut into `clients · shards_per_client` shards, give each
-    /// client `shards_per_client` random shards.
-    Shards {
-        /// Shards per client.
-        #[serde(default = "two")]
-        shards_per_client: usize,
-    },
-    /// Per-client label prior `q_n ~ Dir(alpha·1_C)`; each class is split among clients in proportion to
-    /// `q_{n,c}` (FedAU's scheme). Client sizes vary.
-    DirichletClient {
-        /// Concentration alpha.
-        alpha: f64,
-    },
-    /// Per-class split across clients: for every class, proportions `~ Dir(beta·1_N)` (FRL's scheme).
-    DirichletClass {
-        /// Concentration beta.
-        beta: f64,
-    },
-    /// IID labels, log-normal client sizes with standard deviation `sigma` of the log.
-    QuantitySkew {
-        /// Standard deviation of log-sizes.
-        sigma: f64,
-    },
-    /// Consecutive blocks of `floor(N/clients)` rows, remainder to the last client (EF21), in file order
-    /// or sorted first.
-    Contiguous {
-        /// The order the rows are cut in.
-        #[serde(default)]
-        sort_by: RowOrder,
-    },
-}
-
-/// The order of rows before a contiguous split.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum RowOrder {
-    /// The file's order. The default.
-    #[default]
-    File,
-    /// Ascending squared Euclidean norm of the feature row, ties in file order (a stable sort): gives
-    /// the heterogeneous smoothness constants of EF21's "sorted" experiments (algorithms.md §4.9).
-    RowNorm,
-}
-
-fn two() -> usize {
-    2
 }
 
 /// Loads the data and splits the training samples among `num_clients` clients, deterministically from `seed`.

@@ -25,7 +25,7 @@ use fedsim_nn::{Model, Scratch};
 use fedsim_types::ConfigError;
 use rand::seq::index;
 
-use crate::participation::{Population, Scheduler};
+use crate::participation::{ParticipationSpecExt, Population, Scheduler};
 use crate::report::{RoundRecord, RunWriter, Summary, model_hash, peak_rss_mib};
 use crate::{
     ClientId, ClientState, EngineError, LocalTrainer, Payload, Scenario, Strategy, StrategyError,
@@ -35,115 +35,7 @@ use fedsim_algorithms::strategy::Reporter;
 use fedsim_algorithms::train::ClientData;
 use fedsim_types::rng::{Purpose, stream};
 
-/// What the runtime must deliver to the selected clients of a round.
-#[derive(Debug, Clone)]
-pub struct RoundTask {
-    /// Round index, 0-based.
-    pub round: u64,
-    /// Clients to run, ascending: selected and not dropped by a scripted event.
-    pub selected: Vec<ClientId>,
-    /// Step budgets of stragglers that report partial work (others run their full work).
-    pub max_steps: BTreeMap<ClientId, usize>,
-    /// The task every selected client receives.
-    pub broadcast: Arc<Payload>,
-}
-
-/// Where a client's update waits until the engine folds it into the round: in memory, or wherever the
-/// runtime keeps it (the coordinator spools large updates to disk and decodes them only then).
-pub trait PayloadSource: Send + Sync + std::fmt::Debug {
-    /// The payload when it is in memory already; the engine then validates it on arrival.
-    fn peek(&self) -> Option<&Payload>;
-    /// Takes the payload, decoding it where needed.
-    fn load(self: Box<Self>) -> Result<Payload, String>;
-}
-
-impl PayloadSource for Payload {
-    fn peek(&self) -> Option<&Payload> {
-        Some(self)
-    }
-
-    fn load(self: Box<Self>) -> Result<Payload, String> {
-        Ok(*self)
-    }
-}
-
-/// The result of one selected client.
-#[derive(Debug)]
-pub enum ClientOutcome {
-    /// The client's update.
-    Update {
-        /// The update.
-        payload: Box<dyn PayloadSource>,
-        /// The client's number of training samples.
-        num_samples: u64,
-    },
-    /// The client did not report (disconnected, timed out, could not train); the reason is logged.
-    Dropped(String),
-}
-
-impl ClientOutcome {
-    /// An update from `payload`.
-    pub fn update(payload: impl PayloadSource + 'static, num_samples: u64) -> Self {
-        ClientOutcome::Update {
-            payload: Box::new(payload),
-            num_samples,
-        }
-    }
-}
-
-/// Why the engine refused a submission outright.
-#[derive(Debug, thiserror::Error)]
-pub enum Refusal {
-    /// The result is for a round that is not open (late, or from the future).
-    #[error("round {round} is not open")]
-    Stale {
-        /// The round the result was for (1-based, as clients see it).
-        round: u64,
-    },
-    /// The client was not selected in the open round.
-    #[error("client {client} was not selected in round {round}")]
-    NotSelected {
-        /// The client.
-        client: ClientId,
-        /// The open round (1-based).
-        round: u64,
-    },
-    /// The client already reported (or was dropped) in the open round.
-    #[error("client {client} already reported or was dropped in round {round}")]
-    Duplicate {
-        /// The client.
-        client: ClientId,
-        /// The open round (1-based).
-        round: u64,
-    },
-    /// The strategy refused the update (malformed, wrong shapes, non-finite values, …).
-    #[error(transparent)]
-    Invalid(#[from] StrategyError),
-}
-
-/// What became of one client's update: folded into the round's aggregate, or refused.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Verdict {
-    /// The client.
-    pub client: ClientId,
-    /// The round, 0-based.
-    pub round: u64,
-    /// `Ok` when the update was folded in; the refusal otherwise.
-    pub folded: Result<(), String>,
-}
-
-/// Byte counts measured by a runtime on the wire; when absent, payload sizes are used.
-#[derive(Debug, Clone, Default)]
-pub struct RoundIo {
-    /// Seconds the runtime spent waiting for local training.
-    pub train_time: Duration,
-    /// Measured uplink bytes.
-    pub wire_bytes_up: Option<u64>,
-    /// Measured downlink bytes.
-    pub wire_bytes_down: Option<u64>,
-    /// Runtime-specific metrics for the round's record.
-    pub extra: Vec<(String, f64)>,
-}
+pub use crate::protocol::{ClientOutcome, PayloadSource, Refusal, RoundIo, RoundTask, Verdict};
 
 #[derive(Debug)]
 struct RoundState {
@@ -156,6 +48,8 @@ struct RoundState {
     /// Updates accepted on arrival.
     received: usize,
     reported: Vec<ClientId>,
+    /// L2 norm of every folded update (to name the clients behind a non-finite aggregate).
+    norms: Vec<(ClientId, f64)>,
     dropped: Vec<(ClientId, String)>,
     bytes_up: u64,
     broadcast_len: u64,
@@ -214,7 +108,7 @@ pub fn build_model(
     scenario: &Scenario,
     data: &FederatedData,
 ) -> Result<Box<dyn Model>, EngineError> {
-    Ok(scenario.model.build(&data.train.input_spec())?)
+    Ok(scenario.model.validate()?.build(&data.train.input_spec())?)
 }
 
 /// Runs one client's local update: the single place where a client's random stream is derived, so the
@@ -258,7 +152,7 @@ impl Engine {
             )));
         }
         let model = build_model(&scenario, &data)?;
-        let mut strategy = scenario.build_strategy();
+        let mut strategy = scenario.build_strategy()?;
         let counts = scenario
             .participation
             .needs_labels()
@@ -438,6 +332,7 @@ impl Engine {
             submitted,
             received: 0,
             reported: Vec::new(),
+            norms: Vec::new(),
             dropped: Vec::new(),
             bytes_up: 0,
             broadcast_len: broadcast.encoded_len() as u64,
@@ -593,9 +488,12 @@ impl Engine {
                         Ok(p)
                     });
                     let folded = loaded.and_then(|p| {
+                        let norm = crate::protocol::update_norm(&p);
                         self.strategy
                             .accept(Reporter { id: c, num_samples }, p)
-                            .map_err(|e| e.to_string())
+                            .map_err(|e| e.to_string())?;
+                        state.norms.push((c, norm));
+                        Ok(())
                     });
                     match &folded {
                         Ok(()) => state.reported.push(c),
@@ -629,8 +527,30 @@ impl Engine {
             ));
         };
         let t0 = Instant::now();
+        // A round whose aggregate is not finite is never committed: the model and the strategy's
+        // server state go back to what they were before it (both runtimes apply the same rule).
+        let model_before = self.global.clone();
+        let strategy_before = self.strategy.save_state();
         self.strategy
             .finish_round(state.round, &mut self.global, &state.reported);
+        let rejected = self.global.iter().position(|v| !v.is_finite());
+        if let Some(index) = rejected {
+            let suspects = crate::protocol::largest_norms(&state.norms, 3);
+            tracing::error!(
+                round = state.round + 1,
+                parameter = index,
+                clients = ?suspects,
+                "round rejected: the aggregate is not finite; the previous model is kept (largest updates named)"
+            );
+            self.global = model_before;
+            self.strategy.load_state(strategy_before)?;
+            state.dropped.extend(
+                state
+                    .reported
+                    .drain(..)
+                    .map(|c| (c, "round rejected".to_string())),
+            );
+        }
         state.aggregate_time += t0.elapsed();
         for &c in &state.reported {
             self.participation_counts[c as usize] += 1;
@@ -662,6 +582,9 @@ impl Engine {
         rec.extra
             .insert("train_samples".into(), train_samples as f64);
         rec.participant_ids = std::mem::take(&mut state.reported);
+        if rejected.is_some() {
+            rec.extra.insert("round_rejected".into(), 1.0);
+        }
         rec.extra.extend(self.strategy.round_metrics());
         rec.extra.extend(io.extra);
         if !state.dropped.is_empty() {

@@ -11,6 +11,7 @@
 pub mod engine;
 pub mod eval;
 pub mod participation;
+pub mod protocol;
 pub mod report;
 pub mod scenario;
 

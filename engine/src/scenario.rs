@@ -4,32 +4,14 @@
 use std::path::Path;
 
 use fedsim_data::{DataSpec, PartitionSpec};
-use fedsim_nn::ModelSpec;
+use fedsim_nn::{ModelSpec, ModelSpecExt};
 use serde::{Deserialize, Serialize};
 
 use fedsim_types::ConfigError;
 
 use crate::EngineError;
 
-/// The scenario's top-level keys (the first part of every key path in an error).
-const SECTIONS: &[&str] = &[
-    "name",
-    "seed",
-    "rounds",
-    "clients",
-    "data",
-    "partition",
-    "model",
-    "train",
-    "strategy",
-    "participation",
-    "events",
-    "eval",
-    "round",
-    "deploy",
-    "attack",
-];
-use crate::participation::{EventsConfig, ParticipationSpec};
+use crate::participation::{EventsConfig, ParticipationSpec, ParticipationSpecExt};
 use fedsim_algorithms::strategy::StrategySpec;
 use fedsim_algorithms::train::TrainConfig;
 
@@ -247,8 +229,7 @@ impl Scenario {
     /// Checks values that serde cannot, and that the sections fit together (the strategy's
     /// capabilities against the model and the participation model), naming the bad key.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let from_message = |m: String| ConfigError::from_message(m, SECTIONS);
-        self.validate_values().map_err(from_message)?;
+        self.validate_values()?;
         self.strategy.validate()?;
         let caps = self.strategy.capabilities();
         let kind = self.strategy.kind();
@@ -277,64 +258,72 @@ impl Scenario {
             ));
         }
         if let Some(a) = &self.attack {
-            a.validate(self.clients, &self.strategy)
-                .map_err(from_message)?;
+            a.validate(self.clients, &self.strategy)?;
         }
         Ok(())
     }
 
-    /// The checks of single values (the part of [`Scenario::validate`] that builds its messages as
-    /// text).
-    fn validate_values(&self) -> Result<(), String> {
+    /// The checks of single values (the first part of [`Scenario::validate`]).
+    fn validate_values(&self) -> Result<(), ConfigError> {
         if self.name.trim().is_empty() {
-            return Err("name must not be empty".into());
+            return Err(ConfigError::new("name", "must not be empty"));
         }
         if self.rounds == 0 {
-            return Err("rounds must be at least 1".into());
+            return Err(ConfigError::new("rounds", "must be at least 1"));
         }
         if self.clients == 0 {
-            return Err("clients must be at least 1".into());
+            return Err(ConfigError::new("clients", "must be at least 1"));
         }
         if self.clients > u32::MAX as usize {
-            return Err(format!("clients must be at most {}", u32::MAX));
+            return Err(ConfigError::new(
+                "clients",
+                format!("must be at most {}", u32::MAX),
+            ));
         }
         self.train.validate()?;
-        self.participation.validate(self.clients)?;
+        self.participation.validate_for(self.clients)?;
         if let Some(a) = &self.attack
             && a.redraw_malicious_majority
             && !self.participation.can_redraw()
         {
-            return Err(
-                "attack.redraw_malicious_majority needs participation.kind = \"uniform\" or \"bernoulli\" (rounds that are independent draws)"
-                    .into(),
-            );
+            return Err(ConfigError::new(
+                "attack.redraw_malicious_majority",
+                "needs participation.kind = \"uniform\" or \"bernoulli\" (rounds that are independent draws)",
+            ));
         }
         self.events.validate(self.clients)?;
         if self.eval.every == 0 {
-            return Err("eval.every must be at least 1".into());
+            return Err(ConfigError::new("eval.every", "must be at least 1"));
         }
         if self.eval.batch_size == 0 {
-            return Err("eval.batch_size must be at least 1".into());
+            return Err(ConfigError::new("eval.batch_size", "must be at least 1"));
         }
         if self.eval.stop_at_targets && self.eval.targets.is_empty() {
-            return Err("eval.stop_at_targets needs at least one accuracy in eval.targets".into());
+            return Err(ConfigError::new(
+                "eval.stop_at_targets",
+                "needs at least one accuracy in eval.targets",
+            ));
         }
         if let Some(t) = self.eval.targets.iter().find(|t| !(0.0..=1.0).contains(*t)) {
-            return Err(format!(
-                "eval.targets must be accuracies in [0, 1], got {t}"
+            return Err(ConfigError::new(
+                "eval.targets",
+                format!("must be accuracies in [0, 1], got {t}"),
             ));
         }
         if !(self.round.deadline_s.is_finite() && self.round.deadline_s >= 0.0) {
-            return Err(format!(
-                "round.deadline_s must be a non-negative number, got {}",
-                self.round.deadline_s
+            return Err(ConfigError::new(
+                "round.deadline_s",
+                format!(
+                    "must be a non-negative number, got {}",
+                    self.round.deadline_s
+                ),
             ));
         }
         let d = &self.deploy;
         if d.min_clients > self.clients {
-            return Err(format!(
-                "deploy.min_clients ({}) exceeds clients ({})",
-                d.min_clients, self.clients
+            return Err(ConfigError::new(
+                "deploy.min_clients",
+                format!("{} exceeds clients ({})", d.min_clients, self.clients),
             ));
         }
         for (key, v) in [
@@ -342,23 +331,29 @@ impl Scenario {
             ("deploy.heartbeat_timeout_s", d.heartbeat_timeout_s),
         ] {
             if !(v.is_finite() && v > 0.0) {
-                return Err(format!("{key} must be a positive number, got {v}"));
+                return Err(ConfigError::new(
+                    key,
+                    format!("must be a positive number, got {v}"),
+                ));
             }
         }
         if d.max_message_mib == 0 {
-            return Err("deploy.max_message_mib must be at least 1".into());
+            return Err(ConfigError::new(
+                "deploy.max_message_mib",
+                "must be at least 1",
+            ));
         }
-        for f in &d.faults {
+        for (i, f) in d.faults.iter().enumerate() {
             if f.round == 0 || f.round > self.rounds {
-                return Err(format!(
-                    "deploy.faults: round must be in 1..={}, got {}",
-                    self.rounds, f.round
+                return Err(ConfigError::new(
+                    format!("deploy.faults[{i}].round"),
+                    format!("must be in 1..={}, got {}", self.rounds, f.round),
                 ));
             }
             if !(0.0..=1.0).contains(&f.kill_clients) {
-                return Err(format!(
-                    "deploy.faults: kill_clients must be a fraction in [0, 1], got {}",
-                    f.kill_clients
+                return Err(ConfigError::new(
+                    format!("deploy.faults[{i}].kill_clients"),
+                    format!("must be a fraction in [0, 1], got {}", f.kill_clients),
                 ));
             }
         }
@@ -367,9 +362,9 @@ impl Scenario {
 
     /// Builds the strategy, wrapped in [`fedsim_algorithms::attack::Attacked`] when the scenario has an `[attack]`
     /// section. Every runtime builds its strategy here, so server and client halves agree.
-    pub fn build_strategy(&self) -> Box<dyn crate::Strategy> {
-        let inner = self.strategy.build();
-        match &self.attack {
+    pub fn build_strategy(&self) -> Result<Box<dyn crate::Strategy>, ConfigError> {
+        let inner = self.strategy.validate()?.build(());
+        Ok(match &self.attack {
             Some(a) => Box::new(fedsim_algorithms::attack::Attacked::new(
                 inner,
                 a.clone(),
@@ -377,7 +372,7 @@ impl Scenario {
                 &self.strategy,
             )),
             None => inner,
-        }
+        })
     }
 
     /// Loads the scenario's data set and splits it among its clients: the one entry point every
@@ -487,6 +482,75 @@ kind = "logreg"
     }
 
     #[test]
+    fn bad_values_carry_their_key_path() {
+        let cases: &[(&[&str], &str, &str)] = &[
+            (&["train.lr=-1"], "train.lr", "must be a positive number"),
+            (
+                &["train={lr=0.1, epochs=0}"],
+                "train.epochs",
+                "must be at least 1",
+            ),
+            (
+                &["participation={kind=\"bernoulli\", p=2}"],
+                "participation.p",
+                "must be in (0, 1]",
+            ),
+            (
+                &[
+                    "participation={kind=\"bernoulli\", p=[0.5, 0.5, 0, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5]}",
+                ],
+                "participation.p[2]",
+                "must be in (0, 1]",
+            ),
+            (
+                &["participation={kind=\"uniform\", fraction=3}"],
+                "participation.fraction",
+                "must be in [0, 1]",
+            ),
+            (&["eval.every=0"], "eval.every", "must be at least 1"),
+            (&["rounds=0"], "rounds", "must be at least 1"),
+            (&["name=\" \""], "name", "must not be empty"),
+            (
+                &["deploy.min_clients=11"],
+                "deploy.min_clients",
+                "exceeds clients",
+            ),
+            (
+                &["deploy.faults=[{round=1}, {round=2}, {round=9}]"],
+                "deploy.faults[2].round",
+                "must be in 1..=3",
+            ),
+            (
+                &["events.outages=[{clients=\"0-3\", start=1}, {fraction=2, start=1}]"],
+                "events.outages[1].fraction",
+                "must be in [0, 1]",
+            ),
+            (&["events.dropout=1"], "events.dropout", "must be in [0, 1)"),
+            (
+                &["attack={kind=\"scaling\", fraction=1.5}"],
+                "attack.fraction",
+                "must be in [0, 1]",
+            ),
+            (
+                &["attack={kind=\"scaling\", clients=[10]}"],
+                "attack.clients",
+                "does not exist",
+            ),
+        ];
+        for (sets, key, message) in cases {
+            let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+            match Scenario::parse(MINIMAL, &sets) {
+                Err(EngineError::Config { error, .. }) => {
+                    assert_eq!(error.key, *key, "{sets:?}: {error}");
+                    assert!(error.message.contains(message), "{sets:?}: {error}");
+                    assert_eq!(error.to_string(), format!("{key}: {}", error.message));
+                }
+                other => panic!("{sets:?}: expected a config error, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
     fn overrides_apply() {
         let s = Scenario::parse(
             MINIMAL,
@@ -558,7 +622,12 @@ kind = "logreg"
         )
         .unwrap();
         assert_eq!(Scenario::parse(&s.to_toml(), &[]).unwrap(), s);
-        assert!(s.build_strategy().name().contains("trimmed_mean(b=oracle)"));
+        assert!(
+            s.build_strategy()
+                .unwrap()
+                .name()
+                .contains("trimmed_mean(b=oracle)")
+        );
         let e = Scenario::parse(
             MINIMAL,
             &[

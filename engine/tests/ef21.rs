@@ -12,7 +12,7 @@ use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use fedsim_algorithms::LocalTrainer;
-use fedsim_algorithms::compress::{CompressorSpec, Precision};
+use fedsim_algorithms::compress::{CompressorSpec, Precision, TopKConfig};
 use fedsim_algorithms::strategy::ef21::*;
 use fedsim_algorithms::strategy::{ClientState, Init, Reporter, Strategy};
 use fedsim_engine::engine::{RoundIo, run_client};
@@ -585,11 +585,11 @@ fn malformed_updates_are_rejected_without_touching_g() {
     let mut s = Ef21::new(
         Variant::Ef21Plus,
         Ef21Config {
-            compressor: Some(CompressorSpec::TopK {
+            compressor: Some(CompressorSpec::new(TopKConfig {
                 k: Some(2),
                 fraction: None,
                 precision: Precision::F32,
-            }),
+            })),
             step_size: Some(0.1),
             ..Ef21Config::default()
         },
@@ -607,11 +607,13 @@ fn malformed_updates_are_rejected_without_touching_g() {
         id,
         num_samples: 10,
     };
-    let comp = CompressorSpec::TopK {
+    let comp = CompressorSpec::new(TopKConfig {
         k: Some(2),
         fraction: None,
         precision: Precision::F32,
-    }
+    })
+    .validate()
+    .unwrap()
     .build(8);
     let mut good = Vec::new();
     comp.encode(
@@ -682,11 +684,11 @@ fn malformed_updates_are_rejected_without_touching_g() {
         Variant::Ef21,
         Ef21Config {
             step_size: Some(0.1),
-            compressor: Some(CompressorSpec::TopK {
+            compressor: Some(CompressorSpec::new(TopKConfig {
                 k: Some(2),
                 fraction: None,
                 precision: Precision::F32,
-            }),
+            })),
             ..Ef21Config::default()
         },
     );
@@ -747,7 +749,8 @@ fn theory_step_needs_the_logreg_nonconvex_model() {
         step_size: Some(0.5),
         ..Ef21Config::default()
     });
-    let strategy = fedsim_algorithms::strategy::StrategySpec::new(strategy).build();
+    let spec = fedsim_algorithms::strategy::StrategySpec::new(strategy);
+    let strategy = spec.validate().unwrap().build(());
     let model = fedsim_nn::LogReg::new(4, 2);
     let cfg = fedsim_algorithms::TrainConfig::default();
     let cd = fedsim_algorithms::ClientData {

@@ -30,7 +30,7 @@ pub use logreg::LogReg;
 pub use mlp::Mlp;
 pub use model::{EvalStats, Model, Scratch};
 pub use optim::Sgd;
-pub use spec::{ImageShape, InputSpec, ModelSpec};
+pub use spec::{ImageShape, InputSpec, ModelCapabilities, ModelSpec, ModelSpecExt, Models};
 pub use supermask::{MaskBy, Supermask};
 
 /// Errors raised while building or running a model.

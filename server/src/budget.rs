@@ -15,6 +15,8 @@ use fedsim_engine::engine::PayloadSource;
 use fedsim_proto::wire;
 use fedsim_types::{ClientId, Payload};
 
+use crate::ids::random_hex;
+
 /// The byte budget.
 #[derive(Debug)]
 pub struct MemoryBudget {
@@ -124,10 +126,7 @@ impl SpoolFile {
     /// A new (not yet created) spool file for `client`'s result of `round` in `dir`.
     pub fn new(dir: &Path, round: u64, client: ClientId) -> std::io::Result<Self> {
         std::fs::create_dir_all(dir)?;
-        let path = dir.join(format!(
-            "r{round}-c{client}-{}.bin",
-            crate::service::random_hex(4)
-        ));
+        let path = dir.join(format!("r{round}-c{client}-{}.bin", random_hex(4)));
         Ok(Self { path })
     }
 

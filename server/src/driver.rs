@@ -144,7 +144,7 @@ async fn run_round(
             "{}-{}-{}",
             shared.run_id,
             task.round,
-            crate::service::random_hex(8)
+            crate::ids::random_hex(8)
         ),
         selected: task.selected.clone(),
         max_steps: task.max_steps.clone(),

@@ -9,6 +9,7 @@ pub mod auth;
 pub mod budget;
 pub mod checkpoint;
 pub mod driver;
+mod ids;
 pub mod registry;
 pub mod service;
 

@@ -23,6 +23,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::budget::{MemoryBudget, Received, SpoolFile};
+pub(crate) use crate::ids::random_hex;
 use crate::registry::Registry;
 use crate::{Credentials, ServerError};
 
@@ -119,14 +120,6 @@ pub struct Shared {
     /// Directory of spool files.
     pub spool: PathBuf,
     downloads: tokio::sync::Semaphore,
-}
-
-pub(crate) fn random_hex(bytes: usize) -> String {
-    use rand::Rng;
-    let mut rng = rand::rng();
-    (0..bytes)
-        .map(|_| format!("{:02x}", rng.next_u32() as u8))
-        .collect()
 }
 
 impl Shared {

@@ -28,27 +28,6 @@ impl ConfigError {
         Self::new("", message)
     }
 
-    /// A message of the form `KEY text` (`strategy.server_lr must be positive, got 0`, or
-    /// `eval.every: must be at least 1`) as an error of `KEY`, where `KEY` starts with one of the
-    /// document's top-level keys `sections`; any other message is a problem of the whole document. For
-    /// validators that build their messages as text.
-    pub fn from_message(msg: impl Into<String>, sections: &[&str]) -> Self {
-        let msg = msg.into();
-        let (head, rest) = msg.split_once(' ').unwrap_or((msg.as_str(), ""));
-        let key = head.trim_end_matches(':');
-        let first = key.split(['.', '[']).next().unwrap_or("");
-        let is_key = !rest.is_empty()
-            && sections.contains(&first)
-            && key
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_.[]".contains(c));
-        if is_key {
-            Self::new(key, rest)
-        } else {
-            Self::document(msg)
-        }
-    }
-
     /// The same problem seen from a parent section: `at("strategy")` turns key `server_lr` into
     /// `strategy.server_lr`.
     #[must_use]
@@ -96,21 +75,6 @@ mod tests {
             "bad TOML"
         );
         assert_eq!(ConfigError::document("missing").at("data").key, "data");
-    }
-
-    #[test]
-    fn messages_starting_with_a_key_name_it() {
-        let sections = ["strategy", "eval", "clients"];
-        let e = ConfigError::from_message("strategy.server_lr must be positive, got 0", &sections);
-        assert_eq!(e.key, "strategy.server_lr");
-        assert_eq!(e.message, "must be positive, got 0");
-        let e = ConfigError::from_message("eval.every: must be at least 1", &sections);
-        assert_eq!(e.key, "eval.every");
-        let e = ConfigError::from_message("clients must be at least 1", &sections);
-        assert_eq!(e.key, "clients");
-        let e = ConfigError::from_message("set exactly one of fraction and clients", &sections);
-        assert_eq!(e.key, "");
-        assert_eq!(e.message, "set exactly one of fraction and clients");
     }
 
     #[test]

@@ -20,11 +20,13 @@
 use serde::{Deserialize, Serialize};
 
 use super::ef21::{DIFF, INIT_COMPRESSED, INIT_DENSE, InitMode};
-use super::registry::{Capabilities, StrategyKind, UpdateKind};
-use fedsim_types::ConfigError;
+use fedsim_types::registry::{Kind, Validated};
+
+use super::registry::{Capabilities, Strategies, UpdateKind};
 use super::{ClientState, Init, Reporter, Strategy, StrategyError, dense};
-use crate::compress::{CompressError, Compressor, CompressorSpec, Precision};
+use crate::compress::{CompressError, Compressor, CompressorSpec, Precision, TopKConfig};
 use crate::{ClientId, LocalTrainer, Payload, TensorData};
+use fedsim_types::ConfigError;
 
 const STATE_H: &str = "h";
 
@@ -48,11 +50,11 @@ fn one() -> f32 {
 }
 
 fn default_compressor() -> CompressorSpec {
-    CompressorSpec::TopK {
+    CompressorSpec::new(TopKConfig {
         k: None,
         fraction: Some(0.01),
         precision: Precision::F32,
-    }
+    })
 }
 
 impl Default for FedAvgEf21Config {
@@ -69,7 +71,10 @@ impl FedAvgEf21Config {
     /// Checks values, naming the bad key.
     pub fn validate(&self) -> Result<(), String> {
         super::positive("strategy.server_lr", self.server_lr)?;
-        self.compressor.validate("strategy.compressor")
+        self.compressor
+            .validate()
+            .map(|_| ())
+            .map_err(|e| e.at("strategy").to_string())
     }
 }
 
@@ -126,7 +131,14 @@ impl Strategy for FedAvgEf21 {
         self.num_clients = init.num_clients;
         self.hbar = vec![0.0; self.dim];
         self.initialised = vec![false; self.num_clients];
-        self.compressor = Some(self.config.compressor.build(self.dim));
+        // The configuration was validated with the scenario; an invalid one leaves no compressor, and
+        // every update is then refused.
+        self.compressor = self
+            .config
+            .compressor
+            .validate()
+            .ok()
+            .map(|v| v.build(self.dim));
     }
 
     fn broadcast(&self, _round: u64, global: &[f32]) -> Payload {
@@ -292,7 +304,12 @@ impl Strategy for FedAvgEf21 {
             .zip(&x)
             .map(|(w, x)| (*w as f64) - (*x as f64))
             .collect();
-        let comp = self.config.compressor.build(d);
+        let comp = self
+            .config
+            .compressor
+            .validate()
+            .map_err(|e| StrategyError::InvalidTask(e.to_string()))?
+            .build(d);
         let cerr = |e: CompressError| invalid(client, e.to_string());
         let mut buf = Vec::with_capacity(comp.encoded_len());
         let h = match state.get(STATE_H) {
@@ -335,9 +352,10 @@ impl Strategy for FedAvgEf21 {
     }
 }
 
-impl StrategyKind for FedAvgEf21Config {
+impl Kind<Strategies> for FedAvgEf21Config {
     const KIND: &'static str = "fedavg_ef21";
-    const SUMMARY: &'static str = "FedAvg with an EF21-compressed uplink (\"EF21-LT\", a heuristic; client state g_i)";
+    const SUMMARY: &'static str =
+        "FedAvg with an EF21-compressed uplink (\"EF21-LT\", a heuristic; client state g_i)";
     const EXAMPLE: &'static str = "compressor = { kind = \"top_k\", fraction = 0.05 }";
 
     fn capabilities(&self) -> Capabilities {
@@ -352,7 +370,7 @@ impl StrategyKind for FedAvgEf21Config {
         FedAvgEf21Config::validate(self).map_err(super::keyed)
     }
 
-    fn build(&self) -> Box<dyn Strategy> {
+    fn build(&self, _: (), _: Validated) -> Box<dyn Strategy> {
         Box::new(FedAvgEf21::new(self.clone()))
     }
 }
@@ -360,15 +378,16 @@ impl StrategyKind for FedAvgEf21Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::compress::IdentityConfig;
     use crate::strategy::fedavg::{FedAvg, FedAvgConfig, Weighting};
     use crate::strategy::testutil::two_clients;
 
     #[test]
     fn identity_uplink_is_uniform_fedavg() {
         let mut lt = FedAvgEf21::new(FedAvgEf21Config {
-            compressor: CompressorSpec::Identity {
+            compressor: CompressorSpec::new(IdentityConfig {
                 precision: Precision::F64,
-            },
+            }),
             ..FedAvgEf21Config::default()
         });
         let a = two_clients(&mut lt, 5);

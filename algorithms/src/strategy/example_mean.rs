@@ -4,13 +4,15 @@
 //! The whole algorithm is this file plus one line in the `strategies!` list of [`super`]: the client
 //! half ([`Strategy::local_update`], plain local SGD), the server half (`begin_round` → `accept` →
 //! `finish_round`), and the `[strategy]` table ([`ExampleMeanConfig`], registered through
-//! [`StrategyKind`]). Scenario checks, both runtimes and the tests that cover every registered strategy
+//! [`Kind<Strategies>`](Kind)). Scenario checks, both runtimes and the tests that cover every registered strategy
 //! (sim/launch equivalence, resume) pick it up from the registration.
 
 use fedsim_types::ConfigError;
 use serde::{Deserialize, Serialize};
 
-use super::registry::{Capabilities, StrategyKind};
+use fedsim_types::registry::{Kind, Validated};
+
+use super::registry::{Capabilities, Strategies};
 use super::{ClientState, Reporter, Strategy, StrategyError, dense};
 use crate::{ClientId, LocalTrainer, Payload};
 
@@ -27,7 +29,7 @@ fn one() -> f32 {
     1.0
 }
 
-impl StrategyKind for ExampleMeanConfig {
+impl Kind<Strategies> for ExampleMeanConfig {
     const KIND: &'static str = "example_mean";
     const SUMMARY: &'static str =
         "the README's example strategy: unweighted mean of the participants' deltas";
@@ -47,7 +49,7 @@ impl StrategyKind for ExampleMeanConfig {
         }
     }
 
-    fn build(&self) -> Box<dyn Strategy> {
+    fn build(&self, _: (), _: Validated) -> Box<dyn Strategy> {
         Box::new(ExampleMean {
             server_lr: self.server_lr,
             sum: Vec::new(),
@@ -116,6 +118,12 @@ mod tests {
 
     use super::*;
     use crate::TensorData;
+    use crate::strategy::StrategySpec;
+
+    fn build(server_lr: f32) -> Box<dyn super::Strategy> {
+        let spec = StrategySpec::new(ExampleMeanConfig { server_lr });
+        spec.validate().expect("valid settings").build(())
+    }
 
     fn update(delta: &[f32]) -> Payload {
         Payload::new().with(dense::DELTA, TensorData::vector(delta.to_vec()))
@@ -128,7 +136,7 @@ mod tests {
             delta in prop::collection::vec(-1e3f32..1e3, 1..20),
             clients in 1usize..12,
         ) {
-            let mut s = ExampleMeanConfig { server_lr: 1.0 }.build();
+            let mut s = build(1.0);
             let mut global = vec![0.5f32; delta.len()];
             let before = global.clone();
             let ids: Vec<ClientId> = (0..clients as u32).collect();
@@ -145,13 +153,23 @@ mod tests {
 
     #[test]
     fn no_reporters_leave_the_model_alone_and_bad_updates_are_refused() {
-        let mut s = ExampleMeanConfig { server_lr: 0.5 }.build();
+        let mut s = build(0.5);
         let mut global = vec![1.0f32; 3];
         s.begin_round(0, &[0], &global);
-        let err = s.accept(Reporter { id: 0, num_samples: 1 }, update(&[1.0, 2.0]));
+        let err = s.accept(
+            Reporter {
+                id: 0,
+                num_samples: 1,
+            },
+            update(&[1.0, 2.0]),
+        );
         assert!(err.is_err());
         s.finish_round(0, &mut global, &[]);
         assert_eq!(global, vec![1.0; 3]);
-        assert!(ExampleMeanConfig { server_lr: 0.0 }.validate().is_err());
+        assert!(
+            StrategySpec::new(ExampleMeanConfig { server_lr: 0.0 })
+                .validate()
+                .is_err()
+        );
     }
 }

@@ -10,10 +10,12 @@
 use serde::{Deserialize, Serialize};
 
 use super::fedavg::local_sgd_delta;
-use super::registry::{Capabilities, StrategyKind};
-use fedsim_types::ConfigError;
+use fedsim_types::registry::{Kind, Validated};
+
+use super::registry::{Capabilities, Strategies};
 use super::{ClientState, Init, Reporter, Strategy, StrategyError, dense, positive};
 use crate::{ClientId, LocalTrainer, Payload, TensorData};
+use fedsim_types::ConfigError;
 
 /// FedAU settings (`[strategy] kind = "fedau"`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -224,9 +226,10 @@ impl Strategy for FedAu {
     }
 }
 
-impl StrategyKind for FedAuConfig {
+impl Kind<Strategies> for FedAuConfig {
     const KIND: &'static str = "fedau";
-    const SUMMARY: &'static str = "FedAU (Wang & Ji 2024): weights from each client's participation history";
+    const SUMMARY: &'static str =
+        "FedAU (Wang & Ji 2024): weights from each client's participation history";
 
     fn capabilities(&self) -> Capabilities {
         Capabilities::DENSE_DELTA
@@ -236,7 +239,7 @@ impl StrategyKind for FedAuConfig {
         FedAuConfig::validate(self).map_err(super::keyed)
     }
 
-    fn build(&self) -> Box<dyn Strategy> {
+    fn build(&self, _: (), _: Validated) -> Box<dyn Strategy> {
         Box::new(FedAu::new(self.clone()))
     }
 }
@@ -244,8 +247,8 @@ impl StrategyKind for FedAuConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use fedsim_types::rng::{Purpose, unit};
     use crate::strategy::fedavg::{FedAvg, FedAvgConfig, Weighting};
+    use fedsim_types::rng::{Purpose, unit};
 
     fn weights(pattern: &[u8], cutoff: Option<u64>) -> Vec<f64> {
         let mut e = Estimator::new(1, cutoff);

@@ -23,9 +23,11 @@
 use serde::{Deserialize, Serialize};
 
 use super::{ClientState, Init, Reporter, Strategy, StrategyError, dense};
-use super::registry::{Capabilities, StrategyKind};
-use fedsim_types::ConfigError;
+use fedsim_types::registry::{Kind, Validated};
+
+use super::registry::{Capabilities, Strategies};
 use crate::{ClientId, LocalTrainer, Payload};
+use fedsim_types::ConfigError;
 
 /// How client updates are weighted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -352,10 +354,9 @@ pub fn local_sgd_delta(
     Ok(dense::delta_update(&local, &global))
 }
 
-impl StrategyKind for FedAvgConfig {
+impl Kind<Strategies> for FedAvgConfig {
     const KIND: &'static str = "fedavg";
-    const SUMMARY: &'static str =
-        "FedAvg (McMahan et al. 2017); mean-type baselines via `weighting`, robust rules via `aggregator`";
+    const SUMMARY: &'static str = "FedAvg (McMahan et al. 2017); mean-type baselines via `weighting`, robust rules via `aggregator`";
 
     fn capabilities(&self) -> Capabilities {
         Capabilities {
@@ -368,7 +369,7 @@ impl StrategyKind for FedAvgConfig {
         FedAvgConfig::validate(self).map_err(super::keyed)
     }
 
-    fn build(&self) -> Box<dyn Strategy> {
+    fn build(&self, _: (), _: Validated) -> Box<dyn Strategy> {
         Box::new(FedAvg::new(self.clone()))
     }
 }

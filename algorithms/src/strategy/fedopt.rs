@@ -12,10 +12,12 @@
 use serde::{Deserialize, Serialize};
 
 use super::fedavg::{FedAvg, FedAvgConfig, Weighting, local_sgd_delta};
-use super::registry::{Capabilities, StrategyKind};
-use fedsim_types::ConfigError;
+use fedsim_types::registry::{Kind, Validated};
+
+use super::registry::{Capabilities, Strategies};
 use super::{ClientState, Init, Reporter, Strategy, StrategyError, positive};
 use crate::{ClientId, LocalTrainer, Payload, TensorData};
+use fedsim_types::ConfigError;
 
 /// Which server optimiser.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -205,105 +207,56 @@ impl Strategy for FedOpt {
     }
 }
 
-/// `[strategy] kind = "fedavgm"`: the server-optimiser settings for Momentum.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct FedAvgM(pub FedOptConfig);
+/// Registers one `[strategy] kind` of a server optimiser: a newtype over [`FedOptConfig`] and its
+/// [`Kind<Strategies>`](Kind) implementation.
+macro_rules! server_optimizer_kind {
+    ($name:ident, $kind:literal, $optimizer:ident, $summary:literal) => {
+        #[doc = concat!("`[strategy] kind = \"", $kind, "\"`: ", $summary, ".")]
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(pub FedOptConfig);
 
-impl StrategyKind for FedAvgM {
-    const KIND: &'static str = "fedavgm";
-    const SUMMARY: &'static str = "FedAvgM: server momentum";
+        impl Kind<Strategies> for $name {
+            const KIND: &'static str = $kind;
+            const SUMMARY: &'static str = $summary;
 
-    fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            needs_probabilities: self.0.weighting == Weighting::KnownProbability,
-            ..Capabilities::DENSE_DELTA
+            fn capabilities(&self) -> Capabilities {
+                Capabilities {
+                    needs_probabilities: self.0.weighting == Weighting::KnownProbability,
+                    ..Capabilities::DENSE_DELTA
+                }
+            }
+
+            fn validate(&self) -> Result<(), ConfigError> {
+                self.0.validate().map_err(super::keyed)
+            }
+
+            fn build(&self, _: (), _: Validated) -> Box<dyn Strategy> {
+                Box::new(FedOpt::new(ServerOptimizer::$optimizer, self.0.clone()))
+            }
         }
-    }
-
-    fn validate(&self) -> Result<(), ConfigError> {
-        self.0.validate().map_err(super::keyed)
-    }
-
-    fn build(&self) -> Box<dyn Strategy> {
-        Box::new(FedOpt::new(ServerOptimizer::Momentum, self.0.clone()))
-    }
+    };
 }
 
-/// `[strategy] kind = "fedadagrad"`: the server-optimiser settings for Adagrad.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct FedAdagrad(pub FedOptConfig);
-
-impl StrategyKind for FedAdagrad {
-    const KIND: &'static str = "fedadagrad";
-    const SUMMARY: &'static str = "FedAdagrad: adaptive server optimiser (Reddi et al. 2021)";
-
-    fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            needs_probabilities: self.0.weighting == Weighting::KnownProbability,
-            ..Capabilities::DENSE_DELTA
-        }
-    }
-
-    fn validate(&self) -> Result<(), ConfigError> {
-        self.0.validate().map_err(super::keyed)
-    }
-
-    fn build(&self) -> Box<dyn Strategy> {
-        Box::new(FedOpt::new(ServerOptimizer::Adagrad, self.0.clone()))
-    }
-}
-
-/// `[strategy] kind = "fedadam"`: the server-optimiser settings for Adam.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct FedAdam(pub FedOptConfig);
-
-impl StrategyKind for FedAdam {
-    const KIND: &'static str = "fedadam";
-    const SUMMARY: &'static str = "FedAdam: adaptive server optimiser (Reddi et al. 2021)";
-
-    fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            needs_probabilities: self.0.weighting == Weighting::KnownProbability,
-            ..Capabilities::DENSE_DELTA
-        }
-    }
-
-    fn validate(&self) -> Result<(), ConfigError> {
-        self.0.validate().map_err(super::keyed)
-    }
-
-    fn build(&self) -> Box<dyn Strategy> {
-        Box::new(FedOpt::new(ServerOptimizer::Adam, self.0.clone()))
-    }
-}
-
-/// `[strategy] kind = "fedyogi"`: the server-optimiser settings for Yogi.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct FedYogi(pub FedOptConfig);
-
-impl StrategyKind for FedYogi {
-    const KIND: &'static str = "fedyogi";
-    const SUMMARY: &'static str = "FedYogi: adaptive server optimiser (Reddi et al. 2021)";
-
-    fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            needs_probabilities: self.0.weighting == Weighting::KnownProbability,
-            ..Capabilities::DENSE_DELTA
-        }
-    }
-
-    fn validate(&self) -> Result<(), ConfigError> {
-        self.0.validate().map_err(super::keyed)
-    }
-
-    fn build(&self) -> Box<dyn Strategy> {
-        Box::new(FedOpt::new(ServerOptimizer::Yogi, self.0.clone()))
-    }
-}
+server_optimizer_kind!(FedAvgM, "fedavgm", Momentum, "FedAvgM: server momentum");
+server_optimizer_kind!(
+    FedAdagrad,
+    "fedadagrad",
+    Adagrad,
+    "FedAdagrad: adaptive server optimiser (Reddi et al. 2021)"
+);
+server_optimizer_kind!(
+    FedAdam,
+    "fedadam",
+    Adam,
+    "FedAdam: adaptive server optimiser (Reddi et al. 2021)"
+);
+server_optimizer_kind!(
+    FedYogi,
+    "fedyogi",
+    Yogi,
+    "FedYogi: adaptive server optimiser (Reddi et al. 2021)"
+);
 
 #[cfg(test)]
 mod tests {

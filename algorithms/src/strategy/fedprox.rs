@@ -4,10 +4,12 @@
 use serde::{Deserialize, Serialize};
 
 use super::fedavg::{FedAvg, FedAvgConfig, Weighting};
-use super::registry::{Capabilities, StrategyKind};
-use fedsim_types::ConfigError;
+use fedsim_types::registry::{Kind, Validated};
+
+use super::registry::{Capabilities, Strategies};
 use super::{ClientState, Init, Reporter, Strategy, StrategyError, dense, positive};
 use crate::{ClientId, LocalTrainer, Payload};
+use fedsim_types::ConfigError;
 
 /// FedProx settings (`[strategy] kind = "fedprox"`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -97,9 +99,10 @@ impl Strategy for FedProx {
     }
 }
 
-impl StrategyKind for FedProxConfig {
+impl Kind<Strategies> for FedProxConfig {
     const KIND: &'static str = "fedprox";
-    const SUMMARY: &'static str = "FedProx: proximal term mu/2 ||w - w_global||^2 in the local objective";
+    const SUMMARY: &'static str =
+        "FedProx: proximal term mu/2 ||w - w_global||^2 in the local objective";
     const EXAMPLE: &'static str = "mu = 0.1";
 
     fn capabilities(&self) -> Capabilities {
@@ -113,8 +116,7 @@ impl StrategyKind for FedProxConfig {
         FedProxConfig::validate(self).map_err(super::keyed)
     }
 
-    fn build(&self) -> Box<dyn Strategy> {
+    fn build(&self, _: (), _: Validated) -> Box<dyn Strategy> {
         Box::new(FedProx::new(self.clone()))
     }
 }
-

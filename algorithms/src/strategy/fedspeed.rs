@@ -20,10 +20,12 @@
 use serde::{Deserialize, Serialize};
 
 use super::fedavg::{FedAvg, FedAvgConfig, Weighting};
-use super::registry::{Capabilities, StrategyKind, UpdateKind};
-use fedsim_types::ConfigError;
+use fedsim_types::registry::{Kind, Validated};
+
+use super::registry::{Capabilities, Strategies, UpdateKind};
 use super::{ClientState, Init, Reporter, Strategy, StrategyError, dense};
 use crate::{ClientId, LocalTrainer, Payload, TensorData};
+use fedsim_types::ConfigError;
 
 /// Which clients' dual variables enter the server's update.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -332,9 +334,10 @@ impl Strategy for FedSpeed {
     }
 }
 
-impl StrategyKind for FedSpeedConfig {
+impl Kind<Strategies> for FedSpeedConfig {
     const KIND: &'static str = "fedspeed";
-    const SUMMARY: &'static str = "FedSpeed: prox-correction and gradient perturbation (client state h_i)";
+    const SUMMARY: &'static str =
+        "FedSpeed: prox-correction and gradient perturbation (client state h_i)";
 
     fn capabilities(&self) -> Capabilities {
         Capabilities {
@@ -348,7 +351,7 @@ impl StrategyKind for FedSpeedConfig {
         FedSpeedConfig::validate(self).map_err(super::keyed)
     }
 
-    fn build(&self) -> Box<dyn Strategy> {
+    fn build(&self, _: (), _: Validated) -> Box<dyn Strategy> {
         Box::new(FedSpeed::new(self.clone()))
     }
 }
@@ -359,19 +362,20 @@ impl StrategyKind for FedSpeedConfig {
 #[serde(transparent)]
 pub struct FedDynConfig(pub FedSpeedConfig);
 
-impl StrategyKind for FedDynConfig {
+impl Kind<Strategies> for FedDynConfig {
     const KIND: &'static str = "feddyn";
-    const SUMMARY: &'static str = "FedDyn: FedSpeed without the gradient perturbation (rho is set to 0)";
+    const SUMMARY: &'static str =
+        "FedDyn: FedSpeed without the gradient perturbation (rho is set to 0)";
 
     fn capabilities(&self) -> Capabilities {
-        StrategyKind::capabilities(&self.0)
+        Kind::<Strategies>::capabilities(&self.0)
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        StrategyKind::validate(&self.0)
+        Kind::<Strategies>::validate(&self.0)
     }
 
-    fn build(&self) -> Box<dyn Strategy> {
+    fn build(&self, _: (), _: Validated) -> Box<dyn Strategy> {
         Box::new(FedSpeed::new(FedSpeedConfig {
             rho: 0.0,
             ..self.0.clone()

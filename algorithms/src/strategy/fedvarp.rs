@@ -9,10 +9,12 @@
 use serde::{Deserialize, Serialize};
 
 use super::fedavg::local_sgd_delta;
-use super::registry::{Capabilities, StrategyKind};
-use fedsim_types::ConfigError;
+use fedsim_types::registry::{Kind, Validated};
+
+use super::registry::{Capabilities, Strategies};
 use super::{ClientState, Init, Reporter, Strategy, StrategyError, dense};
 use crate::{ClientId, LocalTrainer, Payload, TensorData};
+use fedsim_types::ConfigError;
 
 /// FedVarp settings (`[strategy] kind = "fedvarp"`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -140,10 +142,9 @@ impl Strategy for FedVarp {
 const TOTAL: &str = "total";
 const MEAN_PREV: &str = "mean_prev";
 
-impl StrategyKind for FedVarpConfig {
+impl Kind<Strategies> for FedVarpConfig {
     const KIND: &'static str = "fedvarp";
-    const SUMMARY: &'static str =
-        "FedVarp: variance reduction with the latest update of every client (N model-sized vectors)";
+    const SUMMARY: &'static str = "FedVarp: variance reduction with the latest update of every client (N model-sized vectors)";
 
     fn capabilities(&self) -> Capabilities {
         Capabilities::DENSE_DELTA
@@ -153,7 +154,7 @@ impl StrategyKind for FedVarpConfig {
         super::positive("strategy.server_lr", self.server_lr).map_err(super::keyed)
     }
 
-    fn build(&self) -> Box<dyn Strategy> {
+    fn build(&self, _: (), _: Validated) -> Box<dyn Strategy> {
         Box::new(FedVarp::new(self.clone()))
     }
 }

@@ -29,7 +29,9 @@ use fedsim_nn::order::{argsort_u32, ordered_bits};
 use serde::{Deserialize, Serialize};
 
 use super::{ClientState, Init, Reporter, Strategy, StrategyError};
-use super::registry::{Capabilities, StrategyKind, UpdateKind};
+use fedsim_types::registry::{Kind, Validated};
+
+use super::registry::{Capabilities, Strategies, UpdateKind};
 use crate::{ClientId, LocalTrainer, Payload, TensorData};
 
 /// FRL settings (`[strategy] kind = "frl"`).
@@ -463,12 +465,13 @@ fn train_scores(trainer: &mut LocalTrainer<'_>, scores: &mut [f32], cosine: bool
     }
 }
 
-impl StrategyKind for FrlConfig {
+impl Kind<Strategies> for FrlConfig {
     const KIND: &'static str = "frl";
-    const SUMMARY: &'static str =
-        "FRL (federated rank learning): clients send per-layer edge rankings, the server votes (supermask models)";
-    const EXAMPLE_SETTINGS: &'static [&'static str] =
-        &["model={kind=\"supermask_mlp\", hidden=[8]}", "train.momentum=0.9"];
+    const SUMMARY: &'static str = "FRL (federated rank learning): clients send per-layer edge rankings, the server votes (supermask models)";
+    const EXAMPLE_SETTINGS: &'static [&'static str] = &[
+        "model={kind=\"supermask_mlp\", hidden=[8]}",
+        "train.momentum=0.9",
+    ];
 
     fn capabilities(&self) -> Capabilities {
         Capabilities {
@@ -478,7 +481,7 @@ impl StrategyKind for FrlConfig {
         }
     }
 
-    fn build(&self) -> Box<dyn Strategy> {
+    fn build(&self, _: (), _: Validated) -> Box<dyn Strategy> {
         Box::new(Frl::new(self.clone()))
     }
 }

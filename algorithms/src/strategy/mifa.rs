@@ -7,10 +7,12 @@
 use serde::{Deserialize, Serialize};
 
 use super::fedavg::local_sgd_delta;
-use super::registry::{Capabilities, StrategyKind};
-use fedsim_types::ConfigError;
+use fedsim_types::registry::{Kind, Validated};
+
+use super::registry::{Capabilities, Strategies};
 use super::{ClientState, Init, Reporter, Strategy, StrategyError, dense};
 use crate::{ClientId, LocalTrainer, Payload, TensorData};
+use fedsim_types::ConfigError;
 
 /// MIFA settings (`[strategy] kind = "mifa"`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -170,9 +172,10 @@ pub(crate) fn load_latest(
     Ok(latest)
 }
 
-impl StrategyKind for MifaConfig {
+impl Kind<Strategies> for MifaConfig {
     const KIND: &'static str = "mifa";
-    const SUMMARY: &'static str = "MIFA: the latest update of every client (N model-sized vectors on the server)";
+    const SUMMARY: &'static str =
+        "MIFA: the latest update of every client (N model-sized vectors on the server)";
 
     fn capabilities(&self) -> Capabilities {
         Capabilities::DENSE_DELTA
@@ -182,7 +185,7 @@ impl StrategyKind for MifaConfig {
         super::positive("strategy.server_lr", self.server_lr).map_err(super::keyed)
     }
 
-    fn build(&self) -> Box<dyn Strategy> {
+    fn build(&self, _: (), _: Validated) -> Box<dyn Strategy> {
         Box::new(Mifa::new(self.clone()))
     }
 }

@@ -1,11 +1,12 @@
 //! Federated strategies: each module holds one algorithm's client half (local update) and server half
-//! (aggregation), and describes the `[strategy] kind`s it offers ([`registry::StrategyKind`]).
+//! (aggregation), and describes the `[strategy] kind`s it offers ([`fedsim_types::registry::Kind`]).
 //!
 //! The round engine calls the server half; a runtime (simulator thread or client process) calls the
 //! client half. Both halves live on one type so an algorithm is one file.
 //!
 //! Adding a strategy: write its module (the [`Strategy`] implementation and a configuration type
-//! implementing [`registry::StrategyKind`]), then add one line to the `strategies!` list below. The
+//! implementing [`Kind<Strategies>`](fedsim_types::registry::Kind)), then add one line to the
+//! `strategies!` list below. The
 //! scenario, the README's kind list and the tests that cover every strategy pick it up from there.
 
 use crate::{ClientId, LocalTrainer, Payload};
@@ -14,7 +15,7 @@ pub mod registry;
 #[cfg(test)]
 pub(crate) mod testutil;
 
-pub use registry::{Capabilities, StrategyKind, StrategySpec, UpdateKind};
+pub use registry::{Capabilities, Strategies, StrategySpec, UpdateKind};
 
 /// Declares the strategy modules and registers their kinds, one line per module:
 /// `module => [ConfigType, ...]`.
@@ -22,7 +23,8 @@ macro_rules! strategies {
     ($($module:ident => [$($kind:ty),+ $(,)?]),+ $(,)?) => {
         $(pub mod $module;)+
         /// Every registered kind, in the order of the list.
-        static REGISTERED: &[registry::Entry] = &[$($(registry::Entry::of::<$kind>(),)+)+];
+        static REGISTERED: &[registry::StrategyEntry] =
+            &[$($(registry::StrategyEntry::of::<$kind>(),)+)+];
     };
 }
 

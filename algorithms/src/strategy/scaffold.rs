@@ -10,10 +10,12 @@
 use serde::{Deserialize, Serialize};
 
 use super::fedavg::{FedAvg, FedAvgConfig, Weighting};
-use super::registry::{Capabilities, StrategyKind, UpdateKind};
-use fedsim_types::ConfigError;
+use fedsim_types::registry::{Kind, Validated};
+
+use super::registry::{Capabilities, Strategies, UpdateKind};
 use super::{ClientState, Init, Reporter, Strategy, StrategyError, dense, positive};
 use crate::{ClientId, LocalTrainer, Payload, TensorData};
+use fedsim_types::ConfigError;
 
 /// SCAFFOLD settings (`[strategy] kind = "scaffold"`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -193,7 +195,7 @@ fn full_gradient(trainer: &mut LocalTrainer<'_>, params: &[f32]) -> Vec<f32> {
     total.iter().map(|t| (t / n.max(1) as f64) as f32).collect()
 }
 
-impl StrategyKind for ScaffoldConfig {
+impl Kind<Strategies> for ScaffoldConfig {
     const KIND: &'static str = "scaffold";
     const SUMMARY: &'static str = "SCAFFOLD: control variates (client state c_i)";
 
@@ -209,7 +211,7 @@ impl StrategyKind for ScaffoldConfig {
         ScaffoldConfig::validate(self).map_err(super::keyed)
     }
 
-    fn build(&self) -> Box<dyn Strategy> {
+    fn build(&self, _: (), _: Validated) -> Box<dyn Strategy> {
         Box::new(Scaffold::new(self.clone()))
     }
 }

@@ -23,6 +23,7 @@ use fedsim_algorithms::Work;
 
 use super::Participation;
 use crate::ClientId;
+use fedsim_types::ConfigError;
 use fedsim_types::rng::{Purpose, unit};
 
 /// A set of clients: explicit ids (`clients = "0-9,12"`) or a seed-chosen fraction (`fraction = 0.3`).
@@ -148,85 +149,95 @@ pub fn parse_id_list(s: &str) -> Result<Vec<ClientId>, String> {
     Ok(ids)
 }
 
-fn check_window(key: &str, w: &Window, num_clients: usize) -> Result<(), String> {
+fn check_window(key: &str, w: &Window, num_clients: usize) -> Result<(), ConfigError> {
+    let err = |sub: &str, msg: String| ConfigError::new(format!("{key}{sub}"), msg);
     match (&w.clients, w.fraction) {
-        (Some(_), Some(_)) => return Err(format!("{key}: give clients or fraction, not both")),
-        (None, None) => return Err(format!("{key}: give clients or fraction")),
+        (Some(_), Some(_)) => return Err(err("", "give clients or fraction, not both".into())),
+        (None, None) => return Err(err("", "give clients or fraction".into())),
         (Some(s), None) => {
-            let ids = parse_id_list(s).map_err(|e| format!("{key}.clients: {e}"))?;
+            let ids = parse_id_list(s).map_err(|e| err(".clients", e))?;
             if let Some(c) = ids.iter().find(|&&c| c as usize >= num_clients) {
-                return Err(format!(
-                    "{key}.clients: client {c} out of range (the scenario has {num_clients} clients)"
+                return Err(err(
+                    ".clients",
+                    format!("client {c} out of range (the scenario has {num_clients} clients)"),
                 ));
             }
         }
         (None, Some(f)) if !(0.0..=1.0).contains(&f) => {
-            return Err(format!("{key}.fraction must be in [0, 1], got {f}"));
+            return Err(err(".fraction", format!("must be in [0, 1], got {f}")));
         }
         _ => {}
     }
     if w.start == 0 {
-        return Err(format!("{key}.start: rounds are 1-based"));
+        return Err(err(".start", "rounds are 1-based".into()));
     }
     if w.end.is_some_and(|e| e < w.start) {
-        return Err(format!("{key}: end is before start"));
+        return Err(err("", "end is before start".into()));
     }
     Ok(())
 }
 
 impl EventsConfig {
     /// Checks values, naming the bad key.
-    pub fn validate(&self, num_clients: usize) -> Result<(), String> {
+    pub fn validate(&self, num_clients: usize) -> Result<(), ConfigError> {
         if !(0.0..1.0).contains(&self.dropout) {
-            return Err(format!(
-                "events.dropout must be in [0, 1), got {}",
-                self.dropout
+            return Err(ConfigError::new(
+                "events.dropout",
+                format!("must be in [0, 1), got {}", self.dropout),
             ));
         }
-        for w in &self.outages {
-            check_window("events.outages", w, num_clients)?;
+        for (i, w) in self.outages.iter().enumerate() {
+            check_window(&format!("events.outages[{i}]"), w, num_clients)?;
         }
-        for w in &self.joins {
-            check_window("events.joins", w, num_clients)?;
+        for (i, w) in self.joins.iter().enumerate() {
+            check_window(&format!("events.joins[{i}]"), w, num_clients)?;
         }
-        for w in &self.leaves {
-            check_window("events.leaves", w, num_clients)?;
+        for (i, w) in self.leaves.iter().enumerate() {
+            check_window(&format!("events.leaves[{i}]"), w, num_clients)?;
         }
         if let Some(s) = &self.stragglers {
             if !(s.samples_per_s.is_finite() && s.samples_per_s > 0.0) {
-                return Err(format!(
-                    "events.stragglers.samples_per_s must be positive, got {}",
-                    s.samples_per_s
+                return Err(ConfigError::new(
+                    "events.stragglers.samples_per_s",
+                    format!("must be positive, got {}", s.samples_per_s),
                 ));
             }
             if !(s.deadline_s.is_finite() && s.deadline_s >= 0.0) {
-                return Err(format!(
-                    "events.stragglers.deadline_s must be non-negative, got {}",
-                    s.deadline_s
+                return Err(ConfigError::new(
+                    "events.stragglers.deadline_s",
+                    format!("must be non-negative, got {}", s.deadline_s),
                 ));
             }
             match &s.speed {
                 SpeedSpec::Constant(v) if !(v.is_finite() && *v > 0.0) => {
-                    return Err(format!("events.stragglers.speed must be positive, got {v}"));
+                    return Err(ConfigError::new(
+                        "events.stragglers.speed",
+                        format!("must be positive, got {v}"),
+                    ));
                 }
                 SpeedSpec::List(v)
                     if v.len() != num_clients || v.iter().any(|x| !(x.is_finite() && *x > 0.0)) =>
                 {
-                    return Err(format!(
-                        "events.stragglers.speed must list {num_clients} positive factors"
+                    return Err(ConfigError::new(
+                        "events.stragglers.speed",
+                        format!("must list {num_clients} positive factors"),
                     ));
                 }
                 SpeedSpec::Dist(SpeedDist::Lognormal { sigma })
                     if !(sigma.is_finite() && *sigma >= 0.0) =>
                 {
-                    return Err(format!(
-                        "events.stragglers.speed.sigma must be non-negative, got {sigma}"
+                    return Err(ConfigError::new(
+                        "events.stragglers.speed.sigma",
+                        format!("must be non-negative, got {sigma}"),
                     ));
                 }
                 SpeedSpec::Dist(SpeedDist::Uniform { low, high })
                     if !(*low > 0.0 && low <= high) =>
                 {
-                    return Err("events.stragglers.speed: need 0 < low <= high".into());
+                    return Err(ConfigError::new(
+                        "events.stragglers.speed",
+                        "need 0 < low <= high",
+                    ));
                 }
                 _ => {}
             }

@@ -5,6 +5,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use super::Population;
+use fedsim_types::ConfigError;
 use fedsim_types::rng::{Purpose, stream_key, unit};
 
 /// How per-client probabilities are given.
@@ -56,48 +57,63 @@ fn default_min() -> f64 {
     0.02
 }
 
-fn check_p(key: &str, p: f64) -> Result<(), String> {
+fn check_p(key: &str, p: f64) -> Result<(), ConfigError> {
     if p.is_finite() && p > 0.0 && p <= 1.0 {
         Ok(())
     } else {
-        Err(format!("{key} must be in (0, 1], got {p}"))
+        Err(ConfigError::new(key, format!("must be in (0, 1], got {p}")))
     }
 }
 
 impl ProbabilitySpec {
-    /// Checks values, naming the bad key.
-    pub fn validate(&self, num_clients: usize) -> Result<(), String> {
+    /// Checks values, naming the bad key relative to the `[participation]` section (`p`, `p[3]`,
+    /// `p.low`); the length of a list is checked against the clients by the section
+    /// ([`Self::listed_clients`]).
+    pub fn validate(&self) -> Result<(), ConfigError> {
         match self {
-            ProbabilitySpec::Constant(p) => check_p("participation.p", *p),
-            ProbabilitySpec::List(v) => {
-                if v.len() != num_clients {
-                    return Err(format!(
-                        "participation.p lists {} probabilities for {num_clients} clients",
-                        v.len()
-                    ));
-                }
-                v.iter().try_for_each(|p| check_p("participation.p[i]", *p))
-            }
+            ProbabilitySpec::Constant(p) => check_p("p", *p),
+            ProbabilitySpec::List(v) => v
+                .iter()
+                .enumerate()
+                .try_for_each(|(i, p)| check_p(&format!("p[{i}]"), *p)),
             ProbabilitySpec::Dist(ProbabilityDist::Uniform { low, high }) => {
-                check_p("participation.p.low", *low)?;
-                check_p("participation.p.high", *high)?;
+                check_p("p.low", *low)?;
+                check_p("p.high", *high)?;
                 if low > high {
-                    return Err(format!(
-                        "participation.p: low ({low}) exceeds high ({high})"
+                    return Err(ConfigError::new(
+                        "p",
+                        format!("low ({low}) exceeds high ({high})"),
                     ));
                 }
                 Ok(())
             }
             ProbabilitySpec::Dist(ProbabilityDist::ClassTied { alpha, mean, min }) => {
                 if !(alpha.is_finite() && *alpha > 0.0) {
-                    return Err(format!(
-                        "participation.p.alpha must be positive, got {alpha}"
+                    return Err(ConfigError::new(
+                        "p.alpha",
+                        format!("must be positive, got {alpha}"),
                     ));
                 }
-                check_p("participation.p.mean", *mean)?;
-                check_p("participation.p.min", *min)
+                check_p("p.mean", *mean)?;
+                check_p("p.min", *min)
             }
         }
+    }
+
+    /// How many clients an explicit list names (it must be the scenario's number of clients).
+    pub fn listed_clients(&self) -> Option<usize> {
+        match self {
+            ProbabilitySpec::List(v) => Some(v.len()),
+            _ => None,
+        }
+    }
+
+    /// Whether the probabilities are tied to the clients' label histograms (`class_tied`).
+    pub fn needs_labels(&self) -> bool {
+        matches!(
+            self,
+            ProbabilitySpec::Dist(ProbabilityDist::ClassTied { .. })
+        )
     }
 
     /// The probability of every client.

@@ -9,33 +9,165 @@
 //! "Cumulative rounding" (see [`cumulative_split`]) splits `m` items by weights `w` with boundaries
 //! `b_i = round(m · (w_1 + … + w_i) / Σw)`, so the parts sum to `m` exactly and each is within one of its
 //! exact share.
+//!
+//! The `[partition] scheme`s form the [`Partitioners`] family of [`fedsim_types::registry`]: each scheme's
+//! module holds the function that splits and the scheme's configuration type (its `[partition]` table,
+//! implementing [`Kind<Partitioners>`](fedsim_types::registry::Kind)), and `REGISTERED` below lists them
+//! once. Adding a scheme: write its module, then add one line to that list.
 
-use rand::seq::SliceRandom;
+use fedsim_types::registry::{Entry, Family, Spec};
+use ndarray::ArrayView2;
 use rand::{Rng, RngExt};
-use rand_distr::{Distribution, Gamma, StandardNormal};
+use rand_distr::{Distribution, Gamma};
 
-use crate::util::{check_u32_len, rng_for};
-use crate::{DataError, Dataset, Partition, PartitionSpec, RowOrder};
+use crate::{DataError, Dataset, Partition};
+
+mod contiguous;
+mod dirichlet;
+mod iid;
+mod natural;
+mod quantity_skew;
+mod shards;
+
+pub use contiguous::{ContiguousConfig, RowOrder, contiguous, contiguous_by_row_norm};
+pub use dirichlet::{
+    DirichletClassConfig, DirichletClientConfig, dirichlet_class, dirichlet_client,
+};
+pub use iid::{IidConfig, iid};
+pub use natural::NaturalConfig;
+pub use quantity_skew::{QuantitySkewConfig, quantity_skew};
+pub use shards::{ShardsConfig, shards};
+
+/// Every registered scheme, in registration order: one line per scheme.
+static REGISTERED: &[Entry<Partitioners>] = &[
+    Entry::of::<NaturalConfig>(),
+    Entry::of::<IidConfig>(),
+    Entry::of::<ShardsConfig>(),
+    Entry::of::<DirichletClientConfig>(),
+    Entry::of::<DirichletClassConfig>(),
+    Entry::of::<QuantitySkewConfig>(),
+    Entry::of::<ContiguousConfig>(),
+];
+
+/// The partition family: `[partition] scheme = …`, every scheme listed in `REGISTERED`.
+#[derive(Debug, Clone, Copy)]
+pub struct Partitioners;
+
+impl Family for Partitioners {
+    const SECTION: &'static str = "partition";
+    const TAG: &'static str = "scheme";
+    type Capabilities = PartitionCapabilities;
+    type Input<'a> = PartitionInput<'a>;
+    type Output = Result<Partition, DataError>;
+
+    fn registered() -> &'static [Entry<Self>] {
+        REGISTERED
+    }
+
+    fn default_spec() -> Spec<Self> {
+        Spec::new(NaturalConfig {})
+    }
+}
+
+/// The scenario's `[partition]` section: a registered scheme and its settings (`natural` by default).
+pub type PartitionSpec = Spec<Partitioners>;
+
+/// What a configured partition scheme needs from the data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartitionCapabilities {
+    /// Keeps the data set's own split ([`PartitionInput::natural`]) instead of splitting the samples:
+    /// only data sets that have one (synthetic data) can use it, which [`crate::load_federated`] checks
+    /// before reading any file.
+    pub uses_natural_split: bool,
+    /// Needs the feature rows ([`PartitionInput::features`]), not only the labels; [`partition_labels`]
+    /// refuses such schemes.
+    pub needs_features: bool,
+}
+
+impl PartitionCapabilities {
+    /// A scheme that splits the samples from their labels (or their count) alone.
+    pub const LABELS: PartitionCapabilities = PartitionCapabilities {
+        uses_natural_split: false,
+        needs_features: false,
+    };
+}
+
+/// What building a partition takes: the training samples, the number of clients, the seed and the
+/// data set's own split where it has one.
+#[derive(Debug, Clone, Copy)]
+pub struct PartitionInput<'a> {
+    /// Class of every training sample, each `< num_classes`.
+    pub labels: &'a [u32],
+    /// Number of classes.
+    pub num_classes: usize,
+    /// The feature rows (one per label), when the caller has them.
+    pub features: Option<ArrayView2<'a, f32>>,
+    /// The data set's own split into clients, when it has one (synthetic data).
+    pub natural: Option<&'a Partition>,
+    /// Number of clients.
+    pub num_clients: usize,
+    /// The seed the scheme's random stream derives from.
+    pub seed: u64,
+}
+
+impl<'a> PartitionInput<'a> {
+    /// The samples of `train`, without a natural split.
+    pub fn new(train: &'a Dataset, num_clients: usize, seed: u64) -> Self {
+        Self {
+            labels: &train.y,
+            num_classes: train.num_classes,
+            features: Some(train.x.view()),
+            natural: None,
+            num_clients,
+            seed,
+        }
+    }
+
+    /// Labels alone (`labels[i] < num_classes` is the class of sample `i`), without features or a
+    /// natural split.
+    pub fn from_labels(
+        labels: &'a [u32],
+        num_classes: usize,
+        num_clients: usize,
+        seed: u64,
+    ) -> Self {
+        Self {
+            labels,
+            num_classes,
+            features: None,
+            natural: None,
+            num_clients,
+            seed,
+        }
+    }
+
+    /// The same input with the data set's own split.
+    #[must_use]
+    pub fn with_natural(self, natural: &'a Partition) -> Self {
+        Self {
+            natural: Some(natural),
+            ..self
+        }
+    }
+}
 
 /// Splits the samples of `train` among `num_clients` clients according to `spec`, deterministically from `seed`.
 ///
-/// [`PartitionSpec::Natural`] is an error here: only the synthetic data set has a natural split, and
-/// [`crate::load_federated`] handles it. All other schemes assign every sample to exactly one client.
+/// `scheme = "natural"` is an error here: only the synthetic data set has a natural split, and
+/// [`crate::load_federated`] handles it. All other schemes assign every sample to exactly one client. The
+/// settings are validated first ([`DataError::Config`] names the bad key).
 pub fn partition(
     train: &Dataset,
     spec: &PartitionSpec,
     num_clients: usize,
     seed: u64,
 ) -> Result<Partition, DataError> {
-    match spec {
-        PartitionSpec::Contiguous {
-            sort_by: RowOrder::RowNorm,
-        } => contiguous_by_row_norm(train, num_clients),
-        _ => partition_labels(&train.y, train.num_classes, spec, num_clients, seed),
-    }
+    spec.validate()?
+        .build(PartitionInput::new(train, num_clients, seed))
 }
 
-/// Like [`partition`], from the labels alone (`labels[i] < num_classes` is the class of sample `i`).
+/// Like [`partition`], from the labels alone (`labels[i] < num_classes` is the class of sample `i`); the
+/// schemes that need the features (`contiguous` with `sort_by = "row_norm"`) are an error.
 pub fn partition_labels(
     labels: &[u32],
     num_classes: usize,
@@ -43,29 +175,12 @@ pub fn partition_labels(
     num_clients: usize,
     seed: u64,
 ) -> Result<Partition, DataError> {
-    let n = labels.len();
-    match *spec {
-        PartitionSpec::Natural => Err(no_natural_split()),
-        PartitionSpec::Iid => iid(n, num_clients, seed),
-        PartitionSpec::Shards { shards_per_client } => {
-            shards(labels, num_clients, shards_per_client, seed)
-        }
-        PartitionSpec::DirichletClient { alpha } => {
-            dirichlet_client(labels, num_classes, num_clients, alpha, seed)
-        }
-        PartitionSpec::DirichletClass { beta } => {
-            dirichlet_class(labels, num_classes, num_clients, beta, seed)
-        }
-        PartitionSpec::QuantitySkew { sigma } => quantity_skew(n, num_clients, sigma, seed),
-        PartitionSpec::Contiguous {
-            sort_by: RowOrder::File,
-        } => contiguous(n, num_clients),
-        PartitionSpec::Contiguous {
-            sort_by: RowOrder::RowNorm,
-        } => Err(DataError::Spec(
-            "partition.sort_by = \"row_norm\" needs the features, not only the labels".into(),
-        )),
-    }
+    spec.validate()?.build(PartitionInput::from_labels(
+        labels,
+        num_classes,
+        num_clients,
+        seed,
+    ))
 }
 
 /// The error for `scheme = "natural"` on a data set without a natural split.
@@ -203,204 +318,12 @@ fn identity(n: usize) -> Vec<u32> {
     (0..n as u32).collect()
 }
 
-/// IID split: shuffles the `n` sample indices and cuts them into `num_clients` chunks of `floor(n / clients)`,
-/// the first `n mod clients` clients getting one more. Every sample is assigned. Needs `1 <= num_clients <= n`.
-pub fn iid(n: usize, num_clients: usize, seed: u64) -> Result<Partition, DataError> {
-    check_clients_le_samples(num_clients, n, "iid")?;
-    check_u32_len(n, "the training set")?;
-    let mut perm = identity(n);
-    perm.shuffle(&mut rng_for(seed, "partition.iid", 0));
-    let (base, rem) = (n / num_clients, n % num_clients);
-    let offsets = (0..=num_clients).map(|k| k * base + k.min(rem)).collect();
-    Ok(from_perm_with_offsets(perm, offsets))
-}
-
-/// McMahan's pathological non-IID split: sorts the samples by label (stable, ties by index), cuts the sorted
-/// order into `num_clients · shards_per_client` shards of `floor(n / shards)` samples (the first `n mod shards`
-/// shards get one more, so every sample is assigned) and gives each client `shards_per_client` shards chosen
-/// at random without replacement. With MNIST, 100 clients and 2 shards each, every client gets 2 shards of 300.
-pub fn shards(
-    labels: &[u32],
-    num_clients: usize,
-    shards_per_client: usize,
-    seed: u64,
-) -> Result<Partition, DataError> {
-    let n = labels.len();
-    check_clients(num_clients)?;
-    if shards_per_client == 0 {
-        return Err(DataError::Spec(
-            "partition.shards_per_client must be at least 1, got 0".into(),
-        ));
-    }
-    check_u32_len(n, "the training set")?;
-    let num_shards = num_clients.checked_mul(shards_per_client).filter(|&s| s <= n).ok_or_else(|| {
-        DataError::Spec(format!(
-            "num_clients = {num_clients} times partition.shards_per_client = {shards_per_client} exceeds the {n} \
-             training samples; every shard needs at least one sample"
-        ))
-    })?;
-    let mut sorted = identity(n);
-    sorted.sort_by_key(|&i| labels[i as usize]); // stable: ties stay in index order
-    let (base, rem) = (n / num_shards, n % num_shards);
-    let shard_start = |j: usize| j * base + j.min(rem);
-    let mut order: Vec<usize> = (0..num_shards).collect();
-    order.shuffle(&mut rng_for(seed, "partition.shards", 0));
-    let mut offsets = Vec::with_capacity(num_clients + 1);
-    offsets.push(0);
-    let mut indices = Vec::with_capacity(n);
-    for client in order.chunks_exact(shards_per_client) {
-        let mut mine: Vec<usize> = client.to_vec();
-        mine.sort_unstable();
-        for j in mine {
-            indices.extend_from_slice(&sorted[shard_start(j)..shard_start(j + 1)]);
-        }
-        offsets.push(indices.len());
-    }
-    Ok(Partition::from_csr(offsets, indices))
-}
-
-/// Indices of each class, in index order.
-fn class_indices(labels: &[u32], num_classes: usize) -> Vec<Vec<u32>> {
-    let mut by_class = vec![Vec::new(); num_classes];
-    for (i, &l) in labels.iter().enumerate() {
-        by_class[l as usize].push(i as u32);
-    }
-    by_class
-}
-
-/// FedAU's label-skew split (algorithms.md §2.6): every client draws a label prior `q_n ~ Dir(alpha·1_C)`;
-/// then the (shuffled) indices of each class `c` are cut contiguously among the clients in proportion to
-/// `q_{n,c} / Σ_m q_{m,c}` with cumulative rounding. Every sample is assigned; sizes vary and some clients may
-/// get none. Small `alpha` (e.g. 0.1) gives clients dominated by one or two classes.
-pub fn dirichlet_client(
-    labels: &[u32],
-    num_classes: usize,
-    num_clients: usize,
-    alpha: f64,
-    seed: u64,
-) -> Result<Partition, DataError> {
-    check_clients(num_clients)?;
-    let gamma = dirichlet_gamma("partition.alpha", alpha)?;
-    check_labels(labels, num_classes)?;
-    check_u32_len(labels.len(), "the training set")?;
-    let mut rng = rng_for(seed, "partition.dirichlet_client", 0);
-    let c = num_classes;
-    // log q_{n,c}, client-major.
-    let mut logq = Vec::with_capacity(num_clients * c);
-    for _ in 0..num_clients {
-        let row = dirichlet_log_weights(alpha, &gamma, c, &mut rng);
-        let m = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        let lse = m + row.iter().map(|&v| (v - m).exp()).sum::<f64>().ln();
-        logq.extend(row.into_iter().map(|v| v - lse));
-    }
-    let mut lists = vec![Vec::new(); num_clients];
-    let mut column = vec![0f64; num_clients];
-    for (class, mut idx) in class_indices(labels, c).into_iter().enumerate() {
-        idx.shuffle(&mut rng);
-        for (n, v) in column.iter_mut().enumerate() {
-            *v = logq[n * c + class];
-        }
-        let bounds = cumulative_split(idx.len(), &softmax_weights(&column));
-        for (n, list) in lists.iter_mut().enumerate() {
-            list.extend_from_slice(&idx[bounds[n]..bounds[n + 1]]);
-        }
-    }
-    Ok(Partition::from_lists(lists))
-}
-
-/// FRL's per-class split (algorithms.md §5.6): for every class, proportions over the clients are drawn from
-/// `Dir(beta·1_N)` and the class's (shuffled) indices are cut contiguously among the clients with cumulative
-/// rounding. Every sample is assigned; some clients may get few or no samples.
-pub fn dirichlet_class(
-    labels: &[u32],
-    num_classes: usize,
-    num_clients: usize,
-    beta: f64,
-    seed: u64,
-) -> Result<Partition, DataError> {
-    check_clients(num_clients)?;
-    let gamma = dirichlet_gamma("partition.beta", beta)?;
-    check_labels(labels, num_classes)?;
-    check_u32_len(labels.len(), "the training set")?;
-    let mut rng = rng_for(seed, "partition.dirichlet_class", 0);
-    let mut lists = vec![Vec::new(); num_clients];
-    for mut idx in class_indices(labels, num_classes) {
-        idx.shuffle(&mut rng);
-        let w = softmax_weights(&dirichlet_log_weights(beta, &gamma, num_clients, &mut rng));
-        let bounds = cumulative_split(idx.len(), &w);
-        for (n, list) in lists.iter_mut().enumerate() {
-            list.extend_from_slice(&idx[bounds[n]..bounds[n + 1]]);
-        }
-    }
-    Ok(Partition::from_lists(lists))
-}
-
-/// Quantity skew: IID labels (the indices are shuffled) but client sizes proportional to log-normal draws
-/// `exp(sigma · z_n)`, `z_n ~ N(0, 1)`, with cumulative rounding. Every sample is assigned; with more clients
-/// than samples, or a large `sigma`, some clients get none.
-pub fn quantity_skew(
-    n: usize,
-    num_clients: usize,
-    sigma: f64,
-    seed: u64,
-) -> Result<Partition, DataError> {
-    check_clients(num_clients)?;
-    check_positive("partition.sigma", sigma)?;
-    check_u32_len(n, "the training set")?;
-    let mut rng = rng_for(seed, "partition.quantity_skew", 0);
-    let logs: Vec<f64> = (0..num_clients)
-        .map(|_| {
-            let z: f64 = StandardNormal.sample(&mut rng);
-            sigma * z
-        })
-        .collect();
-    let offsets = cumulative_split(n, &softmax_weights(&logs));
-    let mut perm = identity(n);
-    perm.shuffle(&mut rng);
-    Ok(from_perm_with_offsets(perm, offsets))
-}
-
-/// EF21's sequential split (algorithms.md §4.8): client `k` gets rows `k·b .. (k+1)·b` in file order with
-/// `b = floor(n / clients)`, the last client also gets the remainder. No shuffling; every sample is assigned.
-/// Needs `1 <= num_clients <= n`.
-pub fn contiguous(n: usize, num_clients: usize) -> Result<Partition, DataError> {
-    Ok(from_perm_with_offsets(
-        identity(n),
-        contiguous_offsets(n, num_clients)?,
-    ))
-}
-
-/// The block boundaries of [`contiguous`].
-fn contiguous_offsets(n: usize, num_clients: usize) -> Result<Vec<usize>, DataError> {
-    check_clients_le_samples(num_clients, n, "contiguous")?;
-    check_u32_len(n, "the training set")?;
-    let b = n / num_clients;
-    let mut offsets: Vec<usize> = (0..num_clients).map(|k| k * b).collect();
-    offsets.push(n);
-    Ok(offsets)
-}
-
-/// [`contiguous`] after a stable sort of the rows by squared norm (f64 accumulation), ascending
-/// (`sort_by = "row_norm"`).
-pub fn contiguous_by_row_norm(train: &Dataset, num_clients: usize) -> Result<Partition, DataError> {
-    let n = train.len();
-    let offsets = contiguous_offsets(n, num_clients)?;
-    let norms: Vec<f64> = train
-        .x
-        .rows()
-        .into_iter()
-        .map(|r| r.iter().map(|&v| v as f64 * v as f64).sum())
-        .collect();
-    let mut order = identity(n);
-    order.sort_by(|&a, &b| norms[a as usize].total_cmp(&norms[b as usize]));
-    Ok(from_perm_with_offsets(order, offsets))
-}
-
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
 
     use super::*;
+    use crate::util::rng_for;
 
     /// Asserts that the partition assigns each of `0..n` exactly once.
     fn assert_exact_cover(p: &Partition, n: usize) {
@@ -546,9 +469,9 @@ mod tests {
             num_classes: 1,
             image: None,
         };
-        let spec = PartitionSpec::Contiguous {
+        let spec = PartitionSpec::new(ContiguousConfig {
             sort_by: RowOrder::RowNorm,
-        };
+        });
         let p = partition(&train, &spec, 3, 0).unwrap();
         assert_exact_cover(&p, norms.len());
         // Sorted (ties in file order): 4, 1, 3, 2, 5, 0, 6; blocks of 2, the remainder to the last.
@@ -682,7 +605,7 @@ mod tests {
 
     #[test]
     fn natural_is_rejected() {
-        let e = partition_labels(&[0, 1], 2, &PartitionSpec::Natural, 1, 0)
+        let e = partition_labels(&[0, 1], 2, &PartitionSpec::default(), 1, 0)
             .unwrap_err()
             .to_string();
         assert!(e.contains("no natural split") && e.contains("iid"), "{e}");
@@ -714,16 +637,16 @@ mod tests {
 
     fn scheme() -> impl Strategy<Value = PartitionSpec> {
         prop_oneof![
-            Just(PartitionSpec::Iid),
-            (1usize..4).prop_map(|s| PartitionSpec::Shards {
+            Just(PartitionSpec::new(IidConfig {})),
+            (1usize..4).prop_map(|s| PartitionSpec::new(ShardsConfig {
                 shards_per_client: s
-            }),
-            (0.001f64..100.0).prop_map(|alpha| PartitionSpec::DirichletClient { alpha }),
-            (0.001f64..100.0).prop_map(|beta| PartitionSpec::DirichletClass { beta }),
-            (0.01f64..5.0).prop_map(|sigma| PartitionSpec::QuantitySkew { sigma }),
-            Just(PartitionSpec::Contiguous {
+            })),
+            (0.001f64..100.0).prop_map(|alpha| PartitionSpec::new(DirichletClientConfig { alpha })),
+            (0.001f64..100.0).prop_map(|beta| PartitionSpec::new(DirichletClassConfig { beta })),
+            (0.01f64..5.0).prop_map(|sigma| PartitionSpec::new(QuantitySkewConfig { sigma })),
+            Just(PartitionSpec::new(ContiguousConfig {
                 sort_by: RowOrder::File
-            }),
+            })),
         ]
     }
 
@@ -736,32 +659,198 @@ mod tests {
             seed in any::<u64>(),
         ) {
             let n = labels.len();
+            let shards_per_client = spec.config::<ShardsConfig>().map(|c| c.shards_per_client);
+            let one_per_client = matches!(spec.kind(), "iid" | "contiguous");
             match partition_labels(&labels, 6, &spec, clients, seed) {
                 Ok(p) => {
                     prop_assert_eq!(p.num_clients(), clients);
                     assert_exact_cover(&p, n);
                     prop_assert_eq!(&p, &partition_labels(&labels, 6, &spec, clients, seed).unwrap());
-                    if let PartitionSpec::Shards { shards_per_client } = spec {
+                    if let Some(shards_per_client) = shards_per_client {
                         let s = n / (clients * shards_per_client);
                         for k in 0..clients {
                             let len = p.client_len(k);
                             prop_assert!(len >= s * shards_per_client && len <= (s + 1) * shards_per_client);
                         }
                     }
-                    if matches!(spec, PartitionSpec::Iid | PartitionSpec::Contiguous { .. }) {
+                    if one_per_client {
                         prop_assert!((0..clients).all(|k| p.client_len(k) >= n / clients));
                     }
                 }
                 Err(e) => {
                     // Only the schemes that need a share per client may refuse, and only for too few samples.
-                    let needed = match spec {
-                        PartitionSpec::Shards { shards_per_client } => clients * shards_per_client,
-                        PartitionSpec::Iid | PartitionSpec::Contiguous { .. } => clients,
-                        _ => 0,
+                    let needed = match shards_per_client {
+                        Some(shards_per_client) => clients * shards_per_client,
+                        None if one_per_client => clients,
+                        None => 0,
                     };
                     prop_assert!(needed > n, "unexpected error {}", e);
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod registry_tests {
+    use fedsim_types::registry::{self, check_family};
+
+    use super::*;
+
+    /// A small data set for the registry's checks: 40 samples of 4 classes, 3 features.
+    fn train() -> &'static Dataset {
+        let n = 40;
+        Box::leak(Box::new(Dataset {
+            x: ndarray::Array2::from_shape_fn((n, 3), |(i, j)| (i * 3 + j) as f32 * 0.1),
+            y: (0..n as u32).map(|i| i % 4).collect(),
+            num_classes: 4,
+            image: None,
+        }))
+    }
+
+    fn spec(text: &str) -> Result<PartitionSpec, fedsim_types::ConfigError> {
+        PartitionSpec::from_table(toml::from_str(text).unwrap())
+    }
+
+    #[test]
+    fn schemes_are_unique_and_examples_parse_validate_and_build() {
+        let train = train();
+        let natural: &'static Partition = Box::leak(Box::new(contiguous(train.len(), 5).unwrap()));
+        check_family::<Partitioners>(|| PartitionInput::new(train, 5, 7).with_natural(natural));
+        for e in registry::all::<Partitioners>() {
+            let spec = e.example_spec().unwrap();
+            let input = PartitionInput::new(train, 5, 7).with_natural(natural);
+            let p = spec.validate().unwrap().build(input).unwrap();
+            assert_eq!(p.num_clients(), 5, "{}", e.kind);
+            assert_eq!(p.total(), train.len(), "{}", e.kind);
+        }
+        let kinds: Vec<&str> = registry::all::<Partitioners>()
+            .iter()
+            .map(|e| e.kind)
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "natural",
+                "iid",
+                "shards",
+                "dirichlet_client",
+                "dirichlet_class",
+                "quantity_skew",
+                "contiguous"
+            ]
+        );
+    }
+
+    #[test]
+    fn defaults_and_capabilities() {
+        let d = PartitionSpec::default();
+        assert_eq!(d.kind(), "natural");
+        assert!(d.capabilities().uses_natural_split);
+        let s = spec("scheme = \"shards\"").unwrap();
+        assert_eq!(s.config::<ShardsConfig>().unwrap().shards_per_client, 2);
+        assert_eq!(s.capabilities(), PartitionCapabilities::LABELS);
+        let s = spec("scheme = \"contiguous\"").unwrap();
+        assert_eq!(
+            s.config::<ContiguousConfig>().unwrap().sort_by,
+            RowOrder::File
+        );
+        assert!(!s.capabilities().needs_features);
+        let s = spec("scheme = \"contiguous\"\nsort_by = \"row_norm\"").unwrap();
+        assert!(s.capabilities().needs_features);
+        // The resolved table writes the tag and every default.
+        let t = spec("scheme = \"shards\"").unwrap().to_table();
+        assert_eq!(t.get("scheme"), Some(&toml::Value::String("shards".into())));
+        assert_eq!(t.get("shards_per_client"), Some(&toml::Value::Integer(2)));
+    }
+
+    #[test]
+    fn unknown_schemes_keys_and_bad_values_name_the_key() {
+        let e = spec("scheme = \"nope\"").unwrap_err();
+        assert_eq!(e.key, "partition.scheme");
+        assert!(e.message.contains("dirichlet_client"), "{e}");
+        let e = spec("alpha = 1.0").unwrap_err();
+        assert_eq!(e.key, "partition.scheme");
+        let e = spec("scheme = \"iid\"\nalpha = 1.0").unwrap_err();
+        assert_eq!(e.key, "partition");
+        assert!(e.message.contains("alpha"), "{e}");
+        let e = spec("scheme = \"natural\"\nshards_per_client = 2").unwrap_err();
+        assert!(e.message.contains("shards_per_client"), "{e}");
+        let e = spec("scheme = \"dirichlet_client\"").unwrap_err();
+        assert!(e.message.contains("alpha"), "{e}");
+        let e = spec("scheme = \"contiguous\"\nsort_by = \"size\"").unwrap_err();
+        assert_eq!(e.key, "partition");
+        for (text, key) in [
+            (
+                "scheme = \"dirichlet_client\"\nalpha = 0.0",
+                "partition.alpha",
+            ),
+            (
+                "scheme = \"dirichlet_class\"\nbeta = -1.0",
+                "partition.beta",
+            ),
+            ("scheme = \"quantity_skew\"\nsigma = nan", "partition.sigma"),
+            (
+                "scheme = \"shards\"\nshards_per_client = 0",
+                "partition.shards_per_client",
+            ),
+        ] {
+            let e = spec(text).unwrap().validate().unwrap_err();
+            assert_eq!(e.key, key, "{text}");
+            // Building goes through validation too.
+            let e = partition_labels(&[0, 1, 2, 3], 4, &spec(text).unwrap(), 2, 0).unwrap_err();
+            assert!(matches!(&e, DataError::Config(c) if c.key == key), "{e}");
+        }
+    }
+
+    #[test]
+    fn natural_builds_the_natural_split_only() {
+        let train = train();
+        let natural = contiguous(train.len(), 4).unwrap();
+        let spec = PartitionSpec::default();
+        let valid = spec.validate().unwrap();
+        let p = valid
+            .build(PartitionInput::new(train, 4, 0).with_natural(&natural))
+            .unwrap();
+        assert_eq!(p, natural);
+        assert!(valid.build(PartitionInput::new(train, 4, 0)).is_err());
+    }
+
+    #[test]
+    fn specs_build_what_the_functions_build() {
+        let train = train();
+        let (k, seed) = (5, 11);
+        let labels = &train.y;
+        let cases: Vec<(&str, Partition)> = vec![
+            ("scheme = \"iid\"", iid(labels.len(), k, seed).unwrap()),
+            ("scheme = \"shards\"", shards(labels, k, 2, seed).unwrap()),
+            (
+                "scheme = \"dirichlet_client\"\nalpha = 0.3",
+                dirichlet_client(labels, 4, k, 0.3, seed).unwrap(),
+            ),
+            (
+                "scheme = \"dirichlet_class\"\nbeta = 0.3",
+                dirichlet_class(labels, 4, k, 0.3, seed).unwrap(),
+            ),
+            (
+                "scheme = \"quantity_skew\"\nsigma = 1.5",
+                quantity_skew(labels.len(), k, 1.5, seed).unwrap(),
+            ),
+            (
+                "scheme = \"contiguous\"",
+                contiguous(labels.len(), k).unwrap(),
+            ),
+            (
+                "scheme = \"contiguous\"\nsort_by = \"row_norm\"",
+                contiguous_by_row_norm(train, k).unwrap(),
+            ),
+        ];
+        for (text, want) in cases {
+            assert_eq!(
+                partition(train, &spec(text).unwrap(), k, seed).unwrap(),
+                want,
+                "{text}"
+            );
         }
     }
 }

@@ -1,0 +1,175 @@
+//! The round protocol both runtimes share ([`fedsim_engine::Engine`]): refusals of stale, unselected and
+//! duplicate results, client-id ordering with verdicts, payloads kept outside memory, and the rule that
+//! a round whose aggregate is not finite is never committed.
+
+use std::sync::Arc;
+
+use fedsim_engine::engine::{PayloadSource, Refusal, RoundIo};
+use fedsim_engine::{ClientOutcome, Engine, Scenario};
+use fedsim_types::{ClientId, Payload, TensorData};
+
+const SCENARIO: &str = r#"
+name = "protocol"
+seed = 5
+rounds = 4
+clients = 4
+[data]
+kind = "synthetic"
+features = 6
+classes = 3
+samples_per_client = 10
+test_samples = 50
+[model]
+kind = "logreg"
+[strategy]
+kind = "fedavg"
+[participation]
+kind = "full"
+[eval]
+every = 1
+train_loss = false
+"#;
+
+fn engine() -> Engine {
+    engine_with(&[])
+}
+
+fn engine_with(settings: &[&str]) -> Engine {
+    let settings: Vec<String> = settings.iter().map(|s| s.to_string()).collect();
+    let scenario = Scenario::parse(SCENARIO, &settings).expect("scenario");
+    let data = Arc::new(scenario.load_data().expect("synthetic data"));
+    Engine::new(scenario, data, "test").expect("engine")
+}
+
+fn delta(engine: &Engine, value: f32) -> Payload {
+    Payload::new().with(
+        "delta",
+        TensorData::vector(vec![value; engine.global().len()]),
+    )
+}
+
+const ALL: [ClientId; 4] = [0, 1, 2, 3];
+
+#[test]
+fn stale_unselected_and_duplicate_results_are_refused() {
+    let mut e = engine();
+    let task = e.begin_round(&[0, 1, 2]);
+    assert_eq!(task.selected, vec![0, 1, 2]);
+    let d = delta(&e, 0.0);
+    let stale = e.submit(task.round + 1, 0, ClientOutcome::update(d.clone(), 10));
+    assert!(matches!(stale, Err(Refusal::Stale { .. })), "{stale:?}");
+    let unselected = e.submit(task.round, 3, ClientOutcome::update(d.clone(), 10));
+    assert!(matches!(
+        unselected,
+        Err(Refusal::NotSelected { client: 3, .. })
+    ));
+    e.submit(task.round, 1, ClientOutcome::update(d.clone(), 10))
+        .unwrap();
+    let again = e.submit(task.round, 1, ClientOutcome::update(d.clone(), 10));
+    assert!(matches!(again, Err(Refusal::Duplicate { client: 1, .. })));
+    let short = Payload::new().with("delta", TensorData::vector(vec![0.0; 3]));
+    let invalid = e.submit(task.round, 2, ClientOutcome::update(short, 10));
+    assert!(matches!(invalid, Err(Refusal::Invalid(_))), "{invalid:?}");
+    assert_eq!(e.awaiting(), vec![0]);
+    assert_eq!(e.updates_received(), 1);
+}
+
+#[test]
+fn updates_are_folded_in_client_order_and_each_gets_a_verdict() {
+    let mut e = engine();
+    let task = e.begin_round(&ALL);
+    let d = delta(&e, 0.01);
+    // Client 2 arrives first: it waits for 0 and 1.
+    e.submit(task.round, 2, ClientOutcome::update(d.clone(), 10))
+        .unwrap();
+    assert!(e.take_verdicts().is_empty());
+    e.submit(task.round, 0, ClientOutcome::update(d.clone(), 10))
+        .unwrap();
+    let v: Vec<ClientId> = e.take_verdicts().iter().map(|v| v.client).collect();
+    assert_eq!(v, vec![0]);
+    e.submit(
+        task.round,
+        1,
+        ClientOutcome::Dropped("could not train".into()),
+    )
+    .unwrap();
+    let v: Vec<ClientId> = e.take_verdicts().iter().map(|v| v.client).collect();
+    assert_eq!(v, vec![2], "1 dropped, so 2 is folded in next");
+    // Client 3 never reports: it is dropped when the round closes.
+    let rec = e.end_round(RoundIo::default()).unwrap();
+    assert_eq!(rec.participant_ids, vec![0, 2]);
+    assert!(e.take_verdicts().is_empty());
+}
+
+/// An update the runtime keeps elsewhere (like the coordinator's spool files) until its turn.
+#[derive(Debug)]
+struct Elsewhere(Payload);
+
+impl PayloadSource for Elsewhere {
+    fn peek(&self) -> Option<&Payload> {
+        None
+    }
+    fn load(self: Box<Self>) -> Result<Payload, String> {
+        Ok(self.0)
+    }
+}
+
+#[test]
+fn payloads_kept_elsewhere_are_validated_when_folded_in() {
+    let mut e = engine();
+    let task = e.begin_round(&ALL);
+    let bad = Payload::new().with(
+        "delta",
+        TensorData::vector(vec![f32::NAN; e.global().len()]),
+    );
+    // Not in memory: accepted on arrival, refused when its turn comes.
+    e.submit(task.round, 1, ClientOutcome::update(Elsewhere(bad), 10))
+        .unwrap();
+    e.submit(task.round, 0, ClientOutcome::update(delta(&e, 0.0), 10))
+        .unwrap();
+    let verdicts = e.take_verdicts();
+    assert_eq!(verdicts.len(), 2);
+    assert!(verdicts[0].folded.is_ok());
+    assert!(verdicts[1].folded.as_ref().unwrap_err().contains("finite"));
+}
+
+#[test]
+fn a_round_whose_aggregate_is_not_finite_is_rejected_and_the_model_kept() {
+    // A server learning rate of 4 makes the step from two finite but huge updates overflow f32.
+    let mut e = engine_with(&["strategy.server_lr=4.0"]);
+    let before = e.global().to_vec();
+    let task = e.begin_round(&ALL);
+    for c in [0, 1] {
+        e.submit(
+            task.round,
+            c,
+            ClientOutcome::update(delta(&e, f32::MAX), 1_000),
+        )
+        .unwrap();
+    }
+    for c in [2, 3] {
+        e.submit(task.round, c, ClientOutcome::update(delta(&e, 0.0), 10))
+            .unwrap();
+    }
+    let rec = e.end_round(RoundIo::default()).unwrap();
+    assert_eq!(rec.extra.get("round_rejected"), Some(&1.0));
+    assert!(rec.participant_ids.is_empty());
+    assert_eq!(e.global(), &before[..], "the previous model is kept");
+    assert!(e.global().iter().all(|v| v.is_finite()));
+    // The run goes on: an honest round is committed (step = 4 × 0.125).
+    let task = e.begin_round(&ALL);
+    for c in ALL {
+        e.submit(task.round, c, ClientOutcome::update(delta(&e, 0.125), 10))
+            .unwrap();
+    }
+    let rec = e.end_round(RoundIo::default()).unwrap();
+    assert_eq!(rec.participant_ids, ALL.to_vec());
+    assert!(
+        e.global()
+            .iter()
+            .zip(&before)
+            .all(|(a, b)| (a - b - 0.5).abs() < 1e-5)
+    );
+    let snap = e.snapshot();
+    assert!(snap.global.iter().all(|v| v.is_finite()));
+}
