@@ -27,6 +27,7 @@ use rand::seq::index;
 
 use crate::participation::{ParticipationSpecExt, Population, Scheduler};
 use crate::report::{RoundRecord, RunWriter, Summary, model_hash, peak_rss_mib};
+use crate::scenario::SampleCounts;
 use crate::{
     ClientId, ClientState, EngineError, LocalTrainer, Payload, Scenario, Strategy, StrategyError,
     TrainConfig,
@@ -487,6 +488,14 @@ impl Engine {
                         }
                         Ok(p)
                     });
+                    let num_samples = match self.scenario.deploy.sample_counts {
+                        SampleCounts::Partition => {
+                            self.data.partition.client_len(c as usize) as u64
+                        }
+                        SampleCounts::Declared => {
+                            num_samples.min(self.scenario.deploy.max_declared_samples)
+                        }
+                    };
                     let folded = loaded.and_then(|p| {
                         let norm = crate::protocol::update_norm(&p);
                         self.strategy

@@ -102,6 +102,17 @@ pub struct FaultSpec {
     pub kill_server: bool,
 }
 
+/// Where the sample counts that weight client updates come from (`deploy.sample_counts`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SampleCounts {
+    /// The size of the client's partition of the scenario's data set, which the coordinator loads.
+    #[default]
+    Partition,
+    /// The count the client declares at join, capped at `deploy.max_declared_samples`.
+    Declared,
+}
+
 /// The scenario's `[deploy]` section: settings of the gRPC runtime.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -118,6 +129,15 @@ pub struct DeployConfig {
     /// Largest accepted message (payload) in MiB.
     #[serde(default = "default_max_message")]
     pub max_message_mib: usize,
+    /// Where the sample counts that weight updates (FedAvg's `n_k`, …) come from: the scenario's
+    /// partition (default; a count a client declares is never trusted as a weight), or the counts
+    /// clients declare, capped at `max_declared_samples` (deployments where clients bring their own
+    /// data).
+    #[serde(default)]
+    pub sample_counts: SampleCounts,
+    /// Cap on a declared sample count when `sample_counts = "declared"` (required then).
+    #[serde(default)]
+    pub max_declared_samples: u64,
     /// Faults the launcher injects.
     #[serde(default)]
     pub faults: Vec<FaultSpec>,
@@ -140,6 +160,8 @@ impl Default for DeployConfig {
             wait_timeout_s: default_wait(),
             heartbeat_timeout_s: default_heartbeat(),
             max_message_mib: default_max_message(),
+            sample_counts: SampleCounts::Partition,
+            max_declared_samples: 0,
             faults: Vec::new(),
         }
     }
@@ -231,6 +253,8 @@ impl Scenario {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.validate_values()?;
         self.strategy.validate()?;
+        self.model.validate()?;
+        self.partition.validate()?;
         let caps = self.strategy.capabilities();
         let kind = self.strategy.kind();
         if caps.needs_supermask_model && !self.model.is_supermask() {
@@ -341,6 +365,12 @@ impl Scenario {
             return Err(ConfigError::new(
                 "deploy.max_message_mib",
                 "must be at least 1",
+            ));
+        }
+        if d.sample_counts == SampleCounts::Declared && d.max_declared_samples == 0 {
+            return Err(ConfigError::new(
+                "deploy.max_declared_samples",
+                "must be set (at least 1) with deploy.sample_counts = \"declared\": a declared count is used as a weight only up to a stated cap",
             ));
         }
         for (i, f) in d.faults.iter().enumerate() {

@@ -173,3 +173,83 @@ fn a_round_whose_aggregate_is_not_finite_is_rejected_and_the_model_kept() {
     let snap = e.snapshot();
     assert!(snap.global.iter().all(|v| v.is_finite()));
 }
+
+#[test]
+fn declared_sample_counts_are_not_trusted_as_weights() {
+    // Default policy: weights come from the partition, whatever a client declares.
+    let mut e = engine();
+    let before = e.global().to_vec();
+    let task = e.begin_round(&ALL);
+    e.submit(
+        task.round,
+        0,
+        ClientOutcome::update(delta(&e, 1.0), 1_000_000_000_000),
+    )
+    .unwrap();
+    for c in [1, 2, 3] {
+        e.submit(task.round, c, ClientOutcome::update(delta(&e, 0.0), 10))
+            .unwrap();
+    }
+    e.end_round(RoundIo::default()).unwrap();
+    let moved = e.global()[0] - before[0];
+    assert!(
+        moved > 0.0 && moved < 0.6,
+        "the attacker's weight is its partition's: moved {moved}"
+    );
+
+    // Declared counts, capped: the same attack moves the model by at most the cap's share.
+    let mut e = engine_with(&[
+        "deploy.sample_counts=\"declared\"",
+        "deploy.max_declared_samples=10",
+    ]);
+    let before = e.global().to_vec();
+    let task = e.begin_round(&ALL);
+    e.submit(
+        task.round,
+        0,
+        ClientOutcome::update(delta(&e, 1.0), 1_000_000_000_000),
+    )
+    .unwrap();
+    for c in [1, 2, 3] {
+        e.submit(task.round, c, ClientOutcome::update(delta(&e, 0.0), 10))
+            .unwrap();
+    }
+    e.end_round(RoundIo::default()).unwrap();
+    let moved = e.global()[0] - before[0];
+    assert!(
+        (moved - 0.25).abs() < 1e-6,
+        "capped at 10 of 40 samples: moved {moved}"
+    );
+
+    // The declared policy needs a stated cap.
+    let e = Scenario::parse(SCENARIO, &["deploy.sample_counts=\"declared\"".into()]).unwrap_err();
+    assert!(e.to_string().contains("deploy.max_declared_samples"), "{e}");
+}
+
+#[test]
+fn capabilities_are_checked_at_load() {
+    // Known-probability weighting with a participation model that has no probabilities is refused
+    // (it used to fall back to p = 1 silently).
+    for participation in ["{kind=\"full\"}", "{kind=\"uniform\", fraction=0.5}"] {
+        let e = Scenario::parse(
+            SCENARIO,
+            &[
+                format!("participation={participation}"),
+                "strategy={kind=\"fedavg\", weighting=\"known_probability\"}".into(),
+            ],
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("participation.kind"), "{e}");
+    }
+    let ok = Scenario::parse(
+        SCENARIO,
+        &[
+            "participation={kind=\"bernoulli\", p=0.5}".into(),
+            "strategy={kind=\"fedavgm\", weighting=\"known_probability\"}".into(),
+        ],
+    );
+    assert!(ok.is_ok(), "{ok:?}");
+    // FRL needs a supermask model.
+    let e = Scenario::parse(SCENARIO, &["strategy={kind=\"frl\"}".into()]).unwrap_err();
+    assert!(e.to_string().contains("model.kind"), "{e}");
+}

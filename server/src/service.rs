@@ -518,8 +518,10 @@ impl Coordinator for CoordinatorService {
                 h.client_id, h.round
             )));
         }
+        // Checked on every path, a zero declared at join included; what weights the update is the
+        // engine's policy (`deploy.sample_counts`), never this number alone.
         let declared = s.registry().num_samples(h.client_id).unwrap_or(0);
-        if declared > 0 && declared != h.num_samples {
+        if declared != h.num_samples {
             return Err(Status::invalid_argument(format!(
                 "num_samples {} differs from the {declared} declared at join",
                 h.num_samples
