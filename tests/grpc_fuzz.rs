@@ -32,14 +32,21 @@ async fn join(
     token: &str,
     version: u32,
 ) -> Result<v1::JoinResponse, tonic::Status> {
+    join_declaring(c, ids, token, version, SAMPLES).await
+}
+
+async fn join_declaring(
+    c: &mut Client,
+    ids: &[u32],
+    token: &str,
+    version: u32,
+    num_samples: u64,
+) -> Result<v1::JoinResponse, tonic::Status> {
     c.join(JoinRequest {
         protocol_version: version,
         clients: ids
             .iter()
-            .map(|&id| ClientInfo {
-                id,
-                num_samples: SAMPLES,
-            })
+            .map(|&id| ClientInfo { id, num_samples })
             .collect(),
         token: token.into(),
         scenario_hash: String::new(),
@@ -103,6 +110,18 @@ fn header(
     token: &str,
     len: usize,
 ) -> ResultChunk {
+    header_declaring(run_id, session, client, round, token, len, SAMPLES)
+}
+
+fn header_declaring(
+    run_id: &str,
+    session: &str,
+    client: u32,
+    round: u64,
+    token: &str,
+    len: usize,
+    num_samples: u64,
+) -> ResultChunk {
     ResultChunk {
         part: Some(result_chunk::Part::Header(ResultHeader {
             run_id: run_id.into(),
@@ -110,7 +129,7 @@ fn header(
             client_id: client,
             round,
             round_token: token.into(),
-            num_samples: SAMPLES,
+            num_samples,
             payload_len: len as u64,
             error: String::new(),
         })),
@@ -577,4 +596,127 @@ async fn malformed_and_forged_messages_are_refused_and_the_run_completes() {
         assert!(log.contains(line), "server log lacks `{line}`:\n{log}");
     }
     assert!(!log.contains("panicked"), "{log}");
+}
+
+/// Poisoning through the protocol: a client declaring 10^12 samples does not get the weight of 10^12
+/// (weights come from the partition), a result whose count differs from the one declared at join is
+/// refused, and finite but huge updates that would make the model infinite get their round rejected
+/// (the model stays finite, is checkpointed and the run completes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::await_holding_lock)] // the lock only keeps the tests of this file apart
+async fn declared_weights_and_huge_updates_cannot_poison_the_model() {
+    let _serial = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let out = dir.join("run");
+    let mut cmd = fedsim();
+    cmd.args([
+        "server",
+        "configs/quickstart.toml",
+        "--listen",
+        "127.0.0.1:0",
+        "--out",
+        s(&out),
+    ]);
+    for o in [
+        "rounds=2",
+        "clients=4",
+        // Equal partitions: the attacker's fair share of the weight is exactly 1/4.
+        "partition={scheme=\"iid\"}",
+        "participation={kind=\"full\"}",
+        // A large server step makes two halves of f32::MAX overflow.
+        "strategy.server_lr=8.0",
+        "deploy.min_clients=4",
+        "deploy.heartbeat_timeout_s=3",
+        "round.deadline_s=60",
+    ] {
+        cmd.args(["--set", o]);
+    }
+    let mut server = Proc::spawn("server", cmd, &dir.join("server.log"));
+    let addr = listening_addr(&server, Duration::from_secs(30));
+    let url = format!("http://{addr}");
+    let mut c = CoordinatorClient::connect(url.clone())
+        .await
+        .expect("connect")
+        .max_decoding_message_size(16 << 20)
+        .max_encoding_message_size(usize::MAX);
+    const CLAIMED: u64 = 1_000_000_000_000;
+    let me = join_declaring(&mut c, &[3], "", PROTOCOL_VERSION, CLAIMED)
+        .await
+        .expect("join");
+    let (run, sess) = (me.run_id.clone(), me.session.clone());
+    let hb = {
+        let (mut c, run, sess) = (c.clone(), run.clone(), sess.clone());
+        tokio::spawn(async move {
+            loop {
+                let _ = c
+                    .heartbeat(HeartbeatRequest {
+                        run_id: run.clone(),
+                        session: sess.clone(),
+                    })
+                    .await;
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        })
+    };
+    let mut honest = fedsim();
+    honest.args(["client", "--server", &url, "--ids", "0-2", "--threads", "1"]);
+    let mut honest = Proc::spawn("clients 0-2", honest, &dir.join("clients.log"));
+
+    // Round 1: a count other than the declared one is refused; then f32::MAX everywhere.
+    let t = fetch_train(&mut c, &run, &sess, 3).await;
+    let huge = wire::encode(&delta(vec![f32::MAX; t.model_len]));
+    let h = |round: u64, token: &str, len: usize, n: u64| {
+        header_declaring(&run, &sess, 3, round, token, len, n)
+    };
+    expect(
+        "a count other than the one declared at join",
+        submit(
+            &mut c,
+            vec![h(t.round, &t.token, huge.len(), 50), data(huge.clone())],
+        )
+        .await,
+        Code::InvalidArgument,
+    );
+    submit(
+        &mut c,
+        vec![h(t.round, &t.token, huge.len(), CLAIMED), data(huge)],
+    )
+    .await
+    .expect("a finite update is accepted on arrival");
+
+    // Round 2: a shift of 1000 on every parameter, claiming 10^12 samples.
+    let t = fetch_train(&mut c, &run, &sess, 3).await;
+    assert_eq!(t.round, 1);
+    let shift = wire::encode(&delta(vec![1000.0; t.model_len]));
+    submit(
+        &mut c,
+        vec![h(t.round, &t.token, shift.len(), CLAIMED), data(shift)],
+    )
+    .await
+    .expect("accepted");
+
+    hb.abort();
+    let _ = c
+        .leave(LeaveRequest {
+            run_id: run.clone(),
+            session: sess.clone(),
+        })
+        .await;
+    server.wait_ok(Duration::from_secs(60));
+    honest.wait_ok(Duration::from_secs(20));
+
+    let m = metrics(&out);
+    assert_eq!(m.len(), 2);
+    assert_eq!(m[0]["round_rejected"], 1.0, "round 1: {}", m[0]);
+    assert_eq!(m[0]["participants"], 0, "round 1: {}", m[0]);
+    assert_eq!(m[1]["participants"], 4, "round 2: {}", m[1]);
+    let model = fedsim_engine::report::read_model(&out.join("model.bin")).expect("model.bin");
+    assert!(model.iter().all(|v| v.is_finite()));
+    // Weighted by its partition (1/4), the attacker moves every parameter by about 8 × 1000 / 4 =
+    // 2000; trusting the declared count would have moved it by about 8000.
+    let mean = model.iter().map(|&v| f64::from(v)).sum::<f64>() / model.len() as f64;
+    assert!((1500.0..2500.0).contains(&mean), "mean parameter {mean}");
+    let log = server.output();
+    assert!(log.contains("round rejected"), "{log}");
 }
