@@ -42,7 +42,7 @@ run() {
   mkdir "$out.lock" 2>/dev/null || return 0 # another worker has it
   rm -rf "$out"
   echo "$(date -u +%T) start $out"
-  "$bin" sim "$cfg" -q --threads "$threads" --out "$out" "$@" > /dev/null || echo "FAILED $out" >&2
+  "$bin" sim "$cfg" -q --threads "$threads" --force --out "$out" "$@" > /dev/null || echo "FAILED $out" >&2
   rmdir "$out.lock"
   echo "$(date -u +%T) done $out"
 }

@@ -35,7 +35,7 @@ for pattern in $patterns; do
     for seed in $(seq 1 "$seeds"); do
       out=runs/fedau/$model/$pattern/$name/seed$seed
       [ -f "$out/summary.json" ] && continue
-      $bin sim "configs/fedau/mnist_${model}_${pattern}.toml" -q --out "$out" --seed "$seed" \
+      $bin sim "configs/fedau/mnist_${model}_${pattern}.toml" -q --force --out "$out" --seed "$seed" \
         --set data.dir="$data" --set rounds="$rounds" --set "strategy=$strat" --set train.lr="$lr"
       echo "done $pattern $name seed$seed"
     done

@@ -52,7 +52,7 @@ run_one() {
   mkdir "$out.lock" 2>/dev/null || return 0 # another worker has it
   rm -rf "$out"
   echo "$(date -u +%T) start $out"
-  if "$bin" sim "$cfg" -q --threads "$threads" --out "$out" --seed "$s" --set rounds="$rounds" \
+  if "$bin" sim "$cfg" -q --threads "$threads" --force --out "$out" --seed "$s" --set rounds="$rounds" \
     --set eval.every="$every" --set "$(strategy_of "$m")"; then
     echo "$(date -u +%T) done $out"
   else

@@ -30,7 +30,7 @@ run() {
   shift 2
   if [ -f "$out/summary.json" ]; then return; fi
   rm -rf "$out"
-  "$bin" sim "$cfg" -q --threads "$threads" --out "$out" --set rounds="$rounds" "$@" > /dev/null
+  "$bin" sim "$cfg" -q --threads "$threads" --force --out "$out" --set rounds="$rounds" "$@" > /dev/null
   echo "done $out"
 }
 

@@ -13,7 +13,7 @@ out=bench/results/mnist_2nn_${split}_lr_grid.csv
 echo "lr,rounds_to_97,best_accuracy,wall_s" > "$out"
 for lr in 0.01 0.02 0.05 0.1 0.2; do
   dir=$(mktemp -d)
-  ./target/release/fedsim sim "configs/mnist_2nn_${split}.toml" -q --out "$dir" \
+  ./target/release/fedsim sim "configs/mnist_2nn_${split}.toml" -q --force --out "$dir" \
     --set data.dir="$data" --set train.lr=$lr --set rounds=$rounds --set eval.train_loss=false
   python3 - "$dir/summary.json" "$lr" >> "$out" <<'PY'
 import json, sys

@@ -18,7 +18,7 @@ echo "lr,seed,rounds_to_97" > "$out"
 for lr in $lrs; do
   for seed in $seeds; do
     dir=$(mktemp -d)
-    ./target/release/fedsim sim "configs/mnist_2nn_${split}.toml" -q --out "$dir" \
+    ./target/release/fedsim sim "configs/mnist_2nn_${split}.toml" -q --force --out "$dir" \
       --set data.dir="$data" --set train.lr="$lr" --set seed="$seed" --set rounds="$rounds" \
       --set eval.train_loss=false --set eval.stop_at_targets=true
     python3 - "$dir/summary.json" "$lr" "$seed" >> "$out" <<'PY'

@@ -15,7 +15,7 @@ printf "%-10s %-8s %-18s %-14s %-10s\n" clients rounds "median round (ms)" "peak
 for n in ${counts[@]}; do
   p=$(python3 -c "print(100/$n)")
   dir=$(mktemp -d)
-  "$bin" sim configs/quickstart.toml -q --out "$dir" \
+  "$bin" sim configs/quickstart.toml -q --force --out "$dir" \
     --set name=scale --set clients="$n" --set rounds="$rounds" \
     --set data.samples_per_client=5 --set data.test_samples=2000 \
     --set 'model={kind="logreg"}' \

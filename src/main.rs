@@ -147,14 +147,27 @@ struct LaunchArgs {
     quiet: bool,
 }
 
+/// The files of a run directory: their presence means the directory holds a run.
+const RUN_FILES: &[&str] = &[
+    "metrics.jsonl",
+    "summary.json",
+    "model.bin",
+    "checkpoint.bin",
+    "scenario.toml",
+];
+
 /// Options shared by every command that runs a scenario.
 #[derive(Debug, Args)]
 struct ScenarioArgs {
     /// Scenario file (TOML).
     scenario: PathBuf,
-    /// Output directory (default: runs/<scenario>-<UTC timestamp>).
+    /// Output directory (default: runs/<scenario>-<UTC timestamp>, made unique). A directory that
+    /// already holds a run is refused unless --force.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Overwrite the run in --out (its metrics, summary, model and checkpoint are removed first).
+    #[arg(long)]
+    force: bool,
     /// Override the scenario's seed.
     #[arg(long)]
     seed: Option<u64>,
@@ -172,10 +185,39 @@ impl ScenarioArgs {
         Scenario::load(&self.scenario, &overrides).map_err(anyhow::Error::from)
     }
 
-    fn out_dir(&self, scenario: &Scenario) -> PathBuf {
-        self.out.clone().unwrap_or_else(|| {
-            Path::new("runs").join(format!("{}-{}", scenario.name, utc_timestamp()))
-        })
+    /// The run directory: `--out` when given (refused when it already holds a run, unless
+    /// `--force`), else a new `runs/<scenario>-<UTC timestamp>[-N]`.
+    fn out_dir(&self, scenario: &Scenario) -> Result<PathBuf> {
+        let Some(dir) = self.out.clone() else {
+            let base = Path::new("runs").join(format!("{}-{}", scenario.name, utc_timestamp()));
+            let mut dir = base.clone();
+            let mut n = 2;
+            while dir.exists() {
+                dir = PathBuf::from(format!("{}-{n}", base.display()));
+                n += 1;
+            }
+            return Ok(dir);
+        };
+        let held: Vec<&str> = RUN_FILES
+            .iter()
+            .copied()
+            .filter(|f| dir.join(f).exists())
+            .collect();
+        if !held.is_empty() {
+            if !self.force {
+                anyhow::bail!(
+                    "{} already holds a run ({}); pass --force to overwrite it, or continue a coordinator's run with `fedsim server --resume {}`",
+                    dir.display(),
+                    held.join(", "),
+                    dir.display()
+                );
+            }
+            for f in held {
+                std::fs::remove_file(dir.join(f))
+                    .with_context(|| format!("removing {}", dir.join(f).display()))?;
+            }
+        }
+        Ok(dir)
     }
 }
 
@@ -239,7 +281,7 @@ fn server(args: ServerArgs) -> Result<()> {
     let scenario = args.scenario.load()?;
     let (out, resume) = match &args.resume {
         Some(dir) => (dir.clone(), true),
-        None => (args.scenario.out_dir(&scenario), false),
+        None => (args.scenario.out_dir(&scenario)?, false),
     };
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(fedsim_server::TlsFiles {
@@ -328,7 +370,7 @@ fn client(args: ClientArgs) -> Result<()> {
 
 fn launch_cmd(args: LaunchArgs) -> Result<()> {
     let scenario = args.scenario.load()?;
-    let out = args.scenario.out_dir(&scenario);
+    let out = args.scenario.out_dir(&scenario)?;
     let plan = launch::LaunchPlan {
         processes: args.processes.unwrap_or(scenario.clients),
         scenario,
@@ -348,7 +390,7 @@ fn launch_cmd(args: LaunchArgs) -> Result<()> {
 
 fn sim(args: SimArgs) -> Result<()> {
     let scenario = args.scenario.load()?;
-    let out = args.scenario.out_dir(&scenario);
+    let out = args.scenario.out_dir(&scenario)?;
     let opts = fedsim_sim::SimOptions {
         threads: args.threads,
         progress: !args.quiet && std::io::stderr().is_terminal(),

@@ -218,3 +218,41 @@ fn mnist_2nn_shortened_run_learns() {
     // FedAvg 2NN IID reaches about 92% after 5 rounds with the recorded learning rate.
     assert!(acc > 0.88, "MNIST 2NN after 5 rounds: {acc}");
 }
+
+#[test]
+fn an_existing_run_directory_is_refused_unless_forced() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "sim",
+            "configs/quickstart.toml",
+            "-q",
+            "--set",
+            "rounds=2",
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        args.extend(extra);
+        fedsim(&args)
+    };
+    ok(&run(&[]));
+    let before = std::fs::read(out.join("metrics.jsonl")).unwrap();
+    let again = run(&[]);
+    assert!(!again.status.success());
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert!(
+        err.contains("already holds a run") && err.contains("--force"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(out.join("metrics.jsonl")).unwrap(),
+        before,
+        "nothing overwritten"
+    );
+    // A stale checkpoint from another run does not survive --force.
+    std::fs::write(out.join("checkpoint.bin"), b"stale").unwrap();
+    ok(&run(&["--force"]));
+    assert!(!out.join("checkpoint.bin").exists());
+    assert_eq!(metrics(&out).len(), 2);
+}

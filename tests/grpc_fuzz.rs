@@ -155,6 +155,22 @@ fn expect(what: &str, r: Result<impl std::fmt::Debug, tonic::Status>, code: Code
     }
 }
 
+/// Heartbeats for a session until aborted, so it stays alive while the test waits.
+fn keep_alive(c: &Client, run: &str, sess: &str) -> tokio::task::JoinHandle<()> {
+    let (mut c, run, sess) = (c.clone(), run.to_string(), sess.to_string());
+    tokio::spawn(async move {
+        loop {
+            let _ = c
+                .heartbeat(HeartbeatRequest {
+                    run_id: run.clone(),
+                    session: sess.clone(),
+                })
+                .await;
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    })
+}
+
 fn delta(values: Vec<f32>) -> Payload {
     Payload::new().with("delta", TensorData::vector(values))
 }
@@ -238,20 +254,7 @@ async fn malformed_and_forged_messages_are_refused_and_the_run_completes() {
         Code::FailedPrecondition,
     );
     // Keep the session alive while the honest clients join and train.
-    let hb = {
-        let (mut c, run, sess) = (c.clone(), run.clone(), sess.clone());
-        tokio::spawn(async move {
-            loop {
-                let _ = c
-                    .heartbeat(HeartbeatRequest {
-                        run_id: run.clone(),
-                        session: sess.clone(),
-                    })
-                    .await;
-                tokio::time::sleep(Duration::from_millis(300)).await;
-            }
-        })
-    };
+    let hb = keep_alive(&c, &run, &sess);
 
     // ---- honest clients: one process hosting 0-3, one hosting 4 on its own partition ----
     let mut a = fedsim();
@@ -645,20 +648,7 @@ async fn declared_weights_and_huge_updates_cannot_poison_the_model() {
         .await
         .expect("join");
     let (run, sess) = (me.run_id.clone(), me.session.clone());
-    let hb = {
-        let (mut c, run, sess) = (c.clone(), run.clone(), sess.clone());
-        tokio::spawn(async move {
-            loop {
-                let _ = c
-                    .heartbeat(HeartbeatRequest {
-                        run_id: run.clone(),
-                        session: sess.clone(),
-                    })
-                    .await;
-                tokio::time::sleep(Duration::from_millis(300)).await;
-            }
-        })
-    };
+    let hb = keep_alive(&c, &run, &sess);
     let mut honest = fedsim();
     honest.args(["client", "--server", &url, "--ids", "0-2", "--threads", "1"]);
     let mut honest = Proc::spawn("clients 0-2", honest, &dir.join("clients.log"));

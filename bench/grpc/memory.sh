@@ -13,7 +13,7 @@ printf "%8s %12s %16s %16s %14s %12s\n" clients budget_mib peak_rss_mib updates_
 for clients in 5 50; do
     for budget in 0 64 100000; do
         out="$WORK/c$clients-b$budget"
-        "$FEDSIM" launch configs/quickstart.toml -q --processes 10 --out "$out" "${SETS[@]}" \
+        "$FEDSIM" launch configs/quickstart.toml -q --processes 10 --force --out "$out" "${SETS[@]}" \
             --set "clients=$clients" --server-arg=--update-memory-mib=$budget 2>/dev/null
         m="$out/metrics.jsonl"
         printf "%8d %12s %16.1f %16.1f %14.1f %12d\n" "$clients" "$budget" \

@@ -6,8 +6,8 @@ source "$(dirname "$0")/common.sh"
 ROUNDS="${1:-20}"
 MNIST="${2:-/work/shared/data/mnist}"
 SETS=(--set "rounds=$ROUNDS" --set "data.dir=$MNIST")
-"$FEDSIM" sim configs/mnist_2nn_iid.toml -q --out "$WORK/sim" "${SETS[@]}"
-"$FEDSIM" launch configs/mnist_2nn_iid.toml -q --processes 10 --out "$WORK/grpc" "${SETS[@]}" 2>/dev/null
+"$FEDSIM" sim configs/mnist_2nn_iid.toml -q --force --out "$WORK/sim" "${SETS[@]}"
+"$FEDSIM" launch configs/mnist_2nn_iid.toml -q --processes 10 --force --out "$WORK/grpc" "${SETS[@]}" 2>/dev/null
 printf "%-6s %14s %14s %12s %10s\n" runtime round_s train_s eval_s final_acc
 for r in sim grpc; do
     m="$WORK/$r/metrics.jsonl"

@@ -11,7 +11,7 @@ SETS=(--set "rounds=$ROUNDS" --set clients=1 --set data.features=1000 --set data
 run() { # NAME EXTRA-ARGS...
     local name=$1; shift
     RUST_LOG=info,fedsim_client=debug,fedsim_server=debug \
-        "$FEDSIM" launch configs/quickstart.toml -q --processes 1 --out "$WORK/$name" "${SETS[@]}" "$@" 2>/dev/null
+        "$FEDSIM" launch configs/quickstart.toml -q --processes 1 --force --out "$WORK/$name" "${SETS[@]}" "$@" 2>/dev/null
     local down up
     down=$(grep -ho 'task received.*mb_per_s=[0-9.]*' "$WORK/$name"/logs/client-*.log | grep -o 'mb_per_s=[0-9.]*' | cut -d= -f2 | median)
     up=$(grep -ho 'result received.*mb_per_s=[0-9.]*' "$WORK/$name"/logs/server.log | grep -o 'mb_per_s=[0-9.]*' | cut -d= -f2 | median)

@@ -127,6 +127,29 @@ struct Runtime {
     done: AtomicBool,
 }
 
+/// Refuses a coordinator URL that can never work, before any connection attempt: it must be
+/// `http://HOST:PORT` or `https://HOST:PORT`.
+fn check_url(url: &str) -> Result<(), ClientError> {
+    let bad = |msg: &str| ClientError::Connect {
+        url: url.to_string(),
+        msg: msg.to_string(),
+    };
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .ok_or_else(|| {
+            bad("the URL needs a scheme: http://HOST:PORT (plaintext) or https://HOST:PORT (TLS)")
+        })?;
+    let authority = rest.split('/').next().unwrap_or("");
+    if authority.is_empty() {
+        return Err(bad(
+            "the URL names no host: use http://HOST:PORT or https://HOST:PORT",
+        ));
+    }
+    Endpoint::from_shared(url.to_string()).map_err(|e| bad(&format!("not a valid URL: {e}")))?;
+    Ok(())
+}
+
 async fn connect(opts: &ClientOptions) -> Result<CoordinatorClient<Channel>, ClientError> {
     let err = |msg: String| ClientError::Connect {
         url: opts.server.clone(),
@@ -262,6 +285,7 @@ pub async fn run(opts: ClientOptions) -> Result<(), ClientError> {
     if opts.ids.is_empty() {
         return Err(ClientError::Refused("no client ids to host".into()));
     }
+    check_url(&opts.server)?;
     if opts.server.starts_with("http://") {
         tracing::warn!(
             "INSECURE MODE: plaintext connection to the coordinator; use an https:// URL with --ca-cert outside a trusted network"
@@ -602,5 +626,20 @@ async fn submit(
             tracing::warn!(client = id, round, code = ?s.code(), msg = s.message(), "result not accepted; client state kept as before this round");
             Ok(false)
         }
+    }
+}
+
+#[cfg(test)]
+mod url_tests {
+    use super::check_url;
+
+    #[test]
+    fn urls_without_a_scheme_or_host_are_refused_before_connecting() {
+        assert!(check_url("http://127.0.0.1:50051").is_ok());
+        assert!(check_url("https://coordinator.example:50051").is_ok());
+        let e = check_url("127.0.0.1:50051").unwrap_err().to_string();
+        assert!(e.contains("needs a scheme"), "{e}");
+        let e = check_url("http://").unwrap_err().to_string();
+        assert!(e.contains("no host"), "{e}");
     }
 }

@@ -69,12 +69,9 @@ impl Default for FedAvgEf21Config {
 
 impl FedAvgEf21Config {
     /// Checks values, naming the bad key.
-    pub fn validate(&self) -> Result<(), String> {
-        super::positive("strategy.server_lr", self.server_lr)?;
-        self.compressor
-            .validate()
-            .map(|_| ())
-            .map_err(|e| e.at("strategy").to_string())
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        super::positive("server_lr", self.server_lr)?;
+        self.compressor.validate().map(|_| ())
     }
 }
 
@@ -367,7 +364,7 @@ impl Kind<Strategies> for FedAvgEf21Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        FedAvgEf21Config::validate(self).map_err(super::keyed)
+        FedAvgEf21Config::validate(self)
     }
 
     fn build(&self, _: (), _: Validated) -> Box<dyn Strategy> {

@@ -35,10 +35,13 @@ fn one() -> f32 {
 
 impl FedAuConfig {
     /// Checks values, naming the bad key.
-    pub fn validate(&self) -> Result<(), String> {
-        positive("strategy.server_lr", self.server_lr)?;
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        positive("server_lr", self.server_lr)?;
         if self.cutoff == Some(0) {
-            return Err("strategy.cutoff must be at least 1 (omit it for K = infinity)".into());
+            return Err(ConfigError::new(
+                "cutoff",
+                "must be at least 1 (omit it for K = infinity)",
+            ));
         }
         Ok(())
     }
@@ -236,7 +239,7 @@ impl Kind<Strategies> for FedAuConfig {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        FedAuConfig::validate(self).map_err(super::keyed)
+        FedAuConfig::validate(self)
     }
 
     fn build(&self, _: (), _: Validated) -> Box<dyn Strategy> {

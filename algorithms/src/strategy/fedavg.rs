@@ -183,18 +183,14 @@ impl Default for FedAvgConfig {
 
 impl FedAvgConfig {
     /// Checks values, naming the bad key.
-    pub fn validate(&self) -> Result<(), String> {
-        if !(self.server_lr.is_finite() && self.server_lr > 0.0) {
-            return Err(format!(
-                "strategy.server_lr must be positive, got {}",
-                self.server_lr
-            ));
-        }
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        super::positive("server_lr", self.server_lr)?;
         if let Aggregator::NormClipping { max_norm } = self.aggregator
             && !(max_norm.is_finite() && max_norm > 0.0)
         {
-            return Err(format!(
-                "strategy.aggregator.max_norm must be positive, got {max_norm}"
+            return Err(ConfigError::new(
+                "aggregator.max_norm",
+                format!("must be positive, got {max_norm}"),
             ));
         }
         Ok(())
@@ -366,7 +362,7 @@ impl Kind<Strategies> for FedAvgConfig {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        FedAvgConfig::validate(self).map_err(super::keyed)
+        FedAvgConfig::validate(self)
     }
 
     fn build(&self, _: (), _: Validated) -> Box<dyn Strategy> {
@@ -379,6 +375,28 @@ mod tests {
     use super::*;
     use crate::TensorData;
     use proptest::prelude::{prop, prop_assert, proptest};
+
+    #[test]
+    fn validation_names_keys_relative_to_the_strategy_section() {
+        let e = FedAvgConfig {
+            server_lr: 0.0,
+            ..FedAvgConfig::default()
+        }
+        .validate()
+        .unwrap_err();
+        assert_eq!(e, ConfigError::new("server_lr", "must be positive, got 0"));
+        let e = FedAvgConfig {
+            aggregator: Aggregator::NormClipping { max_norm: -1.0 },
+            ..FedAvgConfig::default()
+        }
+        .validate()
+        .unwrap_err();
+        assert_eq!(e.key, "aggregator.max_norm");
+        assert_eq!(
+            e.at("strategy").to_string(),
+            "strategy.aggregator.max_norm: must be positive, got -1"
+        );
+    }
 
     fn run(config: FedAvgConfig, global: &[f32], updates: &[(u64, Vec<f32>)]) -> Vec<f32> {
         let mut s = FedAvg::new(config);

@@ -69,15 +69,12 @@ fn default_tau() -> f32 {
 
 impl FedOptConfig {
     /// Checks values, naming the bad key.
-    pub fn validate(&self) -> Result<(), String> {
-        positive("strategy.server_lr", self.server_lr)?;
-        positive("strategy.tau", self.tau)?;
-        for (k, b) in [
-            ("strategy.beta1", self.beta1),
-            ("strategy.beta2", self.beta2),
-        ] {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        positive("server_lr", self.server_lr)?;
+        positive("tau", self.tau)?;
+        for (k, b) in [("beta1", self.beta1), ("beta2", self.beta2)] {
             if !(0.0..1.0).contains(&b) {
-                return Err(format!("{k} must be in [0, 1), got {b}"));
+                return Err(ConfigError::new(k, format!("must be in [0, 1), got {b}")));
             }
         }
         Ok(())
@@ -228,7 +225,7 @@ macro_rules! server_optimizer_kind {
             }
 
             fn validate(&self) -> Result<(), ConfigError> {
-                self.0.validate().map_err(super::keyed)
+                self.0.validate()
             }
 
             fn build(&self, _: (), _: Validated) -> Box<dyn Strategy> {

@@ -31,11 +31,14 @@ fn one() -> f32 {
 
 impl FedProxConfig {
     /// Checks values, naming the bad key.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ConfigError> {
         if !(self.mu.is_finite() && self.mu >= 0.0) {
-            return Err(format!("strategy.mu must be non-negative, got {}", self.mu));
+            return Err(ConfigError::new(
+                "mu",
+                format!("must be non-negative, got {}", self.mu),
+            ));
         }
-        positive("strategy.server_lr", self.server_lr)
+        positive("server_lr", self.server_lr)
     }
 }
 
@@ -113,7 +116,7 @@ impl Kind<Strategies> for FedProxConfig {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        FedProxConfig::validate(self).map_err(super::keyed)
+        FedProxConfig::validate(self)
     }
 
     fn build(&self, _: (), _: Validated) -> Box<dyn Strategy> {

@@ -93,20 +93,23 @@ impl Default for FedSpeedConfig {
 
 impl FedSpeedConfig {
     /// Checks values, naming the bad key.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ConfigError> {
         for (k, v) in [
-            ("strategy.rho", self.rho),
-            ("strategy.lambda", self.lambda),
-            ("strategy.clip", self.clip),
+            ("rho", self.rho),
+            ("lambda", self.lambda),
+            ("clip", self.clip),
         ] {
             if !(v.is_finite() && v >= 0.0) {
-                return Err(format!("{k} must be non-negative, got {v}"));
+                return Err(ConfigError::new(
+                    k,
+                    format!("must be non-negative, got {v}"),
+                ));
             }
         }
         if !(0.0..=1.0).contains(&self.alpha) {
-            return Err(format!(
-                "strategy.alpha must be in [0, 1], got {}",
-                self.alpha
+            return Err(ConfigError::new(
+                "alpha",
+                format!("must be in [0, 1], got {}", self.alpha),
             ));
         }
         Ok(())
@@ -348,7 +351,7 @@ impl Kind<Strategies> for FedSpeedConfig {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        FedSpeedConfig::validate(self).map_err(super::keyed)
+        FedSpeedConfig::validate(self)
     }
 
     fn build(&self, _: (), _: Validated) -> Box<dyn Strategy> {

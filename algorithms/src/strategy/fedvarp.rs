@@ -151,7 +151,7 @@ impl Kind<Strategies> for FedVarpConfig {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        super::positive("strategy.server_lr", self.server_lr).map_err(super::keyed)
+        super::positive("server_lr", self.server_lr)
     }
 
     fn build(&self, _: (), _: Validated) -> Box<dyn Strategy> {

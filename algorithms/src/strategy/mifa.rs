@@ -182,7 +182,7 @@ impl Kind<Strategies> for MifaConfig {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        super::positive("strategy.server_lr", self.server_lr).map_err(super::keyed)
+        super::positive("server_lr", self.server_lr)
     }
 
     fn build(&self, _: (), _: Validated) -> Box<dyn Strategy> {

@@ -185,22 +185,15 @@ pub trait Strategy: Send + Sync {
     ) -> Result<Payload, StrategyError>;
 }
 
-/// Checks that a setting is a positive finite number.
-pub(crate) fn positive(key: &str, v: f32) -> Result<(), String> {
+/// Checks that a setting is a positive finite number; `key` is relative to `[strategy]`.
+pub(crate) fn positive(key: &str, v: f32) -> Result<(), fedsim_types::ConfigError> {
     if v.is_finite() && v > 0.0 {
         Ok(())
     } else {
-        Err(format!("{key} must be positive, got {v}"))
-    }
-}
-
-/// A validation message of the form `strategy.KEY text` as a typed error with the key relative to
-/// `[strategy]` (the form the strategies' `validate` functions produce).
-pub(crate) fn keyed(msg: String) -> fedsim_types::ConfigError {
-    let (head, rest) = msg.split_once(' ').unwrap_or((msg.as_str(), ""));
-    match head.strip_prefix("strategy.") {
-        Some(key) => fedsim_types::ConfigError::new(key.trim_end_matches(':'), rest),
-        None => fedsim_types::ConfigError::document(msg.clone()),
+        Err(fedsim_types::ConfigError::new(
+            key,
+            format!("must be positive, got {v}"),
+        ))
     }
 }
 

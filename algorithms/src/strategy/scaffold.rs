@@ -38,12 +38,12 @@ fn two() -> u8 {
 
 impl ScaffoldConfig {
     /// Checks values, naming the bad key.
-    pub fn validate(&self) -> Result<(), String> {
-        positive("strategy.server_lr", self.server_lr)?;
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        positive("server_lr", self.server_lr)?;
         if !matches!(self.option, 1 | 2) {
-            return Err(format!(
-                "strategy.option must be 1 or 2, got {}",
-                self.option
+            return Err(ConfigError::new(
+                "option",
+                format!("must be 1 or 2, got {}", self.option),
             ));
         }
         Ok(())
@@ -208,7 +208,7 @@ impl Kind<Strategies> for ScaffoldConfig {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        ScaffoldConfig::validate(self).map_err(super::keyed)
+        ScaffoldConfig::validate(self)
     }
 
     fn build(&self, _: (), _: Validated) -> Box<dyn Strategy> {

@@ -164,34 +164,44 @@ impl Variant {
 
 impl Ef21Config {
     /// Checks values for `variant`, naming the bad key.
-    pub fn validate(&self, variant: Variant) -> Result<(), String> {
+    pub fn validate(&self, variant: Variant) -> Result<(), ConfigError> {
         if let Some(c) = &self.compressor {
-            c.validate().map_err(|e| e.at("strategy").to_string())?;
+            c.validate()?;
             if variant == Variant::Gd && !c.capabilities().identity {
-                return Err(
-                    "strategy.compressor: kind \"gd\" is uncompressed; use kind = \"identity\" (or leave it out)"
-                        .into(),
-                );
+                return Err(ConfigError::new(
+                    "compressor",
+                    "kind \"gd\" is uncompressed; use kind = \"identity\" (or leave it out)",
+                ));
             }
         }
         if variant == Variant::Ef && self.init.is_some() {
-            return Err("strategy.init: EF has no g_i^0 (it starts from e_i = 0)".into());
+            return Err(ConfigError::new(
+                "init",
+                "EF has no g_i^0 (it starts from e_i = 0)",
+            ));
         }
         if let Some(m) = self.multiplier
             && !(m.is_finite() && m > 0.0)
         {
-            return Err(format!("strategy.multiplier must be positive, got {m}"));
+            return Err(ConfigError::new(
+                "multiplier",
+                format!("must be positive, got {m}"),
+            ));
         }
         if let Some(s) = self.step_size
             && !(s.is_finite() && s > 0.0)
         {
-            return Err(format!("strategy.step_size must be positive, got {s}"));
+            return Err(ConfigError::new(
+                "step_size",
+                format!("must be positive, got {s}"),
+            ));
         }
         if let Some(p) = self.batch_fraction
             && !(p.is_finite() && p > 0.0 && p <= 1.0)
         {
-            return Err(format!(
-                "strategy.batch_fraction must be in (0, 1], got {p}"
+            return Err(ConfigError::new(
+                "batch_fraction",
+                format!("must be in (0, 1], got {p}"),
             ));
         }
         Ok(())
@@ -278,7 +288,7 @@ macro_rules! ef21_kind {
             }
 
             fn validate(&self) -> Result<(), ConfigError> {
-                self$(.$field)?.validate(Variant::$variant).map_err(super::keyed)
+                self$(.$field)?.validate(Variant::$variant)
             }
 
             fn build(&self, _: (), _: Validated) -> Box<dyn Strategy> {
