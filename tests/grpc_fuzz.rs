@@ -710,3 +710,44 @@ async fn declared_weights_and_huge_updates_cannot_poison_the_model() {
     let log = server.output();
     assert!(log.contains("round rejected"), "{log}");
 }
+
+/// Small requests on one connection are answered at once: the coordinator's accepted sockets have
+/// TCP_NODELAY (without it each reply waited about 40 ms for Nagle's algorithm).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::await_holding_lock)] // the lock only keeps the tests of this file apart
+async fn sequential_requests_on_one_connection_are_not_delayed() {
+    let _serial = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cmd = fedsim();
+    cmd.args([
+        "server",
+        "configs/quickstart.toml",
+        "--listen",
+        "127.0.0.1:0",
+        "--out",
+        s(&tmp.path().join("run")),
+        "--set",
+        "clients=1000",
+        "--set",
+        "deploy.wait_timeout_s=30",
+    ]);
+    let mut server = Proc::spawn("server", cmd, &tmp.path().join("server.log"));
+    let addr = listening_addr(&server, Duration::from_secs(30));
+    let mut c = CoordinatorClient::connect(format!("http://{addr}"))
+        .await
+        .expect("connect");
+    let mut times = Vec::new();
+    for id in 0..60 {
+        // Valid joins: the reply has headers, a message and trailers, the case Nagle delays.
+        let t = std::time::Instant::now();
+        join(&mut c, &[id], "", PROTOCOL_VERSION)
+            .await
+            .expect("join");
+        times.push(t.elapsed().as_secs_f64());
+    }
+    times.sort_by(f64::total_cmp);
+    let median = times[times.len() / 2];
+    server.kill();
+    // Generous: loopback round trips take well under a millisecond; Nagle's delay is ~40 ms.
+    assert!(median < 0.02, "median request took {:.1} ms", median * 1e3);
+}
