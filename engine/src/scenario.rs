@@ -74,15 +74,29 @@ impl Default for EvalConfig {
 /// (the rest are dropped from the round), or when `deadline_s` seconds have passed (clients that have
 /// not reported are dropped). The gRPC coordinator measures wall-clock seconds; the simulator measures
 /// virtual seconds from its straggler model.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RoundConfig {
     /// Close once this many selected clients reported (0 = wait for all).
     #[serde(default)]
     pub quorum: usize,
-    /// Close after this many seconds (0 = no deadline).
-    #[serde(default)]
+    /// The gRPC coordinator closes a round after this many wall-clock seconds (0 = no deadline). The
+    /// default, 10 minutes, keeps one client that heartbeats but never reports from stalling the run.
+    #[serde(default = "default_round_deadline")]
     pub deadline_s: f64,
+}
+
+fn default_round_deadline() -> f64 {
+    600.0
+}
+
+impl Default for RoundConfig {
+    fn default() -> Self {
+        Self {
+            quorum: 0,
+            deadline_s: default_round_deadline(),
+        }
+    }
 }
 
 /// A real fault the launcher injects (`[[deploy.faults]]`), when the given round starts.

@@ -243,3 +243,11 @@ fn capabilities_are_checked_at_load() {
     let e = Scenario::parse(SCENARIO, &["strategy={kind=\"frl\"}".into()]).unwrap_err();
     assert!(e.to_string().contains("model.kind"), "{e}");
 }
+
+#[test]
+fn the_coordinator_has_a_round_deadline_by_default() {
+    let s = Scenario::parse(SCENARIO, &[]).unwrap();
+    assert_eq!(s.round.deadline_s, 600.0);
+    let s = Scenario::parse(SCENARIO, &["round.deadline_s=0".into()]).unwrap();
+    assert_eq!(s.round.deadline_s, 0.0, "0 turns it off");
+}

@@ -29,6 +29,9 @@ use crate::{ServerError, ServerOptions, checkpoint};
 /// How often the driver checks for disconnected clients while a round is open.
 const TICK: Duration = Duration::from_millis(200);
 
+/// How often an open round logs the clients it is still waiting on.
+const WAIT_LOG: Duration = Duration::from_secs(30);
+
 /// Loads the data, waits for clients and runs every round; returns the summary.
 pub async fn drive(
     scenario: Scenario,
@@ -172,6 +175,7 @@ async fn run_round(
     let mut spooled = 0usize;
     let mut bytes_up = 0u64;
     let mut tick = tokio::time::interval(TICK);
+    let mut last_wait_log = Instant::now();
     while !engine.awaiting().is_empty() && engine.updates_received() < quorum {
         if deadline.is_some_and(|d| Instant::now() >= d) {
             tracing::info!(
@@ -229,6 +233,17 @@ async fn run_round(
                 answer_verdicts(engine, &mut replies);
             }
             _ = tick.tick() => {
+                if last_wait_log.elapsed() >= WAIT_LOG {
+                    last_wait_log = Instant::now();
+                    let awaiting = engine.awaiting();
+                    tracing::info!(
+                        round = round + 1,
+                        waiting_for = awaiting.len(),
+                        clients = ?&awaiting[..awaiting.len().min(10)],
+                        deadline_in_s = ?deadline.map(|d| d.saturating_duration_since(Instant::now()).as_secs()),
+                        "round waiting on clients"
+                    );
+                }
                 let gone: Vec<_> = {
                     let reg = shared.registry();
                     engine.awaiting().into_iter().filter(|&c| !reg.is_alive(c)).collect()

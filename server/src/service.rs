@@ -182,9 +182,9 @@ impl Shared {
 
     fn check_run(&self, run_id: &str) -> Result<(), Status> {
         if run_id != self.run_id {
+            // The caller may not have joined: never tell it the run id.
             return Err(Status::failed_precondition(format!(
-                "unknown run id `{run_id}` (this coordinator runs `{}`); join again",
-                self.run_id
+                "unknown run id `{run_id}`; join again"
             )));
         }
         Ok(())
