@@ -383,8 +383,10 @@ impl Engine {
                 payload,
                 num_samples,
             } => {
+                let bound = self.scenario.round.max_update_norm;
                 let check = payload.peek().map_or(Ok(()), |p| {
-                    self.strategy.validate_update(client, p, num_params)
+                    self.strategy.validate_update(client, p, num_params)?;
+                    check_norm(client, p, bound)
                 });
                 match check {
                     Ok(()) => {
@@ -483,6 +485,9 @@ impl Engine {
                         if !in_memory {
                             self.strategy
                                 .validate_update(c, &p, self.global.len())
+                                .and_then(|()| {
+                                    check_norm(c, &p, self.scenario.round.max_update_norm)
+                                })
                                 .map_err(|e| e.to_string())?;
                             state.bytes_up += p.encoded_len() as u64;
                         }
@@ -752,6 +757,20 @@ impl Engine {
         }
         Ok(self.summary.clone())
     }
+}
+
+/// Refuses an update whose L2 norm exceeds `bound` (`round.max_update_norm`; 0 = no bound).
+fn check_norm(client: ClientId, update: &Payload, bound: f64) -> Result<(), StrategyError> {
+    if bound > 0.0 {
+        let norm = crate::protocol::update_norm(update);
+        if norm > bound {
+            return Err(StrategyError::InvalidUpdate {
+                client,
+                msg: format!("update norm {norm:.4e} exceeds round.max_update_norm = {bound}"),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Per-client label counts, row-major `clients × classes`.

@@ -84,6 +84,10 @@ pub struct RoundConfig {
     /// default, 10 minutes, keeps one client that heartbeats but never reports from stalling the run.
     #[serde(default = "default_round_deadline")]
     pub deadline_s: f64,
+    /// Refuse an update whose L2 norm (over all its values) exceeds this bound (0 = no bound). Both
+    /// runtimes apply it when the update is validated.
+    #[serde(default)]
+    pub max_update_norm: f64,
 }
 
 fn default_round_deadline() -> f64 {
@@ -95,6 +99,7 @@ impl Default for RoundConfig {
         Self {
             quorum: 0,
             deadline_s: default_round_deadline(),
+            max_update_norm: 0.0,
         }
     }
 }
@@ -346,6 +351,15 @@ impl Scenario {
             return Err(ConfigError::new(
                 "eval.targets",
                 format!("must be accuracies in [0, 1], got {t}"),
+            ));
+        }
+        if !(self.round.max_update_norm.is_finite() && self.round.max_update_norm >= 0.0) {
+            return Err(ConfigError::new(
+                "round.max_update_norm",
+                format!(
+                    "must be a non-negative number (0 = no bound), got {}",
+                    self.round.max_update_norm
+                ),
             ));
         }
         if !(self.round.deadline_s.is_finite() && self.round.deadline_s >= 0.0) {

@@ -251,3 +251,46 @@ fn the_coordinator_has_a_round_deadline_by_default() {
     let s = Scenario::parse(SCENARIO, &["round.deadline_s=0".into()]).unwrap();
     assert_eq!(s.round.deadline_s, 0.0, "0 turns it off");
 }
+
+#[test]
+fn updates_over_the_norm_bound_are_refused() {
+    let mut e = engine_with(&["round.max_update_norm=10.0"]);
+    let task = e.begin_round(&ALL);
+    let n = e.global().len() as f32;
+    // Norm of a constant vector v over n values: |v| sqrt(n).
+    let small = 9.0 / n.sqrt();
+    let large = 11.0 / n.sqrt();
+    // Kept elsewhere until its turn: accepted on arrival, refused when folded in.
+    e.submit(
+        task.round,
+        2,
+        ClientOutcome::update(Elsewhere(delta(&e, large)), 10),
+    )
+    .unwrap();
+    e.submit(task.round, 0, ClientOutcome::update(delta(&e, small), 10))
+        .unwrap();
+    // In memory: refused on arrival.
+    let refused = e.submit(task.round, 1, ClientOutcome::update(delta(&e, large), 10));
+    assert!(
+        matches!(&refused, Err(Refusal::Invalid(err)) if err.to_string().contains("max_update_norm")),
+        "{refused:?}"
+    );
+    let verdicts = e.take_verdicts();
+    let refused_later = verdicts
+        .iter()
+        .find(|v| v.client == 2)
+        .expect("2 was folded in");
+    assert!(
+        refused_later
+            .folded
+            .as_ref()
+            .unwrap_err()
+            .contains("max_update_norm")
+    );
+    e.submit(task.round, 3, ClientOutcome::update(delta(&e, small), 10))
+        .unwrap();
+    let rec = e.end_round(RoundIo::default()).unwrap();
+    assert_eq!(rec.participant_ids, vec![0, 3]);
+    let e = Scenario::parse(SCENARIO, &["round.max_update_norm=-1".into()]).unwrap_err();
+    assert!(e.to_string().contains("round.max_update_norm"), "{e}");
+}
