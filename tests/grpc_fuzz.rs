@@ -680,6 +680,38 @@ async fn declared_weights_and_huge_updates_cannot_poison_the_model() {
     let t = fetch_train(&mut c, &run, &sess, 3).await;
     assert_eq!(t.round, 1);
     let shift = wire::encode(&delta(vec![1000.0; t.model_len]));
+
+    // An upload left open (header and half the data) holds the client's slot: a second upload for
+    // the same (client, round) is refused at its header, before any of its data is read.
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let mut held = c.clone();
+    let first = tokio::spawn(async move {
+        held.submit_result(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+    });
+    tx.send(h(t.round, &t.token, shift.len(), CLAIMED))
+        .await
+        .unwrap();
+    tx.send(data(shift.slice(..shift.len() / 2))).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let second = tokio::time::timeout(
+        Duration::from_secs(5),
+        submit(
+            &mut c,
+            vec![
+                h(t.round, &t.token, shift.len(), CLAIMED),
+                data(shift.clone()),
+            ],
+        ),
+    )
+    .await
+    .expect("refused at once, not after reading the upload");
+    expect("a second upload in progress", second, Code::AlreadyExists);
+    drop(tx);
+    assert!(
+        first.await.unwrap().is_err(),
+        "the truncated upload is refused"
+    );
     submit(
         &mut c,
         vec![h(t.round, &t.token, shift.len(), CLAIMED), data(shift)],

@@ -154,6 +154,7 @@ async fn run_round(
         payload,
         deadline,
         submitted: Default::default(),
+        uploading: Default::default(),
         bytes_down: Default::default(),
     });
     let started = Instant::now();

@@ -66,8 +66,55 @@ pub struct OpenRound {
     pub deadline: Option<Instant>,
     /// Clients whose result the driver has received.
     pub submitted: Mutex<HashSet<ClientId>>,
+    /// Clients with an upload in progress (a second one is refused at its header).
+    pub uploading: Mutex<HashSet<ClientId>>,
     /// Bytes of tasks sent.
     pub bytes_down: AtomicU64,
+}
+
+/// A client's upload in progress; released when the upload ends, however it ends.
+struct UploadSlot {
+    open: Arc<OpenRound>,
+    client: ClientId,
+}
+
+impl UploadSlot {
+    /// Claims the slot, or refuses a second upload (or a result after the first was received).
+    fn take(open: &Arc<OpenRound>, client: ClientId, round: u64) -> Result<Self, Status> {
+        if open.submitted.lock().is_ok_and(|s| s.contains(&client)) {
+            tracing::warn!(client, round, "duplicate result refused at its header");
+            return Err(Status::already_exists(format!(
+                "client {client} already reported in round {round}"
+            )));
+        }
+        let claimed = open
+            .uploading
+            .lock()
+            .map_err(|_| Status::internal("upload table poisoned"))?
+            .insert(client);
+        if !claimed {
+            tracing::warn!(
+                client,
+                round,
+                "second upload in progress refused at its header"
+            );
+            return Err(Status::already_exists(format!(
+                "an upload for client {client} in round {round} is already in progress"
+            )));
+        }
+        Ok(Self {
+            open: open.clone(),
+            client,
+        })
+    }
+}
+
+impl Drop for UploadSlot {
+    fn drop(&mut self) {
+        if let Ok(mut set) = self.open.uploading.lock() {
+            set.remove(&self.client);
+        }
+    }
 }
 
 /// What clients can see of the run.
@@ -527,6 +574,8 @@ impl Coordinator for CoordinatorService {
                 h.num_samples
             )));
         }
+        // One upload per (client, round) at a time, refused at the header before anything is read.
+        let _upload = UploadSlot::take(&open, h.client_id, h.round)?;
         let update = if !h.error.is_empty() {
             Err(format!("client reported an error: {}", h.error))
         } else {
