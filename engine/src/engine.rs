@@ -439,6 +439,14 @@ impl Engine {
         })
     }
 
+    /// How many clients selected in the open round have not submitted an outcome yet (without
+    /// listing them).
+    pub fn awaiting_count(&self) -> usize {
+        self.current
+            .as_ref()
+            .map_or(0, |s| s.selected.len() - s.submitted.len())
+    }
+
     /// Updates of the open round accepted on arrival so far (for a quorum).
     pub fn updates_received(&self) -> usize {
         self.current.as_ref().map_or(0, |s| s.received)

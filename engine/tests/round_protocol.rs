@@ -71,6 +71,7 @@ fn stale_unselected_and_duplicate_results_are_refused() {
     let invalid = e.submit(task.round, 2, ClientOutcome::update(short, 10));
     assert!(matches!(invalid, Err(Refusal::Invalid(_))), "{invalid:?}");
     assert_eq!(e.awaiting(), vec![0]);
+    assert_eq!(e.awaiting_count(), 1);
     assert_eq!(e.updates_received(), 1);
 }
 

@@ -177,11 +177,11 @@ async fn run_round(
     let mut bytes_up = 0u64;
     let mut tick = tokio::time::interval(TICK);
     let mut last_wait_log = Instant::now();
-    while !engine.awaiting().is_empty() && engine.updates_received() < quorum {
+    while engine.awaiting_count() > 0 && engine.updates_received() < quorum {
         if deadline.is_some_and(|d| Instant::now() >= d) {
             tracing::info!(
                 round = round + 1,
-                missing = engine.awaiting().len(),
+                missing = engine.awaiting_count(),
                 "deadline passed; closing the round"
             );
             break;

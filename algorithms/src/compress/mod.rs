@@ -220,17 +220,12 @@ impl Kind<Compressors> for TopKConfig {
     }
 
     fn build(&self, dim: usize, _: Validated) -> Box<dyn Compressor> {
-        let k = keep_count(self.k, self.fraction, dim);
-        if k >= dim {
-            return Box::new(Identity {
+        sparsifier(self.k, self.fraction, self.precision, dim, |k| {
+            Box::new(TopK {
                 dim,
+                k,
                 precision: self.precision,
-            });
-        }
-        Box::new(TopK {
-            dim,
-            k,
-            precision: self.precision,
+            })
         })
     }
 }
@@ -271,18 +266,13 @@ impl Kind<Compressors> for RandKConfig {
     }
 
     fn build(&self, dim: usize, _: Validated) -> Box<dyn Compressor> {
-        let k = keep_count(self.k, self.fraction, dim);
-        if k >= dim {
-            return Box::new(Identity {
+        sparsifier(self.k, self.fraction, self.precision, dim, |k| {
+            Box::new(RandK {
                 dim,
+                k,
+                scaled: self.scaled,
                 precision: self.precision,
-            });
-        }
-        Box::new(RandK {
-            dim,
-            k,
-            scaled: self.scaled,
-            precision: self.precision,
+            })
         })
     }
 }
@@ -335,6 +325,23 @@ fn keep_count(k: Option<usize>, fraction: Option<f64>, d: usize) -> usize {
         (None, None) => 1,
     };
     k.min(d)
+}
+
+/// A sparsifier keeping `k` (or `fraction` of `dim`) coordinates, or the identity when that keeps every
+/// coordinate.
+fn sparsifier(
+    k: Option<usize>,
+    fraction: Option<f64>,
+    precision: Precision,
+    dim: usize,
+    make: impl FnOnce(usize) -> Box<dyn Compressor>,
+) -> Box<dyn Compressor> {
+    let k = keep_count(k, fraction, dim);
+    if k >= dim {
+        Box::new(Identity { dim, precision })
+    } else {
+        make(k)
+    }
 }
 
 fn check_keep(k: Option<usize>, fraction: Option<f64>) -> Result<(), ConfigError> {

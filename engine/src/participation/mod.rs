@@ -24,7 +24,7 @@ pub use probability::ProbabilitySpec;
 
 use crate::ClientId;
 use fedsim_types::ConfigError;
-use fedsim_types::registry::{Entry, Family, Kind, Spec, Validated};
+use fedsim_types::registry::{Entry, Family, Kind, Spec, Valid, Validated};
 
 /// Chooses the clients of each round.
 pub trait Participation: Send + Sync {
@@ -147,8 +147,12 @@ pub type ParticipationSpec = Spec<ParticipationModels>;
 
 /// The checks and questions the engine asks of a `[participation]` section.
 pub trait ParticipationSpecExt {
-    /// Checks the settings, and those that depend on the number of clients, naming the bad key.
-    fn validate_for(&self, num_clients: usize) -> Result<(), ConfigError>;
+    /// Checks the settings, and those that depend on the number of clients, naming the bad key; the
+    /// checked specification is what builds.
+    fn validate_for(
+        &self,
+        num_clients: usize,
+    ) -> Result<Valid<'_, ParticipationModels>, ConfigError>;
     /// Whether building needs per-client label counts.
     fn needs_labels(&self) -> bool;
     /// Whether rounds are independent draws that can be redrawn.
@@ -160,8 +164,11 @@ pub trait ParticipationSpecExt {
 }
 
 impl ParticipationSpecExt for ParticipationSpec {
-    fn validate_for(&self, num_clients: usize) -> Result<(), ConfigError> {
-        self.validate()?;
+    fn validate_for(
+        &self,
+        num_clients: usize,
+    ) -> Result<Valid<'_, ParticipationModels>, ConfigError> {
+        let valid = self.validate()?;
         let caps = self.capabilities();
         if let Some(m) = caps.per_round
             && (m == 0 || m > num_clients)
@@ -179,7 +186,7 @@ impl ParticipationSpecExt for ParticipationSpec {
                 format!("lists {n} probabilities for {num_clients} clients"),
             ));
         }
-        Ok(())
+        Ok(valid)
     }
 
     fn needs_labels(&self) -> bool {
@@ -196,8 +203,8 @@ impl ParticipationSpecExt for ParticipationSpec {
 
     fn build(&self, pop: &Population<'_>) -> Result<Box<dyn Participation>, String> {
         self.validate_for(pop.num_clients)
-            .map_err(|e| e.to_string())?;
-        self.validate().map_err(|e| e.to_string())?.build(pop)
+            .map_err(|e| e.to_string())?
+            .build(pop)
     }
 }
 
