@@ -55,8 +55,8 @@ struct PlotArgs {
     /// Title.
     #[arg(long)]
     title: Option<String>,
-    /// Output SVG file.
-    #[arg(short, long)]
+    /// Output file; must end in `.svg` (the only format written; convert with e.g. `rsvg-convert`).
+    #[arg(short, long, value_name = "FILE.svg")]
     output: PathBuf,
 }
 
@@ -124,8 +124,9 @@ struct ClientArgs {
     /// Clients trained at the same time (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
-    /// Give up reconnecting after this many seconds.
-    #[arg(long, default_value_t = 60.0)]
+    /// Seconds to keep retrying an unreachable coordinator (at start, and after a lost connection)
+    /// before exiting with an error.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60.0)]
     reconnect_timeout: f64,
 }
 
@@ -133,7 +134,8 @@ struct ClientArgs {
 struct LaunchArgs {
     #[command(flatten)]
     scenario: ScenarioArgs,
-    /// Client processes (default: one per client).
+    /// Client processes; the scenario's clients are split over them in contiguous id ranges
+    /// (default: one process per client, i.e. the scenario's `clients`).
     #[arg(long)]
     processes: Option<usize>,
     /// Extra argument passed to `fedsim server` (repeatable), e.g. `--server-arg=--tokens=tokens.txt`.
@@ -168,8 +170,8 @@ struct ScenarioArgs {
     /// Overwrite the run in --out (its metrics, summary, model and checkpoint are removed first).
     #[arg(long)]
     force: bool,
-    /// Override the scenario's seed.
-    #[arg(long)]
+    /// Override the scenario's seed (the same as `--set seed=N`).
+    #[arg(long, value_name = "N")]
     seed: Option<u64>,
     /// Override a scenario key, e.g. `--set train.lr=0.1 --set data.dir=/data/mnist` (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
@@ -232,16 +234,21 @@ struct SimArgs {
     #[arg(long, short)]
     quiet: bool,
     /// Record the clients that took part in each round as a CSV trace (replay it with
-    /// `--set participation.kind=trace --set participation.path=FILE`).
+    /// `--set 'participation={kind="trace",path="FILE"}'`, which replaces the whole participation
+    /// table).
     #[arg(long, value_name = "FILE")]
     record_participation: Option<PathBuf>,
 }
+
+/// Logging without `RUST_LOG`: warnings, errors and progress lines (connecting, joined, waiting for
+/// clients), which the runtime logs at `info` under the target `fedsim::status`.
+const DEFAULT_LOG: &str = "warn,fedsim::status=info";
 
 fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG)),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())

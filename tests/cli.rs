@@ -1,7 +1,13 @@
-//! End-to-end tests of the `fedsim` binary: real scenarios, real output files.
+//! End-to-end tests of the `fedsim` binary: real scenarios, real output files, and what a user sees
+//! at the default log level (client and coordinator messages, `--help`, the README's command table).
+
+mod grpc_common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use grpc_common::{Proc, make_pki, s, wait_until};
 
 fn fedsim(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_fedsim"))
@@ -255,4 +261,363 @@ fn an_existing_run_directory_is_refused_unless_forced() {
     ok(&run(&["--force"]));
     assert!(!out.join("checkpoint.bin").exists());
     assert_eq!(metrics(&out).len(), 2);
+}
+
+/// `fedsim ARGS` at the default log level (no `RUST_LOG`), as a user runs it.
+fn fedsim_default_log(args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_fedsim"));
+    c.args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null());
+    c
+}
+
+/// A loopback port nothing listens on right now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn a_client_without_a_coordinator_says_why_and_gives_up() {
+    let url = "http://127.0.0.1:1";
+    let o = fedsim_default_log(&[
+        "client",
+        "--server",
+        url,
+        "--id",
+        "0",
+        "--reconnect-timeout",
+        "1",
+    ])
+    .output()
+    .unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    for want in [
+        "connecting to the coordinator at http://127.0.0.1:1",
+        "cannot reach the coordinator at http://127.0.0.1:1",
+        "Connection refused",
+        "retrying in",
+        "giving up in",
+        "gave up after retrying for 1 s (--reconnect-timeout)",
+    ] {
+        assert!(err.contains(want), "`{want}` missing:\n{err}");
+    }
+    assert!(
+        !err.contains("Some(") && !err.contains("ConnectError("),
+        "debug text:\n{err}"
+    );
+}
+
+/// A LIBSVM file with 5 features (the quickstart scenario has 60).
+fn five_feature_file(dir: &Path) -> PathBuf {
+    let path = dir.join("five.svm");
+    let lines: Vec<String> = (0..30)
+        .map(|i| {
+            let feats: Vec<String> = (1..=5).map(|j| format!("{j}:{}", (i * j) % 7)).collect();
+            format!("{} {}", i % 3, feats.join(" "))
+        })
+        .collect();
+    std::fs::write(&path, lines.join("\n")).unwrap();
+    path
+}
+
+#[test]
+fn the_coordinator_counts_joins_and_a_client_whose_updates_all_fail_exits() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let port = free_port().to_string();
+    let listen = format!("127.0.0.1:{port}");
+    let url = format!("http://{listen}");
+    let out = dir.join("run");
+    let server = Proc::spawn(
+        "server",
+        fedsim_default_log(&[
+            "server",
+            "configs/quickstart.toml",
+            "--listen",
+            &listen,
+            "--out",
+            s(&out),
+            "--set",
+            "clients=3",
+            "--set",
+            "participation={kind=\"full\"}",
+            "--set",
+            "rounds=500",
+        ]),
+        &dir.join("server.log"),
+    );
+    let waiting = |k: usize| {
+        let line = format!("waiting for clients: {k} of 3 joined");
+        assert!(
+            wait_until(Duration::from_secs(60), || server.output().contains(&line)),
+            "no `{line}` at the default log level:\n{}",
+            server.output()
+        );
+    };
+    waiting(0);
+    let good = Proc::spawn(
+        "good client",
+        fedsim_default_log(&["client", "--server", &url, "--id", "0"]),
+        &dir.join("good.log"),
+    );
+    waiting(1);
+    assert!(
+        wait_until(Duration::from_secs(30), || good
+            .output()
+            .contains(&format!("joined the coordinator at {url}"))),
+        "{}",
+        good.output()
+    );
+    // Two clients hosted on data with the wrong number of features: no update can ever count.
+    let data = format!("libsvm:{}", s(&five_feature_file(dir)));
+    let mut bad = Proc::spawn(
+        "bad client",
+        fedsim_default_log(&["client", "--server", &url, "--ids", "1-2", "--data", &data]),
+        &dir.join("bad.log"),
+    );
+    let status = bad.wait(Duration::from_secs(60));
+    let text = bad.output();
+    assert!(!status.success(), "{text}");
+    for want in [
+        "3 updates in a row failed for the same reason",
+        "values, expected",
+        "--data",
+    ] {
+        assert!(text.contains(want), "`{want}` missing:\n{text}");
+    }
+}
+
+#[test]
+fn a_tls_name_mismatch_suggests_domain() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let pki = make_pki(dir, &["coordinator.example"]);
+    let listen = format!("127.0.0.1:{}", free_port());
+    let url = format!("https://{listen}");
+    let mut server = Proc::spawn(
+        "server",
+        fedsim_default_log(&[
+            "server",
+            "configs/quickstart.toml",
+            "--listen",
+            &listen,
+            "--out",
+            s(&dir.join("run")),
+            "--tls-cert",
+            s(&pki.server_cert),
+            "--tls-key",
+            s(&pki.server_key),
+            "--set",
+            "clients=1",
+            "--set",
+            "rounds=2",
+        ]),
+        &dir.join("server.log"),
+    );
+    assert!(
+        wait_until(Duration::from_secs(60), || server
+            .output()
+            .contains("waiting for clients: 0 of 1 joined")),
+        "{}",
+        server.output()
+    );
+    let client = |extra: &[&str]| {
+        let mut args = vec!["client", "--server", &url, "--id", "0"];
+        args.extend(["--ca-cert", s(&pki.ca), "--reconnect-timeout", "10"]);
+        args.extend(extra);
+        fedsim_default_log(&args).output().unwrap()
+    };
+    let o = client(&[]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("not valid for name") && err.contains("--domain"),
+        "{err}"
+    );
+    // With the certificate's name the same client joins and finishes the run.
+    let o = client(&["--domain", "coordinator.example"]);
+    ok(&o);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("joined the coordinator"));
+    server.wait_ok(Duration::from_secs(60));
+}
+
+fn write_run(dir: &Path, values: &[f64]) {
+    std::fs::create_dir_all(dir).unwrap();
+    let lines: Vec<String> = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| format!("{{\"round\": {}, \"train_loss\": {v}}}", i + 1))
+        .collect();
+    std::fs::write(dir.join("metrics.jsonl"), lines.join("\n")).unwrap();
+}
+
+#[test]
+fn plot_writes_svg_only_and_says_where() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    write_run(&a, &[2.0, 1.0, 0.5, 0.3, 0.2]);
+    write_run(&b, &[1.5, 0.9, 0.4, 0.25, 0.1]);
+    let png = tmp.path().join("loss.png");
+    let o = fedsim(&[
+        "plot",
+        s(&a),
+        s(&b),
+        "--metric",
+        "train_loss",
+        "-o",
+        s(&png),
+    ]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("SVG only") && err.contains("loss.png"),
+        "{err}"
+    );
+    assert!(!png.exists(), "no file written under a PNG name");
+
+    let svg = tmp.path().join("loss.svg");
+    let o = fedsim(&[
+        "plot",
+        s(&a),
+        s(&b),
+        "--metric",
+        "train_loss",
+        "--log-y",
+        "-o",
+        s(&svg),
+    ]);
+    ok(&o);
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim(),
+        format!("wrote {}", svg.display())
+    );
+    assert!(std::fs::read_to_string(&svg).unwrap().starts_with("<svg"));
+}
+
+/// Splits a command line written with single quotes (`--set 'a={b="c"}'`) into arguments.
+fn split_shell(line: &str) -> Vec<String> {
+    let (mut args, mut cur, mut quoted, mut any) = (Vec::new(), String::new(), false, false);
+    for ch in line.chars() {
+        match ch {
+            '\'' => {
+                quoted = !quoted;
+                any = true;
+            }
+            c if c.is_whitespace() && !quoted => {
+                if any {
+                    args.push(std::mem::take(&mut cur));
+                    any = false;
+                }
+            }
+            c => {
+                cur.push(c);
+                any = true;
+            }
+        }
+    }
+    if any {
+        args.push(cur);
+    }
+    args
+}
+
+#[test]
+fn the_replay_hint_of_sim_help_works() {
+    let help = fedsim(&["sim", "--help"]);
+    ok(&help);
+    let text = String::from_utf8_lossy(&help.stdout).replace('\n', " ");
+    let hint = text
+        .split_once("replay it with `")
+        .and_then(|(_, rest)| rest.split_once('`'))
+        .map(|(hint, _)| hint.to_string())
+        .unwrap_or_else(|| panic!("no replay hint in `sim --help`:\n{text}"));
+    let tmp = tempfile::tempdir().unwrap();
+    let trace = tmp.path().join("trace.csv");
+    let (rec, rep) = (tmp.path().join("rec"), tmp.path().join("rep"));
+    ok(&fedsim(&[
+        "sim",
+        "configs/quickstart.toml",
+        "-q",
+        "--set",
+        "rounds=3",
+        "--record-participation",
+        s(&trace),
+        "--out",
+        s(&rec),
+    ]));
+    // The quickstart scenario has uniform participation: the hint must work on it.
+    let mut args = vec![
+        "sim".to_string(),
+        "configs/quickstart.toml".into(),
+        "-q".into(),
+        "--set".into(),
+        "rounds=3".into(),
+        "--out".into(),
+        s(&rep).into(),
+    ];
+    args.extend(split_shell(&hint.replace("FILE", s(&trace))));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    ok(&fedsim(&args));
+    let ids = |d: &Path| -> Vec<serde_json::Value> {
+        metrics(d)
+            .iter()
+            .map(|m| m["participant_ids"].clone())
+            .collect()
+    };
+    assert_eq!(ids(&rec), ids(&rep));
+}
+
+/// The options `--help` shows, each as its spellings (`["-q", "--quiet"]`), `--help` left out.
+fn help_flags(help: &str) -> Vec<Vec<String>> {
+    help.lines()
+        .map(str::trim_start)
+        .filter(|l| l.starts_with('-'))
+        .map(|l| {
+            l.split_whitespace()
+                .map(|w| w.trim_end_matches(','))
+                .take_while(|w| w.starts_with('-'))
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .filter(|f| !f.iter().any(|w| w == "--help"))
+        .collect()
+}
+
+#[test]
+fn the_readme_lists_every_flag_of_every_command() {
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+        .expect("README.md");
+    for cmd in ["sim", "server", "client", "launch", "plot"] {
+        let o = fedsim(&[cmd, "--help"]);
+        ok(&o);
+        let flags = help_flags(&String::from_utf8_lossy(&o.stdout));
+        assert!(flags.len() >= 3, "{cmd}: {flags:?}");
+        let row = readme
+            .lines()
+            .find(|l| l.starts_with(&format!("| `fedsim {cmd} ")))
+            .unwrap_or_else(|| panic!("README has no `fedsim {cmd}` row in its command table"));
+        for spellings in flags {
+            // The flag itself, not a longer one it begins (`--id` in `--ids`).
+            let listed = spellings.iter().any(|flag| {
+                row.match_indices(&format!("[{flag}"))
+                    .chain(row.match_indices(&format!(" {flag}")))
+                    .chain(row.match_indices(&format!("({flag}")))
+                    .any(|(i, m)| {
+                        !row[i + m.len()..]
+                            .starts_with(|c: char| c.is_ascii_alphanumeric() || c == '-')
+                    })
+            });
+            assert!(
+                listed,
+                "README's `fedsim {cmd}` row lacks {spellings:?}: {row}"
+            );
+        }
+    }
 }

@@ -331,14 +331,92 @@ fn killed_client_processes_are_dropped_and_the_run_completes() {
     assert_eq!(summary(&out)["rounds"], 8);
 }
 
-/// Killed client processes that restart rejoin the run (new session) and take part again.
+/// Updates the coordinator refuses as late leave their clients' state as it was. Clients 1 and 4 train
+/// in round 3 but submit after its deadline (`late_clients`), so the coordinator refuses them; a
+/// simulation where the same clients are selected and then dropped in round 3 (`events.drops`) must end
+/// with the same model, round by round. Had a client kept the state of its refused update (EF21's g_i,
+/// SCAFFOLD's c_i, FedSpeed's h_i), its later updates, and so the model, would differ.
+#[test]
+fn late_updates_leave_client_state_untouched() {
+    let _serial = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    for kind in ["ef21", "scaffold", "fedspeed"] {
+        let entry = registry::all()
+            .iter()
+            .find(|e| e.kind == kind)
+            .unwrap_or_else(|| panic!("{kind} is not registered"));
+        let spec = entry.example_spec().expect("example");
+        assert!(
+            spec.capabilities().client_state,
+            "{kind} keeps client state"
+        );
+        let mut sets = vec![
+            "rounds=5".to_string(),
+            "clients=10".to_string(),
+            "participation={kind=\"full\"}".to_string(),
+            "eval.every=1".to_string(),
+            "round.deadline_s=4".to_string(),
+            format!("strategy={}", entry.example_inline()),
+        ];
+        sets.extend(entry.example_settings.iter().map(|s| s.to_string()));
+        let (a, b) = (
+            tmp.path().join(format!("sim-{kind}")),
+            tmp.path().join(format!("grpc-{kind}")),
+        );
+        let mut sim_sets = sets.clone();
+        sim_sets.push("events.drops=[{start=3, end=4, clients=\"1,4\"}]".into());
+        let sim_sets: Vec<&str> = sim_sets.iter().map(String::as_str).collect();
+        sim(
+            "configs/quickstart.toml",
+            &sim_sets,
+            &a,
+            &tmp.path().join(format!("sim-{kind}.log")),
+        );
+        let mut launch_sets = sets.clone();
+        launch_sets.push("deploy.faults=[{round=3, late_clients=\"1,4\"}]".into());
+        let launch_sets: Vec<&str> = launch_sets.iter().map(String::as_str).collect();
+        launch(
+            "configs/quickstart.toml",
+            &launch_sets,
+            4,
+            &[],
+            &b,
+            &tmp.path().join(format!("launch-{kind}.log")),
+        );
+        let m = metrics(&b);
+        let ids: Vec<u64> = m[2]["participant_ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|v| v.as_u64())
+            .collect();
+        assert!(
+            !ids.contains(&1) && !ids.contains(&4) && ids.len() == 8,
+            "{kind}: round 3 of the launch: {}",
+            m[2]
+        );
+        let logs = std::fs::read_dir(b.join("logs"))
+            .unwrap()
+            .filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
+            .collect::<String>();
+        assert!(
+            logs.contains("fault: submitting after the round's deadline"),
+            "{kind}: the late clients did submit"
+        );
+        assert!(logs.contains("result not accepted"), "{kind}: {logs}");
+        assert_same_run(&a, &b, kind);
+    }
+}
+
+/// Killed client processes that restart rejoin the run (new session) and take part again: the ids of
+/// a killed process are released when its connection closes, not only after the heartbeat timeout.
 #[test]
 fn restarted_client_processes_rejoin() {
     let _serial = serial();
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("run");
     let sets = [
-        "rounds=20",
+        "rounds=40",
         "clients=20",
         "participation={kind=\"full\"}",
         "deploy.heartbeat_timeout_s=2",
@@ -369,7 +447,7 @@ fn restarted_client_processes_rejoin() {
         assert!(text.contains("run finished"), "{text}");
     }
     let m = metrics(&out);
-    assert_eq!(m.len(), 20);
+    assert_eq!(m.len(), 40);
     assert_eq!(m.last().unwrap()["participants"], 20);
 }
 

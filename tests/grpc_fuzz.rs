@@ -10,17 +10,15 @@ use std::time::Duration;
 use bytes::Bytes;
 use fedsim_proto::v1::coordinator_client::CoordinatorClient;
 use fedsim_proto::v1::{
-    self, ClientInfo, FetchTaskRequest, HeartbeatRequest, JoinRequest, LeaveRequest, ResultChunk,
-    ResultHeader, result_chunk, task_chunk, task_header,
+    self, ClientInfo, FetchTaskRequest, JoinRequest, LeaveRequest, ResultChunk, ResultHeader,
+    result_chunk,
 };
 use fedsim_proto::{PROTOCOL_VERSION, wire};
 use fedsim_types::{Payload, TensorData};
+use grpc_common::raw::*;
 use grpc_common::*;
 use prost::Message;
 use tonic::Code;
-use tonic::transport::Channel;
-
-type Client = CoordinatorClient<Channel>;
 
 const HONEST: &str = "honest-token-0000";
 const FUZZ: &str = "fuzzer-token-0000";
@@ -50,56 +48,10 @@ async fn join_declaring(
             .collect(),
         token: token.into(),
         scenario_hash: String::new(),
+        previous_session: String::new(),
     })
     .await
     .map(|r| r.into_inner())
-}
-
-/// A TRAIN task: round, token and the global model.
-struct Task {
-    round: u64,
-    token: String,
-    model_len: usize,
-}
-
-async fn fetch_train(c: &mut Client, run_id: &str, session: &str, client: u32) -> Task {
-    for _ in 0..20 {
-        let mut stream = c
-            .fetch_task(FetchTaskRequest {
-                run_id: run_id.into(),
-                session: session.into(),
-                client_id: client,
-                after_round: -1,
-            })
-            .await
-            .expect("fetch")
-            .into_inner();
-        let Some(task_chunk::Part::Header(h)) =
-            stream.message().await.expect("header").and_then(|m| m.part)
-        else {
-            panic!("task stream without a header");
-        };
-        if h.kind != task_header::Kind::Train as i32 {
-            continue;
-        }
-        let mut asm = wire::Assembler::new(h.payload_len, 1 << 30).expect("sane task size");
-        while let Some(m) = stream.message().await.expect("chunk") {
-            if let Some(task_chunk::Part::Data(d)) = m.part {
-                asm.push(&d).expect("declared size");
-            }
-        }
-        let task = asm.finish().expect("a valid task");
-        let model_len = match task.get("model") {
-            Some(TensorData::F32 { values, .. }) => values.len(),
-            other => panic!("unexpected task {other:?}"),
-        };
-        return Task {
-            round: h.round,
-            token: h.round_token,
-            model_len,
-        };
-    }
-    panic!("no task for client {client}");
 }
 
 fn header(
@@ -134,41 +86,6 @@ fn header_declaring(
             error: String::new(),
         })),
     }
-}
-
-fn data(b: Bytes) -> ResultChunk {
-    ResultChunk {
-        part: Some(result_chunk::Part::Data(b)),
-    }
-}
-
-async fn submit(c: &mut Client, msgs: Vec<ResultChunk>) -> Result<v1::SubmitReply, tonic::Status> {
-    c.submit_result(tokio_stream::iter(msgs))
-        .await
-        .map(|r| r.into_inner())
-}
-
-fn expect(what: &str, r: Result<impl std::fmt::Debug, tonic::Status>, code: Code) {
-    match r {
-        Err(s) if s.code() == code => eprintln!("ok: {what}: {code:?}: {}", s.message()),
-        other => panic!("{what}: expected {code:?}, got {other:?}"),
-    }
-}
-
-/// Heartbeats for a session until aborted, so it stays alive while the test waits.
-fn keep_alive(c: &Client, run: &str, sess: &str) -> tokio::task::JoinHandle<()> {
-    let (mut c, run, sess) = (c.clone(), run.to_string(), sess.to_string());
-    tokio::spawn(async move {
-        loop {
-            let _ = c
-                .heartbeat(HeartbeatRequest {
-                    run_id: run.clone(),
-                    session: sess.clone(),
-                })
-                .await;
-            tokio::time::sleep(Duration::from_millis(300)).await;
-        }
-    })
 }
 
 fn delta(values: Vec<f32>) -> Payload {

@@ -353,6 +353,10 @@ impl Strategy for Attacked {
         self.inner.begin_round(round, selected, global);
     }
 
+    fn update_tensors(&self) -> Vec<String> {
+        self.inner.update_tensors()
+    }
+
     fn validate_update(
         &self,
         client: ClientId,

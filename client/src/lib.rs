@@ -32,6 +32,19 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity
 
 pub use data::DataSource;
 
+/// Tracing target of the progress lines shown at the default log level (`fedsim` shows warnings,
+/// errors and this target's `info` lines unless `RUST_LOG` says otherwise).
+const STATUS: &str = "fedsim::status";
+
+/// How often a coordinator that stays unreachable is reported at the default level while retrying.
+const RETRY_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// A process gives up after this many updates in a row failed for the same reason, with no update
+/// accepted in between: refused by the coordinator as invalid (gRPC `InvalidArgument`), or not
+/// computed because local training failed (e.g. a task that does not fit the local model). With the
+/// same data and model the next update would fail too.
+pub const REFUSALS_TO_GIVE_UP: u32 = 3;
+
 /// Largest single gRPC message, set explicitly in both directions (payloads travel in chunks of
 /// [`wire::CHUNK_BYTES`]; tonic's default limit is 4 MiB).
 const MAX_GRPC_MESSAGE: usize = 8 << 20;
@@ -47,9 +60,35 @@ pub enum ClientError {
         /// What happened.
         msg: String,
     },
+    /// The coordinator stayed unreachable for the whole `--reconnect-timeout`.
+    #[error(
+        "cannot reach the coordinator at {url}: {msg}; gave up after retrying for {secs} s (--reconnect-timeout)"
+    )]
+    Unreachable {
+        /// The coordinator's URL.
+        url: String,
+        /// The last failure, in words.
+        msg: String,
+        /// How long the process retried.
+        secs: f64,
+    },
     /// The coordinator refused this client (credentials, ids, protocol).
     #[error("refused by the coordinator: {0}")]
     Refused(String),
+    /// [`REFUSALS_TO_GIVE_UP`] updates in a row were refused by the coordinator as invalid, or could
+    /// not be computed, for the same reason: the next one would fail too (e.g. local data that does
+    /// not fit the scenario's model).
+    #[error(
+        "{count} updates in a row failed for the same reason, so this process gives up (retrying cannot help): {reason}{hint}"
+    )]
+    UpdatesRefused {
+        /// Updates failed in a row.
+        count: u32,
+        /// Why (the coordinator's refusal, or the local training error).
+        reason: String,
+        /// What to check, or "".
+        hint: String,
+    },
     /// The TLS handshake failed for a reason retrying cannot fix (e.g. an untrusted certificate).
     #[error("TLS with the coordinator {url} failed: {msg}")]
     Tls {
@@ -125,6 +164,35 @@ struct Runtime {
     cpu: Semaphore,
     /// Set once the coordinator said the run is over (heartbeat or task).
     done: AtomicBool,
+    /// Updates of this process refused in a row, for [`REFUSALS_TO_GIVE_UP`].
+    refusals: Mutex<RefusalStreak>,
+}
+
+/// Updates failed in a row (refused as invalid, or local training failed) for the same reason, with
+/// no update accepted in between (over all hosted clients of the process).
+#[derive(Debug, Default)]
+struct RefusalStreak {
+    reason: String,
+    count: u32,
+}
+
+impl RefusalStreak {
+    /// Records an update failed for `reason`; true once [`REFUSALS_TO_GIVE_UP`] in a row share it.
+    fn failed(&mut self, reason: &str) -> bool {
+        if self.count > 0 && self.reason == reason {
+            self.count += 1;
+        } else {
+            self.reason = reason.to_string();
+            self.count = 1;
+        }
+        self.count >= REFUSALS_TO_GIVE_UP
+    }
+
+    /// Records an update the coordinator folded in.
+    fn accepted(&mut self) {
+        self.count = 0;
+        self.reason.clear();
+    }
 }
 
 /// Refuses a coordinator URL that can never work, before any connection attempt: it must be
@@ -187,7 +255,7 @@ async fn connect(opts: &ClientOptions) -> Result<CoordinatorClient<Channel>, Cli
         ep = ep.tls_config(tls).map_err(|e| err(e.to_string()))?;
     }
     let channel = ep.connect().await.map_err(|e| {
-        let msg = format!("{e} ({:?})", std::error::Error::source(&e));
+        let msg = describe_connect_error(&e);
         if is_tls_failure(&e) {
             ClientError::Tls {
                 url: opts.server.clone(),
@@ -218,15 +286,113 @@ fn is_tls_failure(e: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
+/// A failed connection in words: the error's chain of causes without repeats or debug dumps, and
+/// what to try for the common causes (nothing listening, unknown host, certificate problems).
+fn describe_connect_error(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut io_kind = None;
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            io_kind.get_or_insert(io.kind());
+        }
+        let text = err.to_string();
+        // "transport error" says nothing; a cause often repeats its own cause's text.
+        if !text.is_empty() && text != "transport error" && !parts.iter().any(|p| p.contains(&text))
+        {
+            parts.push(text);
+        }
+        cur = err.source();
+    }
+    let mut msg = if parts.is_empty() {
+        "connection failed".to_string()
+    } else {
+        parts.join(": ")
+    };
+    let lower = msg.to_lowercase();
+    let hint = if lower.contains("not valid for name") || lower.contains("notvalidforname") {
+        "the coordinator's certificate is not issued for the host in the URL: pass --domain NAME \
+         with a name the certificate holds, or use that name in the URL"
+    } else if lower.contains("unknown issuer") || lower.contains("unknownissuer") {
+        "the coordinator's certificate is not signed by a CA this client trusts: pass --ca-cert \
+         with the CA certificate that signed it"
+    } else if lower.contains("corrupt message") || lower.contains("invalidcontenttype") {
+        "the coordinator does not speak TLS: use an http:// URL, or start it with --tls-cert"
+    } else if lower.contains("dns error") || lower.contains("failed to lookup address") {
+        "the host name does not resolve: check the URL"
+    } else {
+        match io_kind {
+            Some(std::io::ErrorKind::ConnectionRefused) => {
+                "nothing listens at that address: is `fedsim server` running there, with a \
+                 --listen address reachable from this host?"
+            }
+            Some(std::io::ErrorKind::TimedOut) => {
+                "no answer: check the host, the port and firewalls between them"
+            }
+            _ if lower.contains("timed out") || lower.contains("timeout") => {
+                "no answer: check the host, the port and firewalls between them"
+            }
+            _ => "",
+        }
+    };
+    if !hint.is_empty() {
+        msg = format!("{msg} ({hint})");
+    }
+    msg
+}
+
+/// A failed call in words: the status message and its causes, plus a hint when a plaintext client
+/// seems to talk to a TLS coordinator.
+fn describe_status(s: &tonic::Status, url: &str) -> String {
+    let mut msg = s.message().to_string();
+    if let Some(cause) = std::error::Error::source(s) {
+        let cause = describe_connect_error(cause);
+        if !msg.contains(&cause) {
+            msg = if msg.is_empty() || msg == "transport error" {
+                cause
+            } else {
+                format!("{msg}: {cause}")
+            };
+        }
+    }
+    if msg.is_empty() {
+        msg = format!("{:?}", s.code());
+    }
+    let lower = msg.to_lowercase();
+    if url.starts_with("http://")
+        && [
+            "h2 protocol error",
+            "http2 error",
+            "broken pipe",
+            "connection reset",
+        ]
+        .iter()
+        .any(|m| lower.contains(m))
+    {
+        msg.push_str(
+            " (if the coordinator uses TLS, connect with https://HOST:PORT and --ca-cert)",
+        );
+    }
+    msg
+}
+
 /// Joins with backoff; refusals (bad token, bad ids, version), TLS failures and unreadable files are
 /// final, unreachable coordinators are retried until `reconnect_timeout_s`.
+/// Ends the message of a join refused because the ids are held by another live session.
+const IDS_HELD: &str = " (held ids are released once their session stops heartbeating)";
+
+/// `previous_session` is the session of this process's earlier join ("" for none): it lets the process
+/// take its ids back while that session is still alive on the coordinator. Ids held by another live
+/// session (say, of a crashed earlier run of this client) are retried until it expires.
 async fn join(
     opts: &ClientOptions,
     sizes: &[(ClientId, u64)],
     scenario_hash: &str,
+    previous_session: &str,
 ) -> Result<(CoordinatorClient<Channel>, String, String, String), ClientError> {
     let start = Instant::now();
     let mut wait = Duration::from_millis(100);
+    let mut logged: Option<(Instant, String)> = None;
     loop {
         let attempt = async {
             let mut c = connect(opts).await?;
@@ -238,6 +404,7 @@ async fn join(
                     .collect(),
                 token: opts.token.clone(),
                 scenario_hash: scenario_hash.to_string(),
+                previous_session: previous_session.to_string(),
             };
             match c.join(req).await {
                 Ok(r) => {
@@ -259,20 +426,51 @@ async fn join(
                         s.message()
                     )))
                 }
+                Err(s) if s.code() == tonic::Code::AlreadyExists => Err(ClientError::Connect {
+                    url: opts.server.clone(),
+                    msg: format!("{}{IDS_HELD}", s.message()),
+                }),
                 Err(s) => Err(ClientError::Connect {
                     url: opts.server.clone(),
-                    msg: s.message().to_string(),
+                    msg: describe_status(&s, &opts.server),
                 }),
             }
         };
         match attempt.await {
             Ok(v) => return Ok(v),
-            Err(e @ ClientError::Connect { .. }) => {
-                if start.elapsed().as_secs_f64() > opts.reconnect_timeout_s {
-                    return Err(e);
+            Err(ClientError::Connect { url, msg }) => {
+                let left = opts.reconnect_timeout_s - start.elapsed().as_secs_f64();
+                if left <= 0.0 {
+                    return Err(ClientError::Unreachable {
+                        url,
+                        msg,
+                        secs: opts.reconnect_timeout_s,
+                    });
                 }
-                tracing::debug!(error = %e, "join failed; retrying");
-                tokio::time::sleep(wait).await;
+                // The last attempt is made at the deadline. Ids held by an earlier session (of a
+                // process that crashed) are released within the heartbeat timeout: ask often.
+                let pause = if msg.ends_with(IDS_HELD) {
+                    Duration::from_millis(250)
+                } else {
+                    wait
+                }
+                .min(Duration::from_secs_f64(left));
+                // Every failure at debug; at the default level the first, a changed one, and one
+                // every RETRY_LOG_EVERY while it lasts, each with the countdown.
+                tracing::debug!(%url, error = %msg, "join failed; retrying");
+                if logged
+                    .as_ref()
+                    .is_none_or(|(at, m)| *m != msg || at.elapsed() >= RETRY_LOG_EVERY)
+                {
+                    tracing::warn!(
+                        "cannot reach the coordinator at {url}: {msg}; retrying in {:.1} s, \
+                         giving up in {:.0} s (--reconnect-timeout)",
+                        pause.as_secs_f64(),
+                        left.ceil()
+                    );
+                    logged = Some((Instant::now(), msg));
+                }
+                tokio::time::sleep(pause).await;
                 wait = (wait * 2).min(Duration::from_secs(2));
             }
             Err(e) => return Err(e),
@@ -291,11 +489,13 @@ pub async fn run(opts: ClientOptions) -> Result<(), ClientError> {
             "INSECURE MODE: plaintext connection to the coordinator; use an https:// URL with --ca-cert outside a trusted network"
         );
     }
+    tracing::info!(target: STATUS, "connecting to the coordinator at {}", opts.server);
     // The first join returns the run's scenario; with it the local data is loaded, and the process
     // joins again declaring its clients' sample counts (the coordinator checks results against them).
-    let (_, _, _, toml) = join(
+    let (_, _, first_session, toml) = join(
         &opts,
         &opts.ids.iter().map(|&c| (c, 0)).collect::<Vec<_>>(),
+        "",
         "",
     )
     .await?;
@@ -310,8 +510,14 @@ pub async fn run(opts: ClientOptions) -> Result<(), ClientError> {
         .iter()
         .map(|&c| (c, data.client(c).len() as u64))
         .collect();
-    let (client, run_id, session, _) = join(&opts, &sizes, &scenario.hash()).await?;
-    tracing::info!(run_id = %run_id, clients = opts.ids.len(), "joined");
+    let (client, run_id, session, _) =
+        join(&opts, &sizes, &scenario.hash(), &first_session).await?;
+    tracing::info!(
+        target: STATUS,
+        "joined the coordinator at {} (run {run_id}) with {} client(s)",
+        opts.server,
+        opts.ids.len()
+    );
     let threads = opts.threads.max(1);
     let rt = Arc::new(Runtime {
         slots: Mutex::new(
@@ -341,21 +547,33 @@ pub async fn run(opts: ClientOptions) -> Result<(), ClientError> {
         }),
         cpu: Semaphore::new(threads),
         done: AtomicBool::new(false),
+        refusals: Mutex::new(RefusalStreak::default()),
     });
     let hb = tokio::spawn(heartbeat(rt.clone()));
-    let mut tasks = Vec::new();
+    let mut tasks = tokio::task::JoinSet::new();
     for &id in &rt.opts.ids {
-        tasks.push(tokio::spawn(client_loop(rt.clone(), id)));
+        tasks.spawn(client_loop(rt.clone(), id));
     }
+    // The first failure ends the process: the other hosted clients stop with it.
     let mut result = Ok(());
-    for t in tasks {
-        match t.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => result = Err(e),
-            Err(e) => result = Err(ClientError::Refused(format!("client task failed: {e}"))),
+    while let Some(t) = tasks.join_next().await {
+        let failed = match t {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(e),
+            Err(e) if e.is_cancelled() => None,
+            Err(e) => Some(ClientError::Refused(format!("client task failed: {e}"))),
+        };
+        if let Some(e) = failed {
+            tasks.abort_all();
+            if result.is_ok() {
+                result = Err(e);
+            }
         }
     }
     hb.abort();
+    if result.is_ok() {
+        tracing::info!(target: STATUS, "run finished");
+    }
     let s = rt.session.read().await;
     let mut c = s.client.clone();
     let _ = c
@@ -399,8 +617,9 @@ async fn rejoin(rt: &Runtime, seen_generation: u64) -> Result<(), ClientError> {
         .iter()
         .map(|&c| (c, rt.data.client(c).len() as u64))
         .collect();
-    let (client, run_id, session, _) = join(&rt.opts, &sizes, &rt.scenario.hash()).await?;
-    tracing::info!(run_id = %run_id, "rejoined the coordinator");
+    let (client, run_id, session, _) =
+        join(&rt.opts, &sizes, &rt.scenario.hash(), &s.session).await?;
+    tracing::info!(target: STATUS, "rejoined the coordinator at {} (run {run_id})", rt.opts.server);
     *s = Session {
         client,
         run_id,
@@ -416,6 +635,8 @@ enum Fetched {
         token: String,
         task: Payload,
         max_steps: Option<usize>,
+        /// When the round closes (from the task's `deadline_s`).
+        deadline: Option<Instant>,
     },
     Wait,
     Done,
@@ -478,6 +699,8 @@ async fn fetch(rt: &Runtime, id: ClientId) -> Result<Fetched, (tonic::Status, u6
                 token: h.round_token,
                 task,
                 max_steps: h.max_steps.and_then(|m| usize::try_from(m).ok()),
+                deadline: (h.deadline_s > 0.0 && h.deadline_s.is_finite())
+                    .then(|| Instant::now() + Duration::from_secs_f64(h.deadline_s)),
             })
         }
         _ => Ok(Fetched::Wait),
@@ -498,17 +721,38 @@ async fn client_loop(rt: Arc<Runtime>, id: ClientId) -> Result<(), ClientError> 
                 token,
                 task,
                 max_steps,
+                deadline,
             }) => {
                 // The new client state is committed only when the coordinator confirms that the update
                 // was folded into the round; a refused, late or lost update leaves the state as it was.
                 match train(&rt, id, round, task, max_steps).await {
                     Ok((update, new_state)) => {
+                        if let Some(deadline) =
+                            deadline.filter(|_| is_late(&rt.scenario, round, id))
+                        {
+                            // `[[deploy.faults]] late_clients`: submit just after the round closed.
+                            tracing::warn!(
+                                client = id,
+                                round = round + 1,
+                                "fault: submitting after the round's deadline"
+                            );
+                            tokio::time::sleep_until(
+                                (deadline + Duration::from_millis(500)).into(),
+                            )
+                            .await;
+                        }
                         if submit(&rt, id, round, &token, Ok(update)).await? {
                             commit_state(&rt, id, new_state);
                         }
                     }
                     Err(e) => {
+                        tracing::warn!(
+                            "client {id} could not train round {}: {e}; reported to the coordinator",
+                            round + 1
+                        );
+                        let reason = format!("could not train: {e}");
                         submit(&rt, id, round, &token, Err(e)).await?;
+                        note_failure(&rt, reason)?;
                     }
                 }
             }
@@ -529,6 +773,17 @@ async fn client_loop(rt: Arc<Runtime>, id: ClientId) -> Result<(), ClientError> 
             }
         }
     }
+}
+
+/// Whether a `[[deploy.faults]]` entry makes client `id` submit late in (0-based) `round`.
+fn is_late(scenario: &Scenario, round: u64, id: ClientId) -> bool {
+    scenario.deploy.faults.iter().any(|f| {
+        f.round == round + 1
+            && f.late_clients.as_deref().is_some_and(|ids| {
+                fedsim_engine::participation::events::parse_id_list(ids)
+                    .is_ok_and(|v| v.contains(&id))
+            })
+    })
 }
 
 /// Stores a client's state after the coordinator folded its update in.
@@ -620,12 +875,63 @@ async fn submit(
     // it): OK means folded in.
     let sent_update = update.is_ok();
     match c.submit_result(tokio_stream::iter(msgs)).await {
-        Ok(_) => Ok(sent_update),
+        Ok(_) => {
+            if sent_update && let Ok(mut streak) = rt.refusals.lock() {
+                streak.accepted();
+            }
+            Ok(sent_update)
+        }
+        Err(s) if sent_update && s.code() == tonic::Code::InvalidArgument => {
+            // Refused as invalid: the same data and model will most likely give the same refusal.
+            let reason = refusal_reason(id, s.message());
+            tracing::warn!(
+                "client {id}, round {}: the coordinator refused the update: {reason}",
+                round + 1
+            );
+            note_failure(rt, format!("refused by the coordinator: {reason}"))?;
+            Ok(false)
+        }
         Err(s) => {
             // The round may have closed, or the coordinator restarted; the next fetch sorts it out.
             tracing::warn!(client = id, round, code = ?s.code(), msg = s.message(), "result not accepted; client state kept as before this round");
             Ok(false)
         }
+    }
+}
+
+/// Counts a failed update; the process gives up after [`REFUSALS_TO_GIVE_UP`] in a row for `reason`.
+fn note_failure(rt: &Runtime, reason: String) -> Result<(), ClientError> {
+    let mut streak = rt
+        .refusals
+        .lock()
+        .map_err(|_| ClientError::Refused("refusal counter poisoned".into()))?;
+    if streak.failed(&reason) {
+        return Err(ClientError::UpdatesRefused {
+            count: streak.count,
+            hint: refusal_hint(&reason).to_string(),
+            reason,
+        });
+    }
+    Ok(())
+}
+
+/// The coordinator's reason for refusing an update of client `id`, without the client id it starts
+/// with (so that refusals of different hosted clients for the same cause compare equal).
+fn refusal_reason(id: ClientId, msg: &str) -> String {
+    msg.strip_prefix(&format!("client {id}: "))
+        .unwrap_or(msg)
+        .to_string()
+}
+
+/// What to check when updates fail for `reason`.
+fn refusal_hint(reason: &str) -> &'static str {
+    if reason.contains("values, expected") || reason.contains("shape") {
+        " (the model built for the local data differs from the run's model: the local data \
+         (--data) must have the scenario's number of features and classes)"
+    } else if reason.contains("num_samples") {
+        " (the number of local samples changed since the process joined)"
+    } else {
+        ""
     }
 }
 
@@ -641,5 +947,117 @@ mod url_tests {
         assert!(e.contains("needs a scheme"), "{e}");
         let e = check_url("http://").unwrap_err().to_string();
         assert!(e.contains("no host"), "{e}");
+    }
+}
+
+#[cfg(test)]
+mod failure_tests {
+    use super::*;
+
+    fn opts(server: &str, reconnect_timeout_s: f64) -> ClientOptions {
+        ClientOptions {
+            server: server.to_string(),
+            ids: vec![0],
+            data: DataSource::Partition,
+            token: String::new(),
+            tls: ClientTls::default(),
+            threads: 1,
+            reconnect_timeout_s,
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_coordinator_is_named_in_words_after_the_reconnect_timeout() {
+        // Port 1 on loopback: nothing listens, the connection is refused at once.
+        let url = "http://127.0.0.1:1";
+        let started = Instant::now();
+        let e = join(&opts(url, 0.5), &[(0, 0)], "", "")
+            .await
+            .err()
+            .unwrap();
+        assert!(
+            started.elapsed() >= Duration::from_millis(450),
+            "retried until the timeout"
+        );
+        assert!(matches!(e, ClientError::Unreachable { .. }), "{e:?}");
+        let text = e.to_string();
+        for want in [
+            url,
+            "Connection refused",
+            "nothing listens",
+            "--reconnect-timeout",
+        ] {
+            assert!(text.contains(want), "`{want}` missing: {text}");
+        }
+        assert!(
+            !text.contains("Some(") && !text.contains("ConnectError("),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn connection_errors_read_as_words_with_a_hint() {
+        #[derive(Debug)]
+        struct Wrap(&'static str, std::io::Error);
+        impl std::fmt::Display for Wrap {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.0)
+            }
+        }
+        impl std::error::Error for Wrap {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.1)
+            }
+        }
+        let refused = Wrap(
+            "transport error",
+            std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "Connection refused"),
+        );
+        assert_eq!(
+            describe_connect_error(&refused),
+            "Connection refused (nothing listens at that address: is `fedsim server` running \
+             there, with a --listen address reachable from this host?)"
+        );
+        let name = Wrap(
+            "tls handshake",
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "invalid peer certificate: certificate not valid for name \"127.0.0.1\"",
+            ),
+        );
+        let text = describe_connect_error(&name);
+        assert!(text.contains("--domain NAME"), "{text}");
+        assert!(is_tls_failure(&name));
+    }
+
+    #[test]
+    fn the_same_failure_three_times_in_a_row_gives_up() {
+        let mut s = RefusalStreak::default();
+        assert!(!s.failed("a"));
+        assert!(!s.failed("a"));
+        // An accepted update starts over; so does another reason.
+        s.accepted();
+        assert!(!s.failed("a"));
+        assert!(!s.failed("b"));
+        assert!(!s.failed("a"));
+        assert!(!s.failed("a"));
+        assert!(s.failed("a"));
+        assert_eq!(s.count, REFUSALS_TO_GIVE_UP);
+    }
+
+    #[test]
+    fn refusals_of_different_hosted_clients_compare_equal() {
+        let a = refusal_reason(
+            3,
+            "client 3: invalid update: tensor `model` has 4554 values",
+        );
+        let b = refusal_reason(
+            12,
+            "client 12: invalid update: tensor `model` has 4554 values",
+        );
+        assert_eq!(a, b);
+        assert_eq!(a, "invalid update: tensor `model` has 4554 values");
+        assert!(refusal_hint(&a).is_empty());
+        assert!(refusal_hint("tensor `model` has 4554 values, expected 579").contains("--data"));
     }
 }

@@ -89,6 +89,7 @@ pub struct Engine {
     summary: Summary,
     writer: Option<RunWriter>,
     train_eval_indices: Option<Vec<u32>>,
+    update_tensors: Vec<String>,
     participation_counts: Vec<u32>,
     verdicts: Vec<Verdict>,
     started: Instant,
@@ -198,6 +199,7 @@ impl Engine {
             model: Some(model.as_ref()),
             data: Some(&data),
         });
+        let update_tensors = strategy.update_tensors();
         let train_eval_indices = train_eval_indices(&scenario, &data);
         let summary = Summary {
             scenario: scenario.name.clone(),
@@ -219,6 +221,7 @@ impl Engine {
             summary,
             writer: None,
             train_eval_indices,
+            update_tensors,
             verdicts: Vec::new(),
             started: Instant::now(),
             runtime: runtime.to_string(),
@@ -383,10 +386,15 @@ impl Engine {
                 payload,
                 num_samples,
             } => {
-                let bound = self.scenario.round.max_update_norm;
                 let check = payload.peek().map_or(Ok(()), |p| {
-                    self.strategy.validate_update(client, p, num_params)?;
-                    check_norm(client, p, bound)
+                    check_update(
+                        self.strategy.as_ref(),
+                        &self.update_tensors,
+                        num_params,
+                        self.scenario.round.max_update_norm,
+                        client,
+                        p,
+                    )
                 });
                 match check {
                     Ok(()) => {
@@ -491,12 +499,15 @@ impl Engine {
                     // An update kept outside memory is decoded and validated only now.
                     let loaded = payload.load().and_then(|p| {
                         if !in_memory {
-                            self.strategy
-                                .validate_update(c, &p, self.global.len())
-                                .and_then(|()| {
-                                    check_norm(c, &p, self.scenario.round.max_update_norm)
-                                })
-                                .map_err(|e| e.to_string())?;
+                            check_update(
+                                self.strategy.as_ref(),
+                                &self.update_tensors,
+                                self.global.len(),
+                                self.scenario.round.max_update_norm,
+                                c,
+                                &p,
+                            )
+                            .map_err(|e| e.to_string())?;
                             state.bytes_up += p.encoded_len() as u64;
                         }
                         Ok(p)
@@ -768,6 +779,45 @@ impl Engine {
 }
 
 /// Refuses an update whose L2 norm exceeds `bound` (`round.max_update_norm`; 0 = no bound).
+impl Engine {
+    /// Lets every selected client run and leaves the quorum to the caller, which closes the round at
+    /// the first `round.quorum` results to arrive (`round.quorum_order = "arrival"` in a deployment).
+    pub fn quorum_by_arrival(&mut self) {
+        self.participation.quorum_by_arrival();
+    }
+
+    /// The names of the tensors a client update may carry (the strategy's
+    /// [`Strategy::update_tensors`]); the coordinator bounds decoding by their number.
+    pub fn update_tensors(&self) -> &[String] {
+        &self.update_tensors
+    }
+}
+
+/// Every check an update passes before it is folded in, in both runtimes: only the strategy's tensors
+/// (`allowed`), the strategy's own validation, and `round.max_update_norm` (`norm_bound`).
+fn check_update(
+    strategy: &dyn Strategy,
+    allowed: &[String],
+    num_params: usize,
+    norm_bound: f64,
+    client: ClientId,
+    update: &Payload,
+) -> Result<(), StrategyError> {
+    if let Some(extra) = update.tensors.iter().find(|t| !allowed.contains(&t.name)) {
+        return Err(StrategyError::InvalidUpdate {
+            client,
+            msg: format!(
+                "unexpected tensor `{}` (updates of {} carry only: {})",
+                extra.name,
+                strategy.name(),
+                allowed.join(", ")
+            ),
+        });
+    }
+    strategy.validate_update(client, update, num_params)?;
+    check_norm(client, update, norm_bound)
+}
+
 fn check_norm(client: ClientId, update: &Payload, bound: f64) -> Result<(), StrategyError> {
     if bound > 0.0 {
         let norm = crate::protocol::update_norm(update);

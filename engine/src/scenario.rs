@@ -80,6 +80,10 @@ pub struct RoundConfig {
     /// Close once this many selected clients reported (0 = wait for all).
     #[serde(default)]
     pub quorum: usize,
+    /// Which `quorum` clients count: the first in virtual finish time (reproducible, the default), or
+    /// in a deployment the first whose results arrive.
+    #[serde(default)]
+    pub quorum_order: QuorumOrder,
     /// The gRPC coordinator closes a round after this many wall-clock seconds (0 = no deadline). The
     /// default, 10 minutes, keeps one client that heartbeats but never reports from stalling the run.
     #[serde(default = "default_round_deadline")]
@@ -98,6 +102,7 @@ impl Default for RoundConfig {
     fn default() -> Self {
         Self {
             quorum: 0,
+            quorum_order: QuorumOrder::Virtual,
             deadline_s: default_round_deadline(),
             max_update_norm: 0.0,
         }
@@ -119,6 +124,25 @@ pub struct FaultSpec {
     /// Kill the coordinator (SIGKILL) and restart it with `--resume`.
     #[serde(default)]
     pub kill_server: bool,
+    /// Clients (`"1,4"`) that train in this round but submit just after its `round.deadline_s`, so the
+    /// coordinator refuses their updates as late (they must keep their state from before the round).
+    #[serde(default)]
+    pub late_clients: Option<String>,
+}
+
+/// Which clients make a round's quorum (`round.quorum_order`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QuorumOrder {
+    /// The k clients that finish first in virtual time (ties by id), chosen when the round is planned:
+    /// both runtimes keep the same k, so runs are reproducible. In a deployment a hung member of the
+    /// quorum keeps the round open until `deadline_s`.
+    #[default]
+    Virtual,
+    /// In a deployment, every selected client trains and the first k results to arrive close the round
+    /// (not reproducible: it depends on real timing). The simulator has no arrival order of its own and
+    /// uses the virtual order.
+    Arrival,
 }
 
 /// Where the sample counts that weight client updates come from (`deploy.sample_counts`).
@@ -157,6 +181,17 @@ pub struct DeployConfig {
     /// Cap on a declared sample count when `sample_counts = "declared"` (required then).
     #[serde(default)]
     pub max_declared_samples: u64,
+    /// Most network connections the coordinator keeps open at once.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Seconds a new connection may take to send its first bytes, and a request (other than a result
+    /// upload, which is bounded per chunk) to arrive and be answered.
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout_s: f64,
+    /// A connection from which nothing arrives for this many seconds is closed (clients heartbeat
+    /// every `heartbeat_timeout_s / 4`).
+    #[serde(default = "default_idle_connection")]
+    pub idle_connection_s: f64,
     /// Faults the launcher injects.
     #[serde(default)]
     pub faults: Vec<FaultSpec>,
@@ -171,6 +206,15 @@ fn default_heartbeat() -> f64 {
 fn default_max_message() -> usize {
     1024
 }
+fn default_max_connections() -> usize {
+    1024
+}
+fn default_request_timeout() -> f64 {
+    30.0
+}
+fn default_idle_connection() -> f64 {
+    120.0
+}
 
 impl Default for DeployConfig {
     fn default() -> Self {
@@ -181,6 +225,9 @@ impl Default for DeployConfig {
             max_message_mib: default_max_message(),
             sample_counts: SampleCounts::Partition,
             max_declared_samples: 0,
+            max_connections: default_max_connections(),
+            request_timeout_s: default_request_timeout(),
+            idle_connection_s: default_idle_connection(),
             faults: Vec::new(),
         }
     }
@@ -381,6 +428,8 @@ impl Scenario {
         for (key, v) in [
             ("deploy.wait_timeout_s", d.wait_timeout_s),
             ("deploy.heartbeat_timeout_s", d.heartbeat_timeout_s),
+            ("deploy.request_timeout_s", d.request_timeout_s),
+            ("deploy.idle_connection_s", d.idle_connection_s),
         ] {
             if !(v.is_finite() && v > 0.0) {
                 return Err(ConfigError::new(
@@ -388,6 +437,22 @@ impl Scenario {
                     format!("must be a positive number, got {v}"),
                 ));
             }
+        }
+        if d.idle_connection_s <= d.heartbeat_timeout_s / 4.0 {
+            return Err(ConfigError::new(
+                "deploy.idle_connection_s",
+                format!(
+                    "{} s would close connections between heartbeats (every heartbeat_timeout_s / 4 = {} s)",
+                    d.idle_connection_s,
+                    d.heartbeat_timeout_s / 4.0
+                ),
+            ));
+        }
+        if d.max_connections == 0 {
+            return Err(ConfigError::new(
+                "deploy.max_connections",
+                "must be at least 1",
+            ));
         }
         if d.max_message_mib == 0 {
             return Err(ConfigError::new(
@@ -413,6 +478,23 @@ impl Scenario {
                     format!("deploy.faults[{i}].kill_clients"),
                     format!("must be a fraction in [0, 1], got {}", f.kill_clients),
                 ));
+            }
+            if let Some(ids) = &f.late_clients {
+                let key = format!("deploy.faults[{i}].late_clients");
+                let parsed = crate::participation::events::parse_id_list(ids)
+                    .map_err(|m| ConfigError::new(key.clone(), m))?;
+                if let Some(bad) = parsed.iter().find(|&&c| c as usize >= self.clients) {
+                    return Err(ConfigError::new(
+                        key,
+                        format!("client {bad} is out of range (clients = {})", self.clients),
+                    ));
+                }
+                if self.round.deadline_s <= 0.0 {
+                    return Err(ConfigError::new(
+                        key,
+                        "needs a round deadline (round.deadline_s > 0): late means after it",
+                    ));
+                }
             }
         }
         Ok(())

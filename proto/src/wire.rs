@@ -107,12 +107,13 @@ pub fn to_proto(p: &Payload) -> v1::Payload {
 }
 
 /// Converts a protobuf payload to a core payload, checking every field (dtype, shape against data
-/// length, index ranges, finiteness).
+/// length, index ranges, finiteness). Linear in the number of tensors.
 pub fn from_proto(p: v1::Payload) -> Result<Payload, WireError> {
     use v1::tensor::Data;
     let mut out = Payload::new();
+    let mut names = std::collections::HashSet::with_capacity(p.tensors.len());
     for t in p.tensors {
-        if out.get(&t.name).is_some() {
+        if !names.insert(t.name.clone()) {
             return Err(WireError(format!("tensor `{}` appears twice", t.name)));
         }
         let name = t.name;
@@ -163,17 +164,155 @@ pub fn encode(p: &Payload) -> Bytes {
     to_proto(p).encode_to_vec().into()
 }
 
-/// Decodes and validates a payload.
+/// Decodes and validates a payload from a trusted source (a checkpoint this process wrote); network
+/// input goes through [`decode_untrusted`].
 pub fn decode(bytes: &[u8]) -> Result<Payload, WireError> {
     decode_bytes(Bytes::copy_from_slice(bytes))
 }
 
-/// Decodes and validates a payload held in `bytes`; tensor data is sliced out of `bytes`, not copied,
-/// until it is converted to numbers.
+/// Decodes and validates a trusted payload held in `bytes`; tensor data is sliced out of `bytes`, not
+/// copied, until it is converted to numbers.
 pub fn decode_bytes(bytes: Bytes) -> Result<Payload, WireError> {
     let msg =
         v1::Payload::decode(bytes).map_err(|e| WireError(format!("undecodable protobuf: {e}")))?;
     from_proto(msg)
+}
+
+/// Bounds on a payload's structure, checked on the encoded bytes before anything is decoded: without
+/// them a few megabytes of empty tensors or of shape dimensions decode into hundreds of megabytes of
+/// per-tensor bookkeeping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DecodeLimits {
+    /// Most tensors in one payload.
+    pub max_tensors: usize,
+    /// Most dimensions in one dense tensor's shape.
+    pub max_rank: usize,
+}
+
+impl DecodeLimits {
+    /// Most dimensions of any tensor fedsim sends (models send vectors; rank 8 leaves room).
+    pub const MAX_RANK: usize = 8;
+
+    /// Limits for payloads whose schema the receiver does not know: 4,096 tensors of rank at most
+    /// [`Self::MAX_RANK`].
+    pub const GENEROUS: Self = Self {
+        max_tensors: 4096,
+        max_rank: Self::MAX_RANK,
+    };
+
+    /// Limits for a payload that may carry at most `max_tensors` tensors.
+    pub fn tensors(max_tensors: usize) -> Self {
+        Self {
+            max_tensors,
+            max_rank: Self::MAX_RANK,
+        }
+    }
+}
+
+/// Decodes and validates a payload from the network: [`DecodeLimits`] are checked on the encoded bytes
+/// first (one linear pass, no allocation), then the payload is decoded as by [`decode_bytes`].
+pub fn decode_untrusted(bytes: Bytes, limits: DecodeLimits) -> Result<Payload, WireError> {
+    check_limits(&bytes, limits)?;
+    decode_bytes(bytes)
+}
+
+/// One field of an encoded protobuf message, as the scanner sees it.
+enum Field<'a> {
+    Varint,
+    LengthDelimited(&'a [u8]),
+    Fixed,
+}
+
+/// Walks the top-level fields of an encoded message without decoding them.
+fn scan_fields<'a>(
+    mut b: &'a [u8],
+    mut visit: impl FnMut(u64, Field<'a>) -> Result<(), WireError>,
+) -> Result<(), WireError> {
+    let varint = |b: &mut &'a [u8]| {
+        prost::encoding::decode_varint(b)
+            .map_err(|e| WireError(format!("undecodable protobuf: {e}")))
+    };
+    while !b.is_empty() {
+        let key = varint(&mut b)?;
+        let skip = |b: &mut &'a [u8], n: usize| -> Result<&'a [u8], WireError> {
+            if b.len() < n {
+                return Err(WireError("undecodable protobuf: truncated field".into()));
+            }
+            let (value, rest) = b.split_at(n);
+            *b = rest;
+            Ok(value)
+        };
+        let field = match key & 7 {
+            0 => {
+                varint(&mut b)?;
+                Field::Varint
+            }
+            1 => {
+                skip(&mut b, 8)?;
+                Field::Fixed
+            }
+            2 => {
+                let len = usize::try_from(varint(&mut b)?)
+                    .map_err(|_| WireError("undecodable protobuf: length too large".into()))?;
+                Field::LengthDelimited(skip(&mut b, len)?)
+            }
+            5 => {
+                skip(&mut b, 4)?;
+                Field::Fixed
+            }
+            t => {
+                return Err(WireError(format!(
+                    "undecodable protobuf: unsupported wire type {t}"
+                )));
+            }
+        };
+        visit(key >> 3, field)?;
+    }
+    Ok(())
+}
+
+/// Checks `limits` on an encoded `Payload`: counts its tensors and each dense tensor's dimensions.
+fn check_limits(bytes: &[u8], limits: DecodeLimits) -> Result<(), WireError> {
+    // Field numbers of `fedsim.v1.Payload.tensors`, `Tensor.dense` and `Dense.shape`.
+    const TENSORS: u64 = 1;
+    const DENSE: u64 = 2;
+    const SHAPE: u64 = 2;
+    let mut count = 0usize;
+    scan_fields(bytes, |field, value| {
+        let (TENSORS, Field::LengthDelimited(tensor)) = (field, value) else {
+            return Ok(());
+        };
+        count += 1;
+        if count > limits.max_tensors {
+            return Err(WireError(format!(
+                "more than {} tensors (the most an update of this run carries)",
+                limits.max_tensors
+            )));
+        }
+        let mut rank = 0usize;
+        scan_fields(tensor, |field, value| {
+            let (DENSE, Field::LengthDelimited(dense)) = (field, value) else {
+                return Ok(());
+            };
+            scan_fields(dense, |field, value| {
+                rank += match (field, value) {
+                    // Packed: one varint per byte whose top bit is clear.
+                    (SHAPE, Field::LengthDelimited(packed)) => {
+                        packed.iter().filter(|&&b| b < 0x80).count()
+                    }
+                    (SHAPE, _) => 1,
+                    _ => 0,
+                };
+                if rank > limits.max_rank {
+                    return Err(WireError(format!(
+                        "tensor {count}: shape has more than {} dimensions",
+                        limits.max_rank
+                    )));
+                }
+                Ok(())
+            })
+        })
+    })
 }
 
 /// Bytes a message occupies in a gRPC stream: its protobuf encoding plus the 5-byte gRPC frame header
@@ -247,8 +386,9 @@ impl Assembler {
         Ok(())
     }
 
-    /// The decoded payload, once all declared bytes arrived.
-    pub fn finish(self) -> Result<Payload, WireError> {
+    /// The encoded payload, once all declared bytes arrived (to decode elsewhere, e.g. off the async
+    /// reactor, with [`decode_untrusted`]).
+    pub fn into_bytes(self) -> Result<Bytes, WireError> {
         if self.buf.len() != self.declared {
             return Err(WireError(format!(
                 "truncated: {} of {} declared bytes arrived",
@@ -256,7 +396,12 @@ impl Assembler {
                 self.declared
             )));
         }
-        decode_bytes(Bytes::from(self.buf))
+        Ok(Bytes::from(self.buf))
+    }
+
+    /// The decoded payload under [`DecodeLimits::GENEROUS`], once all declared bytes arrived.
+    pub fn finish(self) -> Result<Payload, WireError> {
+        decode_untrusted(self.into_bytes()?, DecodeLimits::GENEROUS)
     }
 }
 
@@ -366,5 +511,75 @@ mod tests {
         a.push(&bytes[..bytes.len() - 1]).unwrap();
         assert!(a.finish().unwrap_err().0.contains("truncated"));
         assert!(Assembler::new(100, 10).is_err());
+    }
+
+    #[test]
+    fn limits_refuse_many_tensors_and_deep_shapes_before_decoding() {
+        let many = v1::Payload {
+            tensors: (0..10)
+                .map(|i| v1::Tensor {
+                    name: format!("t{i}"),
+                    data: Some(v1::tensor::Data::Scalar(1.0)),
+                })
+                .collect(),
+        };
+        let bytes: Bytes = many.encode_to_vec().into();
+        assert!(decode_untrusted(bytes.clone(), DecodeLimits::tensors(10)).is_ok());
+        let err = decode_untrusted(bytes, DecodeLimits::tensors(9))
+            .unwrap_err()
+            .0;
+        assert!(err.contains("more than 9 tensors"), "{err}");
+
+        let deep = v1::Payload {
+            tensors: vec![v1::Tensor {
+                name: "d".into(),
+                data: Some(v1::tensor::Data::Dense(v1::Dense {
+                    dtype: v1::DType::F32 as i32,
+                    shape: vec![1; 9],
+                    data: le_f32(&[1.0]),
+                })),
+            }],
+        };
+        let bytes: Bytes = deep.encode_to_vec().into();
+        let err = decode_untrusted(bytes, DecodeLimits::GENEROUS)
+            .unwrap_err()
+            .0;
+        assert!(err.contains("more than 8 dimensions"), "{err}");
+        // A legitimate payload passes with its own tensor count as the limit.
+        let p = sample();
+        let n = p.tensors.len();
+        assert_eq!(
+            decode_untrusted(encode(&p), DecodeLimits::tensors(n)).unwrap(),
+            p
+        );
+        // Garbage is an error, not a panic.
+        assert!(
+            decode_untrusted(Bytes::from_static(&[0x0a, 0xff]), DecodeLimits::GENEROUS).is_err()
+        );
+        assert!(decode_untrusted(Bytes::from_static(&[0x0b]), DecodeLimits::GENEROUS).is_err());
+    }
+
+    #[test]
+    fn duplicate_names_are_found_in_linear_time() {
+        // 200k distinct names decode quickly (a quadratic name check took minutes at this size).
+        let p = v1::Payload {
+            tensors: (0..200_000)
+                .map(|i| v1::Tensor {
+                    name: format!("t{i}"),
+                    data: Some(v1::tensor::Data::Scalar(0.0)),
+                })
+                .collect(),
+        };
+        assert_eq!(from_proto(p).unwrap().tensors.len(), 200_000);
+        let dup = v1::Payload {
+            tensors: vec![
+                v1::Tensor {
+                    name: "x".into(),
+                    data: Some(v1::tensor::Data::Scalar(0.0)),
+                };
+                2
+            ],
+        };
+        assert!(from_proto(dup).unwrap_err().0.contains("appears twice"));
     }
 }

@@ -78,6 +78,19 @@ pub struct Reservation {
     bytes: usize,
 }
 
+impl Reservation {
+    /// Gives back all but `bytes` of the reservation (what a decoded update keeps once its encoded
+    /// bytes are freed).
+    pub fn shrink_to(&mut self, bytes: usize) {
+        if bytes < self.bytes {
+            self.budget
+                .used
+                .fetch_sub(self.bytes - bytes, Ordering::AcqRel);
+            self.bytes = bytes;
+        }
+    }
+}
+
 impl Drop for Reservation {
     fn drop(&mut self) {
         self.budget.used.fetch_sub(self.bytes, Ordering::AcqRel);
@@ -120,14 +133,21 @@ impl PayloadSource for Received {
 #[derive(Debug)]
 pub struct SpoolFile {
     path: PathBuf,
+    limits: wire::DecodeLimits,
 }
 
 impl SpoolFile {
-    /// A new (not yet created) spool file for `client`'s result of `round` in `dir`.
-    pub fn new(dir: &Path, round: u64, client: ClientId) -> std::io::Result<Self> {
+    /// A new (not yet created) spool file for `client`'s result of `round` in `dir`, to be decoded under
+    /// `limits`.
+    pub fn new(
+        dir: &Path,
+        round: u64,
+        client: ClientId,
+        limits: wire::DecodeLimits,
+    ) -> std::io::Result<Self> {
         std::fs::create_dir_all(dir)?;
         let path = dir.join(format!("r{round}-c{client}-{}.bin", random_hex(4)));
-        Ok(Self { path })
+        Ok(Self { path, limits })
     }
 
     /// The file.
@@ -138,7 +158,7 @@ impl SpoolFile {
     /// Decodes (and validates) the spooled payload.
     pub fn load(self) -> Result<Payload, String> {
         let bytes = std::fs::read(&self.path).map_err(|e| format!("spooled update: {e}"))?;
-        wire::decode_bytes(bytes.into()).map_err(|e| e.to_string())
+        wire::decode_untrusted(bytes.into(), self.limits).map_err(|e| e.to_string())
     }
 }
 
@@ -171,7 +191,7 @@ mod tests {
     #[test]
     fn spool_files_round_trip_and_vanish() {
         let dir = std::env::temp_dir().join(format!("fedsim-spool-{}", std::process::id()));
-        let f = SpoolFile::new(&dir, 3, 7).unwrap();
+        let f = SpoolFile::new(&dir, 3, 7, wire::DecodeLimits::tensors(1)).unwrap();
         let p = Payload::new().with("delta", fedsim_types::TensorData::vector(vec![1.0, -2.0]));
         std::fs::write(f.path(), wire::encode(&p)).unwrap();
         let path = f.path().to_path_buf();

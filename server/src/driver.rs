@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use fedsim_engine::engine::{Refusal, RoundIo, Verdict};
 use fedsim_engine::report::Summary;
 use fedsim_engine::report::peak_rss_mib;
+use fedsim_engine::scenario::QuorumOrder;
 use fedsim_engine::{ClientOutcome, Engine, Scenario};
 use fedsim_proto::wire;
 use fedsim_types::ClientId;
@@ -44,6 +45,16 @@ pub async fn drive(
         .await
         .map_err(|e| ServerError::Transport(e.to_string()))??;
     let mut engine = Engine::new(scenario.clone(), Arc::new(data), "grpc")?;
+    shared.set_update_tensors(engine.update_tensors().len());
+    let by_arrival =
+        scenario.round.quorum > 0 && scenario.round.quorum_order == QuorumOrder::Arrival;
+    if by_arrival {
+        engine.quorum_by_arrival();
+        tracing::info!(
+            quorum = scenario.round.quorum,
+            "rounds close at the first quorum results to arrive (round.quorum_order = \"arrival\"; not reproducible)"
+        );
+    }
     if opts.resume {
         let snap = checkpoint::load(&opts.out, &hash)?;
         tracing::info!(round = snap.next_round, "resuming from checkpoint");
@@ -68,7 +79,7 @@ pub async fn drive(
             wait_for_clients(&shared, 1, scenario.deploy.wait_timeout_s).await?;
         }
         run_round(&mut engine, &shared, &mut results, &scenario).await?;
-        checkpoint::save(&opts.out, &shared.run_id, &hash, &engine.snapshot())?;
+        save_checkpoint(&opts.out, &shared.run_id, &hash, &engine).await;
     }
     let _ = std::fs::remove_dir_all(&shared.spool);
     let summary = tokio::task::block_in_place(|| engine.finish())?;
@@ -80,6 +91,32 @@ pub async fn drive(
     Ok(summary)
 }
 
+/// Attempts at writing a round's checkpoint before the run goes on without it.
+const CHECKPOINT_ATTEMPTS: u32 = 4;
+
+/// Writes the checkpoint after a round, retrying with backoff. A checkpoint that cannot be written
+/// (disk full, out of file descriptors) never ends the run: the previous checkpoint stays intact (it
+/// is replaced atomically) and a `--resume` would repeat the rounds since then.
+async fn save_checkpoint(out: &std::path::Path, run_id: &str, hash: &str, engine: &Engine) {
+    let snap = engine.snapshot();
+    let mut wait = Duration::from_millis(100);
+    for attempt in 1..=CHECKPOINT_ATTEMPTS {
+        match checkpoint::save(out, run_id, hash, &snap) {
+            Ok(()) => return,
+            Err(e) if attempt < CHECKPOINT_ATTEMPTS => {
+                tracing::warn!(error = %e, attempt, retry_in_ms = wait.as_millis() as u64, "cannot write the checkpoint; retrying");
+                tokio::time::sleep(wait).await;
+                wait *= 4;
+            }
+            Err(e) => tracing::error!(
+                error = %e,
+                round = snap.next_round,
+                "cannot write the checkpoint; the run goes on and the previous checkpoint is kept"
+            ),
+        }
+    }
+}
+
 async fn wait_for_clients(
     shared: &Shared,
     required: usize,
@@ -87,6 +124,7 @@ async fn wait_for_clients(
 ) -> Result<(), ServerError> {
     let start = Instant::now();
     let mut last_log = usize::MAX;
+    let mut last_at = start;
     loop {
         let joined = shared.registry().available().len();
         if joined >= required {
@@ -99,9 +137,16 @@ async fn wait_for_clients(
                 secs: timeout_s,
             });
         }
-        if joined != last_log {
-            tracing::info!(joined, required, "waiting for clients");
+        // At the default log level (target `fedsim::status`): on every change, and every
+        // WAIT_LOG while nothing changes.
+        if joined != last_log || last_at.elapsed() >= WAIT_LOG {
+            tracing::info!(
+                target: "fedsim::status",
+                "waiting for clients: {joined} of {required} joined (giving up in {:.0} s)",
+                (timeout_s - start.elapsed().as_secs_f64()).max(0.0)
+            );
             last_log = joined;
+            last_at = Instant::now();
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -179,9 +224,19 @@ async fn run_round(
     let mut last_wait_log = Instant::now();
     while engine.awaiting_count() > 0 && engine.updates_received() < quorum {
         if deadline.is_some_and(|d| Instant::now() >= d) {
+            let missing = engine.awaiting();
+            if scenario.round.quorum > 0 && scenario.round.quorum_order == QuorumOrder::Virtual {
+                // The virtual quorum was chosen when the round was planned; a member that hangs can
+                // only be given up on at the deadline.
+                tracing::warn!(
+                    round = round + 1,
+                    clients = ?&missing[..missing.len().min(10)],
+                    "deadline passed; members of the round's virtual quorum never reported (round.quorum_order = \"arrival\" closes at the first results to arrive instead)"
+                );
+            }
             tracing::info!(
                 round = round + 1,
-                missing = engine.awaiting_count(),
+                missing = missing.len(),
                 "deadline passed; closing the round"
             );
             break;
@@ -202,7 +257,10 @@ async fn run_round(
                 };
                 let (outcome, is_spooled) = outcome;
                 let is_update = matches!(outcome, ClientOutcome::Update { .. });
-                match engine.submit(sub_round, client, outcome) {
+                // Validation (and decoding a spooled update at its turn) is CPU work: keep it off the
+                // async workers that answer heartbeats.
+                let submitted = tokio::task::block_in_place(|| engine.submit(sub_round, client, outcome));
+                match submitted {
                     Ok(()) => {
                         bytes_up += wire_bytes;
                         if let Ok(mut set) = open.submitted.lock() {

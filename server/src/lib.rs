@@ -10,12 +10,14 @@ pub mod budget;
 pub mod checkpoint;
 pub mod driver;
 mod ids;
+pub mod net;
 pub mod registry;
 pub mod service;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use fedsim_engine::report::Summary;
 use fedsim_engine::{EngineError, Scenario};
@@ -85,6 +87,10 @@ pub struct ServerOptions {
 /// Default memory for received updates: 64 MiB.
 pub const DEFAULT_UPDATE_MEMORY: usize = 64 << 20;
 
+/// Most concurrent requests on one connection. A client process holds about two per hosted client (a
+/// task request and a result upload) plus heartbeats; beyond the cap its requests queue on its side.
+pub const MAX_STREAMS_PER_CONNECTION: u32 = 256;
+
 fn read_file(path: &PathBuf) -> Result<Vec<u8>, ServerError> {
     std::fs::read(path).map_err(|e| ServerError::File {
         path: path.clone(),
@@ -122,10 +128,27 @@ pub async fn run(scenario: Scenario, opts: ServerOptions) -> Result<Summary, Ser
         opts.update_memory_bytes,
     )?);
     let svc = service::CoordinatorService::new(shared.clone());
+    let limits = net::EdgeLimits {
+        max_connections: scenario.deploy.max_connections,
+        request_timeout: Duration::from_secs_f64(scenario.deploy.request_timeout_s),
+        idle: Duration::from_secs_f64(scenario.deploy.idle_connection_s),
+    };
+    match net::raise_open_file_limit() {
+        Some(n) if (n as usize) < limits.max_connections + 64 => tracing::warn!(
+            open_files = n,
+            max_connections = limits.max_connections,
+            "the open-file limit is below deploy.max_connections; raise it (ulimit -n) or lower the cap"
+        ),
+        _ => {}
+    }
     let mut builder = tonic::transport::Server::builder()
         .initial_stream_window_size(fedsim_proto::wire::STREAM_WINDOW)
         .initial_connection_window_size(fedsim_proto::wire::CONNECTION_WINDOW)
-        .tcp_nodelay(true);
+        .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
+        // Pings find dead peers; they come less often than the idle timeout, so a peer that only
+        // answers pings is still closed as idle.
+        .http2_keepalive_interval(Some(limits.idle * 2))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)));
     if let Some(tls) = &opts.tls {
         builder = builder
             .tls_config(tls_config(tls)?)
@@ -138,21 +161,18 @@ pub async fn run(scenario: Scenario, opts: ServerOptions) -> Result<Summary, Ser
         .local_addr()
         .map_err(|e| ServerError::Transport(e.to_string()))?;
     tracing::info!(%local, run_id = %shared.run_id, "coordinator listening");
-    // tonic's `tcp_nodelay` does not reach sockets from `serve_with_incoming`: set it on every
-    // accepted stream, or small replies wait for Nagle's algorithm (about 40 ms each).
-    let incoming = tokio_stream::StreamExt::map(
-        tokio_stream::wrappers::TcpListenerStream::new(listener),
-        |accepted| {
-            accepted.inspect(|stream| {
-                if let Err(e) = stream.set_nodelay(true) {
-                    tracing::debug!(error = %e, "could not set TCP_NODELAY");
-                }
-            })
-        },
+    let closed = shared.clone();
+    let incoming = net::incoming(
+        listener,
+        limits,
+        Arc::new(move |peer| closed.registry().connection_closed(peer)),
     );
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(
         builder
+            .layer(net::RequestTimeoutLayer {
+                timeout: limits.request_timeout,
+            })
             .add_service(svc.into_server())
             .serve_with_incoming_shutdown(incoming, async {
                 let _ = stop_rx.await;

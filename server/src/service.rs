@@ -30,10 +30,17 @@ use crate::{Credentials, ServerError};
 /// Longest a FetchTask call waits before answering WAIT.
 const LONG_POLL: Duration = Duration::from_secs(15);
 
-/// Largest single gRPC message, set explicitly on the server in both directions (tonic's default is
-/// 4 MiB). Payloads travel as a stream of [`wire::CHUNK_BYTES`] chunks, so this bounds a chunk, not a
-/// model; the payload limit is the scenario's `deploy.max_message_mib`.
-pub const MAX_GRPC_MESSAGE: usize = 8 << 20;
+/// Largest single gRPC message the coordinator accepts: one payload chunk ([`wire::CHUNK_BYTES`]) and
+/// its header, with room to spare. Payloads travel as streams of chunks, so this bounds a chunk, not a
+/// model (the payload limit is the scenario's `deploy.max_message_mib`), and it bounds what a caller
+/// that has not joined can make the coordinator buffer per request: a `Join` is a few KiB.
+pub const MAX_GRPC_MESSAGE: usize = wire::CHUNK_BYTES + (64 << 10);
+
+/// Largest message the coordinator sends (task chunks, the scenario in a `JoinResponse`).
+const MAX_SENT_MESSAGE: usize = 8 << 20;
+
+/// Longest the coordinator waits for a client to take the next chunk of a task download.
+const SEND_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Longest the service waits for the next chunk of a result stream before giving up on it.
 const MIN_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -167,6 +174,10 @@ pub struct Shared {
     /// Directory of spool files.
     pub spool: PathBuf,
     downloads: tokio::sync::Semaphore,
+    /// Clients with a task request in progress (one per client; a second is refused).
+    fetching: Mutex<HashSet<ClientId>>,
+    /// Bounds on decoding an update, from the strategy's schema (set by the driver).
+    decode_limits: std::sync::OnceLock<wire::DecodeLimits>,
 }
 
 impl Shared {
@@ -204,7 +215,24 @@ impl Shared {
             budget: MemoryBudget::new(update_memory),
             spool: out.join(SPOOL_DIR),
             downloads: tokio::sync::Semaphore::new(MAX_CONCURRENT_DOWNLOADS),
+            fetching: Mutex::new(HashSet::new()),
+            decode_limits: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Bounds decoding of every update by the strategy's schema: at most `max_tensors` tensors (see
+    /// [`fedsim_engine::Engine::update_tensors`]). Called once, by the driver.
+    pub fn set_update_tensors(&self, max_tensors: usize) {
+        let _ = self
+            .decode_limits
+            .set(wire::DecodeLimits::tensors(max_tensors));
+    }
+
+    fn decode_limits(&self) -> wire::DecodeLimits {
+        self.decode_limits
+            .get()
+            .copied()
+            .unwrap_or(wire::DecodeLimits::GENEROUS)
     }
 
     /// The receiving end of submissions (taken once, by the driver).
@@ -249,7 +277,8 @@ impl Shared {
         Ok(())
     }
 
-    /// Receives a result's payload into memory, decoding and validating it.
+    /// Receives a result's payload into memory, then decodes and validates it on a blocking thread (a
+    /// large or adversarial payload never stalls the async workers that answer heartbeats and joins).
     async fn receive_in_memory(
         &self,
         h: &ResultHeader,
@@ -267,7 +296,12 @@ impl Shared {
                 _ => return Err(refuse(h, SECOND_HEADER.into())),
             }
         }
-        asm.finish().map_err(|e| refuse(h, e.to_string()))
+        let bytes = asm.into_bytes().map_err(|e| refuse(h, e.to_string()))?;
+        let limits = self.decode_limits();
+        tokio::task::spawn_blocking(move || wire::decode_untrusted(bytes, limits))
+            .await
+            .map_err(|e| Status::internal(format!("decoding failed: {e}")))?
+            .map_err(|e| refuse(h, e.to_string()))
     }
 
     /// Receives a result's payload chunk by chunk into a spool file (memory: one chunk). It is decoded
@@ -283,7 +317,8 @@ impl Shared {
             tracing::error!(error = %e, "cannot spool an update to disk");
             Status::unavailable(format!("the coordinator cannot store the update: {e}"))
         };
-        let spool = SpoolFile::new(&self.spool, h.round, h.client_id).map_err(io)?;
+        let spool =
+            SpoolFile::new(&self.spool, h.round, h.client_id, self.decode_limits()).map_err(io)?;
         let mut file = tokio::fs::File::create(spool.path()).await.map_err(io)?;
         let mut written = 0u64;
         while let Some(chunk) = self.next_chunk(stream).await? {
@@ -349,7 +384,7 @@ impl CoordinatorService {
     pub fn into_server(self) -> CoordinatorServer<Self> {
         CoordinatorServer::new(self)
             .max_decoding_message_size(MAX_GRPC_MESSAGE)
-            .max_encoding_message_size(MAX_GRPC_MESSAGE)
+            .max_encoding_message_size(MAX_SENT_MESSAGE)
     }
 }
 
@@ -361,19 +396,78 @@ fn refuse(h: &ResultHeader, msg: String) -> Status {
     Status::invalid_argument(msg)
 }
 
-fn header(kind: v1::task_header::Kind) -> TaskHeader {
-    TaskHeader {
-        kind: kind as i32,
-        ..TaskHeader::default()
+fn header(kind: v1::task_header::Kind) -> TaskChunk {
+    TaskChunk {
+        part: Some(task_chunk::Part::Header(TaskHeader {
+            kind: kind as i32,
+            ..TaskHeader::default()
+        })),
+    }
+}
+
+type TaskSender = mpsc::Sender<Result<TaskChunk, Status>>;
+
+/// Sends a one-message answer (WAIT, DONE), giving up after [`SEND_TIMEOUT`].
+async fn send_within(tx: &TaskSender, msg: TaskChunk) {
+    let _ = tokio::time::timeout(SEND_TIMEOUT, tx.send(Ok(msg))).await;
+}
+
+/// Sends one message of a task download; false when the client went away or did not take it within
+/// [`SEND_TIMEOUT`] (the download is abandoned and its slot freed).
+async fn send_chunk(tx: &TaskSender, msg: TaskChunk, client: ClientId) -> bool {
+    match tokio::time::timeout(SEND_TIMEOUT, tx.send(Ok(msg))).await {
+        Ok(Ok(())) => true,
+        Ok(Err(_)) => false,
+        Err(_) => {
+            tracing::warn!(
+                client,
+                secs = SEND_TIMEOUT.as_secs(),
+                "task download abandoned: the client stopped reading"
+            );
+            false
+        }
+    }
+}
+
+/// A client's task request in progress; released when the request ends, however it ends.
+struct FetchGuard {
+    shared: Arc<Shared>,
+    client: ClientId,
+}
+
+impl FetchGuard {
+    fn take(shared: &Arc<Shared>, client: ClientId) -> Result<Self, Status> {
+        let claimed = shared
+            .fetching
+            .lock()
+            .map_err(|_| Status::internal("fetch table poisoned"))?
+            .insert(client);
+        if !claimed {
+            tracing::warn!(client, "second concurrent task request refused");
+            return Err(Status::resource_exhausted(format!(
+                "a task request for client {client} is already in progress"
+            )));
+        }
+        Ok(Self {
+            shared: shared.clone(),
+            client,
+        })
+    }
+}
+
+impl Drop for FetchGuard {
+    fn drop(&mut self) {
+        if let Ok(mut set) = self.shared.fetching.lock() {
+            set.remove(&self.client);
+        }
     }
 }
 
 #[tonic::async_trait]
 impl Coordinator for CoordinatorService {
     async fn join(&self, req: Request<JoinRequest>) -> Result<Response<JoinResponse>, Status> {
-        let peer = req
-            .remote_addr()
-            .map_or_else(|| "unknown peer".to_string(), |a| a.to_string());
+        let peer_addr = req.remote_addr();
+        let peer = peer_addr.map_or_else(|| "unknown peer".to_string(), |a| a.to_string());
         let r = req.into_inner();
         let s = &self.shared;
         let refuse = |status: Status| {
@@ -402,9 +496,11 @@ impl Coordinator for CoordinatorService {
                 "client id {dup} is listed twice"
             )));
         }
-        if let Some(Err(msg)) = s.credentials.as_ref().map(|c| c.check(&r.token, &ids)) {
-            return refuse(Status::unauthenticated(msg));
-        }
+        let verified = match s.credentials.as_ref().map(|c| c.check(&r.token, &ids)) {
+            Some(Err(msg)) => return refuse(Status::unauthenticated(msg)),
+            Some(Ok(())) => true,
+            None => false,
+        };
         if !r.scenario_hash.is_empty() && r.scenario_hash != s.scenario_hash {
             return refuse(Status::failed_precondition(
                 "the client's scenario differs from the coordinator's",
@@ -413,7 +509,15 @@ impl Coordinator for CoordinatorService {
         let session = random_hex(12);
         let entries: Vec<(ClientId, u64)> =
             r.clients.iter().map(|c| (c.id, c.num_samples)).collect();
-        s.registry().join(&session, &entries);
+        if let Err(held) =
+            s.registry()
+                .join(&session, &entries, &r.previous_session, verified, peer_addr)
+        {
+            return refuse(Status::already_exists(format!(
+                "client id {held} is held by a live session; it is released when that session leaves \
+                 or stops heartbeating for deploy.heartbeat_timeout_s"
+            )));
+        }
         tracing::info!(
             %peer,
             clients = ids.len(),
@@ -440,21 +544,19 @@ impl Coordinator for CoordinatorService {
         s.check_run(&r.run_id)?;
         s.check_owner(&r.session, r.client_id)?;
         let client = r.client_id;
+        // One task request per client at a time: a client that opens many downloads and reads none
+        // would otherwise hold every download slot and starve the round.
+        let guard = FetchGuard::take(&s, client)?;
         let mut rx = s.phase.subscribe();
         let (tx, out) = mpsc::channel(4);
         tokio::spawn(async move {
+            let _guard = guard;
             let until = tokio::time::Instant::now() + LONG_POLL;
             loop {
                 let phase = rx.borrow_and_update().clone();
                 match phase {
                     Phase::Done => {
-                        let _ = tx
-                            .send(Ok(TaskChunk {
-                                part: Some(task_chunk::Part::Header(header(
-                                    v1::task_header::Kind::Done,
-                                ))),
-                            }))
-                            .await;
+                        send_within(&tx, header(v1::task_header::Kind::Done)).await;
                         return;
                     }
                     Phase::Open(o)
@@ -479,7 +581,7 @@ impl Coordinator for CoordinatorService {
                             part: Some(task_chunk::Part::Header(h)),
                         };
                         let mut sent = wire::grpc_message_len(first.encoded_len());
-                        if tx.send(Ok(first)).await.is_err() {
+                        if !send_chunk(&tx, first, client).await {
                             return;
                         }
                         for c in wire::chunks(&o.payload) {
@@ -487,7 +589,7 @@ impl Coordinator for CoordinatorService {
                                 part: Some(task_chunk::Part::Data(c)),
                             };
                             sent += wire::grpc_message_len(msg.encoded_len());
-                            if tx.send(Ok(msg)).await.is_err() {
+                            if !send_chunk(&tx, msg, client).await {
                                 return;
                             }
                         }
@@ -496,18 +598,16 @@ impl Coordinator for CoordinatorService {
                     }
                     _ => {}
                 }
-                match tokio::time::timeout_at(until, rx.changed()).await {
-                    Ok(Ok(())) => continue,
-                    Ok(Err(_)) | Err(_) => {
-                        let _ = tx
-                            .send(Ok(TaskChunk {
-                                part: Some(task_chunk::Part::Header(header(
-                                    v1::task_header::Kind::Wait,
-                                ))),
-                            }))
-                            .await;
-                        return;
-                    }
+                tokio::select! {
+                    changed = tokio::time::timeout_at(until, rx.changed()) => match changed {
+                        Ok(Ok(())) => continue,
+                        Ok(Err(_)) | Err(_) => {
+                            send_within(&tx, header(v1::task_header::Kind::Wait)).await;
+                            return;
+                        }
+                    },
+                    // The caller went away: free its slot now, not at the end of the long poll.
+                    () = tx.closed() => return,
                 }
             }
         });
@@ -587,11 +687,17 @@ impl Coordinator for CoordinatorService {
                 tracing::warn!(client = h.client_id, round = h.round, error = %e, "oversized result refused");
                 return Err(Status::resource_exhausted(e.to_string()));
             }
-            let received = match s.budget.try_reserve(h.payload_len as usize) {
-                Some(reservation) => {
+            // While decoding, the encoded bytes and the decoded tensors are both held: reserve twice the
+            // payload, then keep what the decoded update holds.
+            let received = match s
+                .budget
+                .try_reserve((h.payload_len as usize).saturating_mul(2))
+            {
+                Some(mut reservation) => {
                     let payload = s
                         .receive_in_memory(&h, &mut stream, &mut wire_bytes)
                         .await?;
+                    reservation.shrink_to(payload.heap_bytes());
                     Received::Memory(payload, reservation)
                 }
                 None => {

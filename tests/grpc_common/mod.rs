@@ -9,6 +9,8 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+pub(crate) mod raw;
+
 /// The tests of one file run one at a time: each starts several processes, and the machine may have
 /// only two cores (heartbeats must not starve).
 pub(crate) fn serial() -> MutexGuard<'static, ()> {

@@ -119,6 +119,12 @@ fn invalid(client: ClientId, msg: impl Into<String>) -> StrategyError {
 }
 
 impl Strategy for FedAvgEf21 {
+    fn update_tensors(&self) -> Vec<String> {
+        [INIT_DENSE, INIT_COMPRESSED, DIFF]
+            .map(String::from)
+            .to_vec()
+    }
+
     fn name(&self) -> String {
         "fedavg_ef21".into()
     }

@@ -159,6 +159,10 @@ fn norm(v: &[f32]) -> f32 {
 }
 
 impl Strategy for FedSpeed {
+    fn update_tensors(&self) -> Vec<String> {
+        vec![dense::DELTA.to_string(), DUAL.to_string()]
+    }
+
     fn name(&self) -> String {
         if self.config.rho == 0.0 {
             "feddyn".into()

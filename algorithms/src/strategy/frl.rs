@@ -340,6 +340,10 @@ impl Frl {
 }
 
 impl Strategy for Frl {
+    fn update_tensors(&self) -> Vec<String> {
+        self.layers.iter().map(Layer::tensor).collect()
+    }
+
     fn name(&self) -> String {
         format!("frl(cosine={})", self.config.cosine)
     }

@@ -138,6 +138,13 @@ pub trait Strategy: Send + Sync {
         Ok(())
     }
 
+    /// Names of the tensors a client update may carry. The engine refuses an update with any other
+    /// tensor (extras would otherwise be ignored silently), and the coordinator decodes at most this
+    /// many tensors from one upload. The default is the dense delta of the dense strategies.
+    fn update_tensors(&self) -> Vec<String> {
+        vec![dense::DELTA.to_string()]
+    }
+
     /// Folds one client's update into the round's aggregate. Called in ascending client id.
     fn accept(&mut self, reporter: Reporter, update: Payload) -> Result<(), StrategyError>;
 

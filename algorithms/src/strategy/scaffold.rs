@@ -82,6 +82,10 @@ impl Scaffold {
 }
 
 impl Strategy for Scaffold {
+    fn update_tensors(&self) -> Vec<String> {
+        vec![dense::DELTA.to_string(), DELTA_C.to_string()]
+    }
+
     fn name(&self) -> String {
         format!("scaffold(option {})", self.config.option)
     }

@@ -5,7 +5,8 @@
 //! 1. *Availability*: clients in an outage window, clients before their join round and clients after
 //!    their leave round are not available (on top of the runtime's own connectivity).
 //! 2. *Selection*: the participation model picks among the available clients.
-//! 3. *Dropout*: each selected client independently never reports with probability `dropout`.
+//! 3. *Dropout*: each selected client independently never reports with probability `dropout`; selected
+//!    clients in a `drops` window never report.
 //! 4. *Stragglers*: a selected client with speed factor s needs `samples / (samples_per_s · s)` virtual
 //!    seconds for its local work; past `deadline_s` it is dropped, or with `partial_work = true` it
 //!    reports the steps it finished in time (dropped if none).
@@ -119,6 +120,10 @@ pub struct EventsConfig {
     /// Departures: the clients are unavailable from `start` on, for good.
     #[serde(default)]
     pub leaves: Vec<Window>,
+    /// Scripted dropouts: clients in the window that are selected never report (unlike an outage,
+    /// they are selected first, as a client that fails mid-round is).
+    #[serde(default)]
+    pub drops: Vec<Window>,
     /// The straggler model.
     #[serde(default)]
     pub stragglers: Option<Stragglers>,
@@ -194,6 +199,9 @@ impl EventsConfig {
         }
         for (i, w) in self.leaves.iter().enumerate() {
             check_window(&format!("events.leaves[{i}]"), w, num_clients)?;
+        }
+        for (i, w) in self.drops.iter().enumerate() {
+            check_window(&format!("events.drops[{i}]"), w, num_clients)?;
         }
         if let Some(s) = &self.stragglers {
             if !(s.samples_per_s.is_finite() && s.samples_per_s > 0.0) {
@@ -309,6 +317,7 @@ pub struct Scheduler {
     outages: Vec<(u64, Option<u64>, Members)>,
     joins: Vec<(u64, Members)>,
     leaves: Vec<(u64, Members)>,
+    drops: Vec<(u64, Option<u64>, Members)>,
     speeds: Option<Vec<f64>>,
 }
 
@@ -347,6 +356,12 @@ impl Scheduler {
             .enumerate()
             .map(|(i, w)| (w.start, Members::of(w, 300 + i as u64)))
             .collect();
+        let drops = events
+            .drops
+            .iter()
+            .enumerate()
+            .map(|(i, w)| (w.start, w.end, Members::of(w, 400 + i as u64)))
+            .collect();
         let speeds = events.stragglers.as_ref().map(|s| match &s.speed {
             SpeedSpec::Constant(v) => vec![*v; num_clients],
             SpeedSpec::List(v) => v.clone(),
@@ -372,8 +387,15 @@ impl Scheduler {
             outages,
             joins,
             leaves,
+            drops,
             speeds,
         }
+    }
+
+    /// Stops choosing a quorum when rounds are planned (every selected client runs; the caller closes
+    /// the round at the first `quorum` arrivals).
+    pub fn quorum_by_arrival(&mut self) {
+        self.quorum = 0;
     }
 
     /// The participation model.
@@ -431,6 +453,15 @@ impl Scheduler {
                 && unit(self.seed, Purpose::Events, round, c as u64, 10) < self.events.dropout
             {
                 plan.dropped.push((c, "scripted dropout".into()));
+                continue;
+            }
+            let r = round + 1;
+            if self
+                .drops
+                .iter()
+                .any(|(a, b, m)| r >= *a && b.is_none_or(|b| r < b) && m.contains(self.seed, c))
+            {
+                plan.dropped.push((c, "scripted drop".into()));
                 continue;
             }
             let w = work(c);
@@ -495,6 +526,35 @@ mod tests {
     fn sched(events: EventsConfig, n: usize, quorum: usize) -> Scheduler {
         events.validate(n).unwrap();
         Scheduler::new(Box::new(Full), events, n, 1, quorum)
+    }
+
+    #[test]
+    fn scripted_drops_select_then_drop() {
+        let mut s = sched(
+            EventsConfig {
+                drops: vec![Window {
+                    start: 2,
+                    end: Some(3),
+                    clients: Some("1,3".into()),
+                    fraction: None,
+                }],
+                ..EventsConfig::default()
+            },
+            4,
+            0,
+        );
+        let all = [0, 1, 2, 3];
+        let p1 = s.plan(0, &all, &work);
+        assert!(p1.dropped.is_empty());
+        let p2 = s.plan(1, &all, &work);
+        assert_eq!(
+            p2.selected,
+            vec![0, 1, 2, 3],
+            "dropped clients are selected first"
+        );
+        let ids: Vec<_> = p2.dropped.iter().map(|(c, _)| *c).collect();
+        assert_eq!(ids, vec![1, 3]);
+        assert!(s.plan(2, &all, &work).dropped.is_empty());
     }
 
     #[test]

@@ -254,6 +254,12 @@ impl Ef21 {
 }
 
 impl Strategy for Ef21 {
+    fn update_tensors(&self) -> Vec<String> {
+        [INIT_DENSE, INIT_COMPRESSED, DIFF, FRESH, EF_V]
+            .map(String::from)
+            .to_vec()
+    }
+
     fn name(&self) -> String {
         self.variant.kind().into()
     }
