@@ -317,17 +317,18 @@ fn killed_client_processes_are_dropped_and_the_run_completes() {
         3,
         "{log}"
     );
+    // A killed process's connection closes: its clients leave the run at once (dropped from the round
+    // they were in, if one was open).
     let server_log = std::fs::read_to_string(out.join("logs/server.log")).unwrap();
     assert!(
-        server_log.contains("dropped from the round"),
-        "the server log does not show the drop:\n{server_log}"
+        server_log.contains("its clients left the run"),
+        "the server log does not show the killed clients leaving:\n{server_log}"
     );
     let m = metrics(&out);
     assert_eq!(m.len(), 8);
     assert_eq!(m[0]["participants"], 20);
     let last = m.last().unwrap();
     assert_eq!(last["participants"], 14, "6 clients were killed: {last}");
-    assert!(m.iter().any(|r| r["dropped"].as_f64().unwrap_or(0.0) > 0.0));
     assert_eq!(summary(&out)["rounds"], 8);
 }
 
@@ -410,6 +411,8 @@ fn late_updates_leave_client_state_untouched() {
 
 /// Killed client processes that restart rejoin the run (new session) and take part again: the ids of
 /// a killed process are released when its connection closes, not only after the heartbeat timeout.
+/// Twenty local epochs make a round last long enough (tens of ms) that the rounds after the fault
+/// outlast the restart.
 #[test]
 fn restarted_client_processes_rejoin() {
     let _serial = serial();
@@ -417,6 +420,7 @@ fn restarted_client_processes_rejoin() {
     let out = tmp.path().join("run");
     let sets = [
         "rounds=40",
+        "train.epochs=20",
         "clients=20",
         "participation={kind=\"full\"}",
         "deploy.heartbeat_timeout_s=2",

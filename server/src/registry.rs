@@ -91,6 +91,10 @@ impl Registry {
     /// that lost its connection joins again, naming its session).
     pub fn connection_closed(&mut self, peer: SocketAddr) {
         for session in self.peers.remove(&peer).unwrap_or_default() {
+            let clients = self.sessions.get(&session).map_or(0, |(ids, _)| ids.len());
+            if clients > 0 {
+                tracing::info!(%peer, clients, "connection closed: its session ended and its clients left the run");
+            }
             self.leave(&session);
         }
     }
