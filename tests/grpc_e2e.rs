@@ -297,8 +297,11 @@ fn killed_client_processes_are_dropped_and_the_run_completes() {
     let _serial = serial();
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("run");
+    // Twenty local epochs: rounds long enough (tens of ms) that the launcher, which polls the metrics
+    // every 50 ms, kills the processes well before the run ends.
     let sets = [
-        "rounds=8",
+        "rounds=12",
+        "train.epochs=20",
         "clients=20",
         "participation={kind=\"full\"}",
         "deploy.heartbeat_timeout_s=2",
@@ -325,11 +328,11 @@ fn killed_client_processes_are_dropped_and_the_run_completes() {
         "the server log does not show the killed clients leaving:\n{server_log}"
     );
     let m = metrics(&out);
-    assert_eq!(m.len(), 8);
+    assert_eq!(m.len(), 12);
     assert_eq!(m[0]["participants"], 20);
     let last = m.last().unwrap();
     assert_eq!(last["participants"], 14, "6 clients were killed: {last}");
-    assert_eq!(summary(&out)["rounds"], 8);
+    assert_eq!(summary(&out)["rounds"], 12);
 }
 
 /// Updates the coordinator refuses as late leave their clients' state as it was. Clients 1 and 4 train
