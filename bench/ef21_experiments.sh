@@ -108,15 +108,18 @@ tables() {
   mkdir -p bench/results/ef21
   for ds in phishing a9a w8a_sorted; do
     [ -d "$runs/$ds" ] || continue
+    # Written to .partial files first: a failed table never truncates the committed one.
     python3 bench/ef21_table.py table "$runs/$ds" "$tol" \
-      --csv "bench/results/ef21/$ds.csv" > "bench/results/ef21/$ds.md"
+      --csv "bench/results/ef21/$ds.csv.partial" > "bench/results/ef21/$ds.md.partial"
+    mv "bench/results/ef21/$ds.csv.partial" "bench/results/ef21/$ds.csv"
+    mv "bench/results/ef21/$ds.md.partial" "bench/results/ef21/$ds.md"
     echo "bench/results/ef21/$ds.md"
   done
   # Compact sweeps: per multiplier, rounds to TOL, or the median ||grad f||^2 over the last fifth of the run
   # (where it stalls or oscillates), or "still decreasing" when that median is below half the previous fifth's.
   for ds in phishing a9a; do
     [ -d "$runs/$ds" ] || continue
-    python3 - "$runs/$ds" "$tol" > "bench/results/ef21/${ds}_sweep.md" <<'PY'
+    python3 - "$runs/$ds" "$tol" > "bench/results/ef21/${ds}_sweep.md.partial" <<'PY'
 import json, os, re, statistics, sys
 root, tol = sys.argv[1], float(sys.argv[2])
 cells = {}
@@ -148,13 +151,16 @@ for mu in mults:
     f = str(int(mu)) if mu == int(mu) else str(mu)
     print(f"| {f} | {cells.get(('ef21', mu), 'not run')} | {cells.get(('ef', mu), 'not run')} |")
 PY
+    mv "bench/results/ef21/${ds}_sweep.md.partial" "bench/results/ef21/${ds}_sweep.md"
     echo "bench/results/ef21/${ds}_sweep.md"
   done
   # w8a sorted: 5000 rounds do not reach 1e-7 at these steps; compare the two steps at looser tolerances.
   if [ -d "$runs/w8a_sorted" ]; then
     for t in 1e-2 5e-3; do
       python3 bench/ef21_table.py table "$runs/w8a_sorted" "$t" \
-        --csv "bench/results/ef21/w8a_sorted_tol$t.csv" > "bench/results/ef21/w8a_sorted_tol$t.md"
+        --csv "bench/results/ef21/w8a_sorted_tol$t.csv.partial" > "bench/results/ef21/w8a_sorted_tol$t.md.partial"
+      mv "bench/results/ef21/w8a_sorted_tol$t.csv.partial" "bench/results/ef21/w8a_sorted_tol$t.csv"
+      mv "bench/results/ef21/w8a_sorted_tol$t.md.partial" "bench/results/ef21/w8a_sorted_tol$t.md"
       echo "bench/results/ef21/w8a_sorted_tol$t.md"
     done
   fi

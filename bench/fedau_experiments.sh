@@ -41,7 +41,8 @@ for pattern in $patterns; do
     done
   done
 done
-python3 bench/fedau_table.py "$model" > "docs/fedau_${model}.md"
+python3 bench/fedau_table.py "$model" > "docs/fedau_${model}.md.partial"
+mv "docs/fedau_${model}.md.partial" "docs/fedau_${model}.md"  # never a truncated table
 mkdir -p docs/img
 for pattern in $patterns; do
   for metric in test_accuracy worst_class_accuracy train_loss; do

@@ -113,8 +113,11 @@ for m in methods:
 if rows.get("fedspeed") and rows.get("fedavg"):
     md.append("")
     md.append(f"FedSpeed / FedAvg mean rounds to 97 %: {rows['fedspeed']:.1f} / {rows['fedavg']:.1f} = {rows['fedspeed']/rows['fedavg']:.3f} (target ≤ 0.8)")
-open("bench/results/fedspeed.csv", "w").write("\n".join(csv) + "\n")
-open("bench/results/fedspeed.md", "w").write("\n".join(md) + "\n")
+# Replace the committed tables only once both are complete.
+for path, lines in (("bench/results/fedspeed.csv", csv), ("bench/results/fedspeed.md", md)):
+    open(path + ".partial", "w").write("\n".join(lines) + "\n")
+for path in ("bench/results/fedspeed.csv", "bench/results/fedspeed.md"):
+    os.replace(path + ".partial", path)
 print("\n".join(md))
 EOF
 }

@@ -68,7 +68,8 @@ do_runs() {
 
 do_table() {
   mkdir -p bench/results/frl
-  python3 - "$runs" > bench/results/frl/table.md <<'PY'
+  # Written to a .partial file first: a failed table never truncates the committed one.
+  python3 - "$runs" > bench/results/frl/table.md.partial <<'PY'
 import json, os, sys, statistics
 runs = sys.argv[1]
 rows = {}
@@ -94,6 +95,7 @@ for (m, f), v in sorted(rows.items(), key=lambda kv: (order.get(kv[0][0], 9), in
     per = " / ".join(f"{a*100:.2f}" for a in accs) + " (seeds " + ", ".join(str(x[0]) for x in v) + ")"
     print(f"| {m} | {f[1:]}% | {s} | {per} | {v[0][4]} | {v[0][2]:,.0f} | {v[0][3]:,.0f} |")
 PY
+  mv bench/results/frl/table.md.partial bench/results/frl/table.md
   cat bench/results/frl/table.md
 }
 

@@ -10,6 +10,11 @@ rounds=$([ "$split" = iid ] && echo 300 || echo 1500)
 cargo build --release -q
 mkdir -p bench/results
 out=bench/results/mnist_2nn_${split}_lr_grid.csv
+# Rows go to a partial file that replaces $out only when every run succeeded: a failed run (missing
+# data, say) never truncates the committed results.
+final=$out
+out=$final.partial
+trap 'rm -f "$out"' EXIT
 echo "lr,rounds_to_97,best_accuracy,wall_s" > "$out"
 for lr in 0.01 0.02 0.05 0.1 0.2; do
   dir=$(mktemp -d)
@@ -23,4 +28,5 @@ print(f'{sys.argv[2]},{r if r is not None else ""},{s["best_test_accuracy"]:.4f}
 PY
   rm -rf "$dir"
 done
-cat "$out"
+mv "$out" "$final"
+cat "$final"

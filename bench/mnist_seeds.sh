@@ -14,6 +14,11 @@ rounds=${ROUNDS:-$([ "$split" = iid ] && echo 300 || echo 1500)}
 cargo build --release -q
 mkdir -p bench/results
 out=bench/results/mnist_2nn_${split}_seeds.csv
+# Rows go to a partial file that replaces $out only when every run succeeded: a failed run (missing
+# data, say) never truncates the committed results.
+final=$out
+out=$final.partial
+trap 'rm -f "$out"' EXIT
 echo "lr,seed,rounds_to_97" > "$out"
 for lr in $lrs; do
   for seed in $seeds; do
@@ -30,6 +35,8 @@ PY
     rm -rf "$dir"
   done
 done
+mv "$out" "$final"
+out=$final
 python3 - "$out" <<'PY'
 import csv, statistics, sys
 rows = list(csv.DictReader(open(sys.argv[1])))
