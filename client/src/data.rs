@@ -2,10 +2,9 @@
 //! data file of its own (a real deployment).
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use fedsim_algorithms::train::ClientData;
-use fedsim_data::{Dataset, FederatedData};
+use fedsim_data::{Dataset, HostedPartitions};
 use fedsim_engine::{EngineError, Scenario};
 use fedsim_nn::Model;
 use fedsim_types::ClientId;
@@ -49,8 +48,8 @@ impl std::str::FromStr for DataSource {
 pub enum LocalData {
     /// Partitions of the scenario's data; `map` says which partition each hosted id uses.
     Partitioned {
-        /// The whole federated data set.
-        data: Arc<FederatedData>,
+        /// The samples of the hosted partitions only (not the whole data set, nor its test set).
+        data: HostedPartitions,
         /// (hosted id, partition index).
         map: Vec<(ClientId, usize)>,
     },
@@ -97,28 +96,27 @@ impl LocalData {
     ) -> Result<Self, ClientError> {
         match source {
             DataSource::Partition | DataSource::PartitionOf(_) => {
-                let data = scenario.load_data()?;
-                let map = match source {
+                let map: Vec<(ClientId, usize)> = match source {
                     DataSource::PartitionOf(i) => {
                         if ids.len() != 1 {
                             return Err(ClientError::Refused(
                                 "--data partition:I hosts exactly one client".into(),
                             ));
                         }
-                        if *i as usize >= data.partition.num_clients() {
+                        if *i as usize >= scenario.clients {
                             return Err(ClientError::Refused(format!(
                                 "partition {i} does not exist ({} clients)",
-                                data.partition.num_clients()
+                                scenario.clients
                             )));
                         }
                         vec![(ids[0], *i as usize)]
                     }
                     _ => ids.iter().map(|&c| (c, c as usize)).collect(),
                 };
-                Ok(LocalData::Partitioned {
-                    data: Arc::new(data),
-                    map,
-                })
+                // Only the hosted partitions' samples are kept: the process never holds the whole set.
+                let parts: Vec<usize> = map.iter().map(|&(_, k)| k).collect();
+                let data = scenario.load_hosted_data(&parts)?;
+                Ok(LocalData::Partitioned { data, map })
             }
             DataSource::File(path) => {
                 let dataset = read_file(path)?;
@@ -142,20 +140,76 @@ impl LocalData {
             .map_err(|e| ClientError::Core(EngineError::Model(e)))
     }
 
-    /// The data of hosted client `id`.
+    /// The data of hosted client `id` (no samples for an id this process does not host).
     pub fn client(&self, id: ClientId) -> ClientData<'_> {
         match self {
-            LocalData::Partitioned { data, map } => {
-                let k = map
+            LocalData::Partitioned { data, map } => ClientData {
+                dataset: &data.train,
+                indices: map
                     .iter()
                     .find(|(c, _)| *c == id)
-                    .map_or(id as usize, |(_, k)| *k);
-                ClientData {
-                    dataset: &data.train,
-                    indices: data.partition.client(k),
-                }
-            }
+                    .and_then(|&(_, k)| data.client(k))
+                    .unwrap_or_default(),
+            },
             LocalData::File { dataset, indices } => ClientData { dataset, indices },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SCENARIO: &str = r#"
+name = "t"
+seed = 4
+rounds = 1
+clients = 12
+[data]
+kind = "synthetic"
+features = 5
+samples_per_client = 15
+test_samples = 50
+[partition]
+scheme = "iid"
+[model]
+kind = "logreg"
+"#;
+
+    #[test]
+    fn a_process_holds_exactly_its_partitions() {
+        let scenario = Scenario::parse(SCENARIO, &[]).unwrap();
+        let full = scenario.load_data().unwrap();
+        let local = LocalData::load(&DataSource::Partition, &scenario, &[3, 8]).unwrap();
+        let LocalData::Partitioned { data, .. } = &local else {
+            panic!("partitioned data expected")
+        };
+        // The samples of partitions 3 and 8 and nothing else: no other client's rows, no test set.
+        let (a, b) = (full.partition.client(3), full.partition.client(8));
+        assert_eq!(data.train.len(), a.len() + b.len());
+        for (id, want) in [(3, a), (8, b)] {
+            let got = local.client(id);
+            assert_eq!(got.len(), want.len());
+            for (&l, &g) in got.indices.iter().zip(want) {
+                assert_eq!(got.dataset.x.row(l as usize), full.train.x.row(g as usize));
+                assert_eq!(got.dataset.y[l as usize], full.train.y[g as usize]);
+            }
+        }
+        assert!(local.client(4).is_empty() && local.client(11).is_empty());
+        assert!(local.build_model(&scenario).is_ok());
+
+        // `partition:I` holds partition I alone, under the hosted id.
+        let one = LocalData::load(&DataSource::PartitionOf(5), &scenario, &[0]).unwrap();
+        let LocalData::Partitioned { data, .. } = &one else {
+            panic!("partitioned data expected")
+        };
+        assert_eq!(data.train.len(), full.partition.client_len(5));
+        assert_eq!(one.client(0).len(), full.partition.client_len(5));
+        assert!(
+            one.client(5).is_empty(),
+            "partition 5 is hosted as id 0, not as id 5"
+        );
+        assert!(LocalData::load(&DataSource::PartitionOf(12), &scenario, &[0]).is_err());
+        assert!(LocalData::load(&DataSource::Partition, &scenario, &[12]).is_err());
     }
 }

@@ -135,14 +135,14 @@ impl<'a> Stream<'a> {
 
 /// Receives the pixel bytes of an image file.
 trait PixelSink {
-    /// Called once before the data with (a bound on) the number of pixel bytes.
-    fn reserve(&mut self, n: usize);
+    /// Called once before the data with the bytes per image and (a bound on) the number of pixel bytes.
+    fn start(&mut self, image_len: usize, n: usize);
     /// Called with consecutive chunks of pixel bytes.
     fn push(&mut self, chunk: &[u8]);
 }
 
 impl PixelSink for Vec<u8> {
-    fn reserve(&mut self, n: usize) {
+    fn start(&mut self, _image_len: usize, n: usize) {
         self.reserve_exact(n);
     }
     fn push(&mut self, chunk: &[u8]) {
@@ -157,12 +157,56 @@ struct Scaled {
 }
 
 impl PixelSink for Scaled {
-    fn reserve(&mut self, n: usize) {
+    fn start(&mut self, _image_len: usize, n: usize) {
         self.data.reserve_exact(n);
     }
     fn push(&mut self, chunk: &[u8]) {
         self.data
             .extend(chunk.iter().map(|&p| self.table[p as usize]));
+    }
+}
+
+/// Keeps only the images `rows` (ascending, no repeats), converted to `p / 255`; the others are decoded
+/// past and dropped.
+struct ScaledRows<'r> {
+    table: [f32; 256],
+    rows: &'r [u32],
+    image_len: usize,
+    /// Position in `rows` of the next image to keep.
+    next: usize,
+    /// Pixel bytes seen so far.
+    seen: usize,
+    data: Vec<f32>,
+}
+
+impl PixelSink for ScaledRows<'_> {
+    fn start(&mut self, image_len: usize, n: usize) {
+        self.image_len = image_len;
+        self.data
+            .reserve_exact(self.rows.len().saturating_mul(image_len).min(n));
+    }
+    fn push(&mut self, chunk: &[u8]) {
+        let end = self.seen + chunk.len();
+        while let Some(&r) = self.rows.get(self.next) {
+            let (s, e) = (
+                r as usize * self.image_len,
+                (r as usize + 1) * self.image_len,
+            );
+            if s >= end && self.image_len > 0 {
+                break;
+            }
+            let (a, b) = (s.max(self.seen), e.min(end));
+            if a < b {
+                let part = &chunk[a - self.seen..b - self.seen];
+                self.data
+                    .extend(part.iter().map(|&p| self.table[p as usize]));
+            }
+            if e > end {
+                break; // the image continues in the next chunk
+            }
+            self.next += 1;
+        }
+        self.seen = end;
     }
 }
 
@@ -194,7 +238,7 @@ fn stream_images(
             format!("header says {count} images of {height}x{width}: empty images"),
         ));
     }
-    sink.reserve(expected.min(s.max_len));
+    sink.start(height * width, expected.min(s.max_len));
     let mut buf = vec![0u8; 1 << 16];
     let mut have = 0usize;
     loop {
@@ -264,6 +308,42 @@ fn read_idx_images_scaled(
             width,
         },
     ))
+}
+
+/// Reads the images `rows` (ascending, no repeats) of an `idx3-ubyte` file into a `rows.len() × (height·width)`
+/// matrix of pixels scaled to `[0, 1]`, decoding past the other images without keeping them: memory is
+/// O(kept images), not O(file). Returns the matrix, the image shape and the number of images in the file.
+///
+/// Errors: those of [`read_idx_images`], and [`DataError::Format`] when a row is not below the file's image
+/// count.
+pub fn read_idx_images_rows(
+    path: &Path,
+    rows: &[u32],
+) -> Result<(Array2<f32>, fedsim_types::ImageShape, usize), DataError> {
+    debug_assert!(rows.windows(2).all(|w| w[0] < w[1]), "rows must ascend");
+    let mut sink = ScaledRows {
+        table: std::array::from_fn(|p| p as f32 / 255.0),
+        rows,
+        image_len: 0,
+        next: 0,
+        seen: 0,
+        data: Vec::new(),
+    };
+    let (count, height, width) = stream_images(path, &mut sink)?;
+    if let Some(&r) = rows.iter().find(|&&r| r as usize >= count) {
+        return Err(format_err(
+            path,
+            format!("image {r} asked for, but the file holds {count} images"),
+        ));
+    }
+    let x = Array2::from_shape_vec((rows.len(), height * width), sink.data)
+        .map_err(|e| format_err(path, format!("cannot shape pixel data: {e}")))?;
+    let shape = fedsim_types::ImageShape {
+        channels: 1,
+        height,
+        width,
+    };
+    Ok((x, shape, count))
 }
 
 /// Reads an `idx1-ubyte` label file (gzip-compressed or raw) and checks every label is `< num_classes`.
@@ -461,6 +541,32 @@ mod tests {
             assert_eq!(test.len(), 2);
             assert!(test.x.iter().all(|&v| v == 1.0));
             assert_eq!(test.y, vec![1, 2]);
+        }
+    }
+
+    #[test]
+    fn selected_rows_match_the_full_read() {
+        // 300 images of 17x13 bytes: 66,300 bytes, so images straddle the 64 KiB read chunks.
+        let (count, h, w) = (300u32, 17u32, 13u32);
+        let px: Vec<u8> = (0..count * h * w).map(|i| (i * 7 % 251) as u8).collect();
+        let dir = tempfile::tempdir().unwrap();
+        for gzip in [false, true] {
+            let bytes = idx3(count, h, w, &px);
+            let path = write(dir.path(), "img", &if gzip { gz(&bytes) } else { bytes });
+            let (full, shape) = read_idx_images_scaled(&path).unwrap();
+            for rows in [
+                vec![],
+                vec![0, 1, 2],
+                vec![5, 99, 296, 297, 299],
+                (0..300).collect(),
+            ] {
+                let (x, s, n) = read_idx_images_rows(&path, &rows).unwrap();
+                assert_eq!((s, n), (shape, 300));
+                let ix: Vec<usize> = rows.iter().map(|&r| r as usize).collect();
+                assert_eq!(x, full.select(ndarray::Axis(0), &ix), "{rows:?}");
+            }
+            let e = read_idx_images_rows(&path, &[3, 300]).unwrap_err();
+            assert!(e.to_string().contains("image 300 asked for"), "{e}");
         }
     }
 

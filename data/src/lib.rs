@@ -11,6 +11,7 @@
 
 pub mod csv;
 pub mod dataset;
+mod hosted;
 pub mod idx;
 pub mod libsvm;
 mod load;
@@ -21,13 +22,14 @@ mod util;
 
 pub use csv::{read_csv, read_csv_pair};
 pub use dataset::{Dataset, FederatedData, Partition};
+pub use hosted::HostedPartitions;
 pub use idx::{read_idx_images, read_idx_labels, read_idx_pair, read_mnist_dir};
 pub use libsvm::{read_libsvm, read_libsvm_pair};
 pub use partition::{
     PartitionCapabilities, PartitionInput, PartitionSpec, Partitioners, RowOrder, partition,
     partition_labels,
 };
-pub use spec::{DataSpec, load_federated};
+pub use spec::{DataSpec, load_federated, load_hosted};
 pub use synthetic::{SyntheticParams, generate_synthetic};
 pub use util::{empty_like, split_tail};
 

@@ -2,10 +2,14 @@
 
 use std::path::Path;
 
+use crate::hosted::check_clients;
+use crate::idx::{
+    MNIST_CLASSES, TRAIN_IMAGES, TRAIN_LABELS, read_idx_images_rows, read_idx_labels,
+};
 use crate::partition::{PartitionInput, no_natural_split};
 use crate::synthetic::{SyntheticParams, generate_synthetic};
-use crate::util::{derive_seed, empty_like, split_tail};
-use crate::{DataError, DataSpec, Dataset, FederatedData, PartitionSpec};
+use crate::util::{derive_seed, empty_like, find_gz_or_raw, format_err, split_tail};
+use crate::{DataError, DataSpec, Dataset, FederatedData, HostedPartitions, PartitionSpec};
 
 /// See [`crate::load_federated`].
 ///
@@ -50,6 +54,62 @@ pub(crate) fn load_federated(
         train,
         test,
         partition,
+    })
+}
+
+/// See [`crate::load_hosted`]: for MNIST and Fashion-MNIST with a scheme that needs the labels only, the
+/// labels are read and partitioned exactly as [`load_federated`] does, then only the hosted clients'
+/// images are decoded ([`crate::idx::read_idx_images_rows`]); the test files are not read.
+pub(crate) fn load_hosted(
+    data: &DataSpec,
+    spec: &PartitionSpec,
+    num_clients: usize,
+    seed: u64,
+    clients: &[usize],
+) -> Result<HostedPartitions, DataError> {
+    let dir = match data {
+        DataSpec::Mnist { dir } | DataSpec::FashionMnist { dir } => dir,
+        _ => return load_federated(data, spec, num_clients, seed)?.hosted(clients),
+    };
+    if num_clients == 0 || spec.capabilities().uses_natural_split {
+        // The errors of `load_federated`, before any file is read.
+        return load_federated(data, spec, num_clients, seed)?.hosted(clients);
+    }
+    let valid = spec.validate()?;
+    if spec.capabilities().needs_features {
+        return load_federated(data, spec, num_clients, seed)?.hosted(clients);
+    }
+    check_clients(clients, num_clients)?;
+    let images = find_gz_or_raw(dir, TRAIN_IMAGES)?;
+    let labels = find_gz_or_raw(dir, TRAIN_LABELS)?;
+    let y: Vec<u32> = read_idx_labels(&labels, MNIST_CLASSES)?
+        .into_iter()
+        .map(u32::from)
+        .collect();
+    let partition = valid.build(PartitionInput::from_labels(
+        &y,
+        MNIST_CLASSES,
+        num_clients,
+        derive_seed(seed, "partition"),
+    ))?;
+    HostedPartitions::build(&partition, clients, |rows| {
+        let (x, shape, count) = read_idx_images_rows(&images, rows)?;
+        if count != y.len() {
+            return Err(format_err(
+                &labels,
+                format!(
+                    "holds {} labels but {} holds {count} images",
+                    y.len(),
+                    images.display()
+                ),
+            ));
+        }
+        Ok(Dataset {
+            x,
+            y: rows.iter().map(|&r| y[r as usize]).collect(),
+            num_classes: MNIST_CLASSES,
+            image: Some(shape),
+        })
     })
 }
 
@@ -329,6 +389,69 @@ mod tests {
             (8, 2, 3)
         );
         assert_eq!(fed.partition.total(), 8);
+    }
+
+    #[test]
+    fn hosted_mnist_is_the_full_load_restricted() {
+        let dir = PathBuf::from(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../shared/data/mnist"
+        ));
+        if !dir.is_dir() {
+            println!(
+                "skipping hosted_mnist_is_the_full_load_restricted: {} not found",
+                dir.display()
+            );
+            return;
+        }
+        let data = DataSpec::Mnist { dir };
+        for spec in [
+            PartitionSpec::new(crate::partition::IidConfig {}),
+            PartitionSpec::new(crate::partition::ShardsConfig {
+                shards_per_client: 2,
+            }),
+        ] {
+            let full = load_federated(&data, &spec, 100, 1).unwrap();
+            let clients = [30, 31, 32, 99, 4];
+            let want = full.hosted(&clients).unwrap();
+            let got = load_hosted(&data, &spec, 100, 1, &clients).unwrap();
+            // Only the hosted clients' samples: 5 x 600 of the 60,000.
+            assert_eq!(got.train.len(), 3000);
+            assert_eq!(got.train.x, want.train.x);
+            assert_eq!(got.train.y, want.train.y);
+            assert_eq!(got.train.image, full.train.image);
+            for k in clients {
+                assert_eq!(got.client(k), want.client(k));
+            }
+            assert!(load_hosted(&data, &spec, 100, 1, &[100]).is_err());
+        }
+    }
+
+    #[test]
+    fn hosted_keeps_the_errors_of_the_full_load() {
+        let spec = DataSpec::Mnist {
+            dir: "/nonexistent".into(),
+        };
+        assert!(matches!(
+            load_hosted(&spec, &PartitionSpec::default(), 4, 0, &[0]),
+            Err(DataError::Spec(_))
+        ));
+        assert!(matches!(
+            load_hosted(
+                &spec,
+                &PartitionSpec::new(crate::partition::IidConfig {}),
+                4,
+                0,
+                &[0]
+            ),
+            Err(DataError::Io { .. })
+        ));
+        let h = load_hosted(&synth(), &PartitionSpec::default(), 6, 2, &[1, 4]).unwrap();
+        let full = load_federated(&synth(), &PartitionSpec::default(), 6, 2).unwrap();
+        assert_eq!(
+            h.train.len(),
+            full.partition.client_len(1) + full.partition.client_len(4)
+        );
     }
 
     #[test]

@@ -101,3 +101,18 @@ pub fn load_federated(
 ) -> Result<FederatedData, DataError> {
     crate::load::load_federated(data, partition, num_clients, seed)
 }
+
+/// The share of the clients `clients` (partition indices; any order, repeats ignored) of
+/// [`load_federated`]`(data, partition, num_clients, seed)`: the same partition, but only those clients'
+/// training samples are kept (no test set). MNIST and Fashion-MNIST, with a scheme that splits from the
+/// labels alone, are read without decoding the other images into memory; other data sets are loaded
+/// whole, then copied out and dropped.
+pub fn load_hosted(
+    data: &DataSpec,
+    partition: &PartitionSpec,
+    num_clients: usize,
+    seed: u64,
+    clients: &[usize],
+) -> Result<crate::HostedPartitions, DataError> {
+    crate::load::load_hosted(data, partition, num_clients, seed, clients)
+}

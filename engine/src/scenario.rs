@@ -527,6 +527,22 @@ impl Scenario {
         )?)
     }
 
+    /// The share of the clients `clients` (partition indices) of [`Self::load_data`]: the same partition,
+    /// but only those clients' training samples are held (no test set). A client process loads its data
+    /// here, so it holds its own clients' samples rather than the whole data set.
+    pub fn load_hosted_data(
+        &self,
+        clients: &[usize],
+    ) -> Result<fedsim_data::HostedPartitions, EngineError> {
+        Ok(fedsim_data::load_hosted(
+            &self.data,
+            &self.partition,
+            self.clients,
+            self.seed,
+            clients,
+        )?)
+    }
+
     /// Clients that must join before the first round (the gRPC runtime).
     pub fn min_clients(&self) -> usize {
         if self.deploy.min_clients == 0 {
