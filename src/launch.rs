@@ -41,11 +41,26 @@ fn free_port() -> Result<u16> {
     Ok(l.local_addr()?.port())
 }
 
+/// Allocator settings for the processes the launcher starts (each unless already set in the
+/// environment): no transparent huge pages, commit arena memory on demand, return freed memory at
+/// once. Ten processes on one machine otherwise each keep tens of MiB they do not use
+/// (`bench/grpc/launch_memory.sh`: total PSS 2.30x the simulator's without them, 2.11x with them).
+const ALLOCATOR_ENV: [(&str, &str); 3] = [
+    ("MIMALLOC_ALLOW_THP", "0"),
+    ("MIMALLOC_ARENA_EAGER_COMMIT", "0"),
+    ("MIMALLOC_PURGE_DELAY", "0"),
+];
+
 fn spawn_logged(exe: &Path, args: &[String], log: &Path) -> Result<Child> {
     let f = File::create(log).with_context(|| format!("creating {}", log.display()))?;
     let f2 = f.try_clone()?;
-    Command::new(exe)
-        .args(args)
+    let mut cmd = Command::new(exe);
+    for (key, value) in ALLOCATOR_ENV {
+        if std::env::var_os(key).is_none() {
+            cmd.env(key, value);
+        }
+    }
+    cmd.args(args)
         .stdin(Stdio::null())
         .stdout(f)
         .stderr(f2)

@@ -77,6 +77,14 @@ const VARIANTS: &[(&str, &[&str])] = &[
             "attack={kind=\"agr_tailored\", fraction=0.5, knowledge=\"full\", redraw_malicious_majority=true}",
         ],
     ),
+    // A layer stack with a residual block, group norm and dropout (masks from (seed, round, client,
+    // step): the same in both runtimes).
+    (
+        "configs/quickstart.toml",
+        &[
+            "model={kind=\"sequential\", layers=[{dense={units=32}}, \"relu\", {residual={layers=[{dense={units=32}}, {group_norm={groups=4}}]}}, \"relu\", {dropout={p=0.2}}, \"dense\"]}",
+        ],
+    ),
     // FedAvg with Multi-Krum against Gaussian noise from 10% of the clients, from round 2.
     (
         "configs/quickstart.toml",

@@ -130,9 +130,19 @@ pub fn run_client(
     scratch: &mut Scratch,
 ) -> Result<Payload, StrategyError> {
     let rng = stream(seed, Purpose::LocalTraining, round, client as u64);
+    // Dropout masks come from their own stream keyed by (seed, round, client) and the step number,
+    // so they are the same in every runtime and for any thread count.
+    scratch.start_noise(fedsim_types::rng::stream_key(
+        seed,
+        Purpose::LayerNoise,
+        round,
+        client as u64,
+    ));
     let mut trainer = LocalTrainer::new(model, data, train, round, client, rng, scratch);
     trainer.max_steps = max_steps;
-    strategy.local_update(&mut trainer, state, task)
+    let update = strategy.local_update(&mut trainer, state, task);
+    trainer.scratch.stop_noise();
+    update
 }
 
 impl Engine {

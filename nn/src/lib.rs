@@ -20,6 +20,7 @@ pub mod order;
 pub mod perf;
 mod profile;
 pub mod spec;
+pub mod stack;
 pub mod supermask;
 #[cfg(test)]
 mod testutil;
@@ -31,6 +32,7 @@ pub use mlp::Mlp;
 pub use model::{EvalStats, Model, Scratch};
 pub use optim::Sgd;
 pub use spec::{ImageShape, InputSpec, ModelCapabilities, ModelSpec, ModelSpecExt, Models};
+pub use stack::{Sequential, SequentialConfig};
 pub use supermask::{MaskBy, Supermask};
 
 /// Errors raised while building or running a model.

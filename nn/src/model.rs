@@ -8,10 +8,18 @@ use crate::Layout;
 ///
 /// Create one per worker thread with `Scratch::default()` and pass it to every call; a model grows
 /// the buffers it needs on first use.
+///
+/// A scratch also carries the thread's *noise stream* for stochastic layers (dropout): the caller of
+/// local training opens it with [`Scratch::start_noise`] under a key derived from (seed, round,
+/// client), every training step of a model that needs noise takes the next step number from it, and
+/// [`Scratch::stop_noise`] closes it. Without an open stream such layers are inactive (evaluation
+/// mode), so evaluation and gradients computed outside local training stay deterministic.
 #[derive(Debug, Default)]
 pub struct Scratch {
     /// Buffers indexed by slot; each model decides what its slots hold.
     pub bufs: Vec<Vec<f32>>,
+    /// The open noise stream: its key and the next step number.
+    noise: Option<(u64, u64)>,
 }
 
 impl Scratch {
@@ -32,6 +40,27 @@ impl Scratch {
             self.bufs.resize_with(slot + 1, Vec::new);
         }
         self.bufs[slot] = buf;
+    }
+
+    /// Opens a noise stream under `key` (derive it from the run seed, the round and the client, so
+    /// both runtimes draw the same noise): stochastic layers become active, and their masks for
+    /// training step `s` (counted from 0 since this call) are a function of `(key, s)` only.
+    pub fn start_noise(&mut self, key: u64) {
+        self.noise = Some((key, 0));
+    }
+
+    /// Closes the noise stream: stochastic layers become inactive again.
+    pub fn stop_noise(&mut self) {
+        self.noise = None;
+    }
+
+    /// The open stream's key and the number of the step about to run (then counts the step), or
+    /// `None` when no stream is open. Called once per training step by models with stochastic layers.
+    pub fn next_noise(&mut self) -> Option<(u64, u64)> {
+        let (key, step) = self.noise.as_mut()?;
+        let out = (*key, *step);
+        *step += 1;
+        Some(out)
     }
 }
 

@@ -48,6 +48,7 @@ impl Family for Models {
             Entry::of::<CnnConfig>(),
             Entry::of::<SupermaskMlpConfig>(),
             Entry::of::<SupermaskCnnConfig>(),
+            Entry::of::<crate::stack::SequentialConfig>(),
         ];
         REGISTERED
     }
@@ -176,7 +177,7 @@ fn default_cnn_fc() -> usize {
 }
 
 /// Checks of the input every model kind makes.
-fn check_input(input: &InputSpec) -> Result<(), NnError> {
+pub(crate) fn check_input(input: &InputSpec) -> Result<(), NnError> {
     if input.num_classes < 2 {
         return Err(NnError::InvalidSpec(format!(
             "need at least 2 classes, got {}",
@@ -397,6 +398,30 @@ impl Kind<Models> for SupermaskCnnConfig {
             self.mask_by,
             self.seed,
         )?))
+    }
+}
+
+impl Kind<Models> for crate::stack::SequentialConfig {
+    const KIND: &'static str = "sequential";
+    const SUMMARY: &'static str = "a stack of layers (conv2d, pools, dense, relu, flatten, group_norm, dropout, residual) or a preset";
+    const EXAMPLE: &'static str = "layers = [\"flatten\", {dense = {units = 8}}, \"relu\", {dropout = {p = 0.1}}, {residual = {layers = [{dense = {units = 4}}, \"relu\"]}}, \"dense\"]";
+
+    fn capabilities(&self) -> ModelCapabilities {
+        ModelCapabilities::PLAIN
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        self.resolve().map(|_| ())
+    }
+
+    fn build(&self, input: &InputSpec, _: Validated) -> Result<Box<dyn Model>, NnError> {
+        check_input(input)?;
+        let layers = self
+            .resolve()
+            .map_err(|e| NnError::InvalidSpec(e.at("model").to_string()))?;
+        let model = crate::stack::Sequential::new(&layers, input, self.init)
+            .map_err(|e| NnError::InvalidSpec(e.at("model").to_string()))?;
+        Ok(Box::new(model))
     }
 }
 

@@ -24,6 +24,9 @@ pub enum Purpose {
     Events = 6,
     /// Strategy-specific server randomness.
     Server = 7,
+    /// Stochastic layers in local training (dropout masks), apart from the training stream so that a
+    /// model with dropout draws the same shuffles and minibatches as one without.
+    LayerNoise = 8,
 }
 
 /// SplitMix64 finaliser: a bijective 64-bit mixer.
