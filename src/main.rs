@@ -7,6 +7,7 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use fedsim_engine::Scenario;
 
+mod evaluate;
 mod launch;
 mod plot;
 
@@ -33,6 +34,23 @@ enum Command {
     Launch(LaunchArgs),
     /// Plot a metric of one or more runs (one line per run) as SVG.
     Plot(PlotArgs),
+    /// Evaluate a saved model (a run's model.bin) on a scenario's test set: accuracy, loss, per class.
+    Eval(EvalArgs),
+}
+
+#[derive(Debug, Args)]
+struct EvalArgs {
+    /// Scenario file (TOML) the model was trained with: its data set and model are used.
+    scenario: PathBuf,
+    /// The model file (a run's `model.bin`).
+    #[arg(long, value_name = "FILE")]
+    model: PathBuf,
+    /// Override a scenario key, e.g. `--set data.dir=/data/mnist` (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    overrides: Vec<String>,
+    /// Print JSON (model, samples, accuracy, loss, class_accuracy) instead of text.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -265,6 +283,16 @@ fn run(cli: Cli) -> Result<()> {
         Command::Server(args) => server(args),
         Command::Client(args) => client(args),
         Command::Launch(args) => launch_cmd(args),
+        Command::Eval(args) => {
+            let scenario = Scenario::load(&args.scenario, &args.overrides)?;
+            let report = evaluate::eval_model(&scenario, &args.model)?;
+            if args.json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                print!("{}", evaluate::render(&report));
+            }
+            Ok(())
+        }
         Command::Plot(args) => plot::plot(&plot::PlotSpec {
             runs: args.runs,
             labels: args.labels,

@@ -594,7 +594,7 @@ fn help_flags(help: &str) -> Vec<Vec<String>> {
 fn the_readme_lists_every_flag_of_every_command() {
     let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
         .expect("README.md");
-    for cmd in ["sim", "server", "client", "launch", "plot"] {
+    for cmd in ["sim", "server", "client", "launch", "plot", "eval"] {
         let o = fedsim(&[cmd, "--help"]);
         ok(&o);
         let flags = help_flags(&String::from_utf8_lossy(&o.stdout));
@@ -620,4 +620,85 @@ fn the_readme_lists_every_flag_of_every_command() {
             );
         }
     }
+}
+
+/// `fedsim eval` on a run's model.bin gives the run's own final test accuracy and loss, as text or
+/// JSON; a model of another architecture is refused with both parameter counts.
+#[test]
+fn eval_reproduces_the_runs_final_evaluation() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    ok(&fedsim(&[
+        "sim",
+        "configs/quickstart.toml",
+        "-q",
+        "--out",
+        s(&out),
+        "--set",
+        "rounds=3",
+        "--set",
+        "eval.every=1",
+    ]));
+    let model = out.join("model.bin");
+    let o = fedsim(&[
+        "eval",
+        "configs/quickstart.toml",
+        "--model",
+        s(&model),
+        "--json",
+    ]);
+    ok(&o);
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON");
+    let sum = summary(&out);
+    assert_eq!(r["accuracy"], sum["final_test_accuracy"], "{r}");
+    assert_eq!(r["loss"], sum["final_test_loss"], "{r}");
+    assert_eq!(r["samples"], 5000);
+    assert_eq!(r["class_accuracy"].as_array().map(Vec::len), Some(10));
+    let text = fedsim(&["eval", "configs/quickstart.toml", "--model", s(&model)]);
+    ok(&text);
+    assert!(String::from_utf8_lossy(&text.stdout).contains("accuracy"));
+    let wrong = fedsim(&[
+        "eval",
+        "configs/quickstart.toml",
+        "--model",
+        s(&model),
+        "--set",
+        "model={kind=\"mlp\", hidden=[8]}",
+    ]);
+    assert!(!wrong.status.success());
+    let err = String::from_utf8_lossy(&wrong.stderr);
+    assert!(
+        err.contains("4554 parameters") && err.contains("578"),
+        "{err}"
+    );
+}
+
+/// The summary of a run of a layer stack records its parameter count and every layer's shapes.
+#[test]
+fn the_summary_lists_a_stacks_layers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    ok(&fedsim(&[
+        "sim",
+        "configs/quickstart.toml",
+        "-q",
+        "--out",
+        s(&out),
+        "--set",
+        "rounds=1",
+        "--set",
+        "model={kind=\"sequential\", layers=[{dense={units=32}}, \"relu\", \"dense\"]}",
+    ]));
+    let sum = summary(&out);
+    // 60 features -> 32 -> 10 classes: (60 + 1) * 32 + (32 + 1) * 10.
+    assert_eq!(sum["num_params"], 2282);
+    let layers: Vec<&str> = sum["model_layers"]
+        .as_array()
+        .expect("model_layers")
+        .iter()
+        .filter_map(|l| l.as_str())
+        .collect();
+    assert_eq!(layers.len(), 3, "{layers:?}");
+    assert!(layers[0].contains("dense") && layers[0].contains("60") && layers[0].contains("32"));
+    assert!(layers[2].contains("10"), "{layers:?}");
 }

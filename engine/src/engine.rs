@@ -216,6 +216,7 @@ impl Engine {
             strategy: strategy.name(),
             runtime: runtime.to_string(),
             num_params: global.len(),
+            model_layers: model.layers(),
             ..Summary::default()
         };
         Ok(Self {

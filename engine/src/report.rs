@@ -66,6 +66,9 @@ pub struct Summary {
     pub rounds: u64,
     /// Number of model parameters.
     pub num_params: usize,
+    /// A layer stack's layers, one line each (key, kind, input and output shapes); empty otherwise.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub model_layers: Vec<String>,
     /// Test accuracy after the last round.
     pub final_test_accuracy: Option<f64>,
     /// Test loss after the last round.

@@ -188,6 +188,12 @@ pub trait Model: Send + Sync + std::fmt::Debug {
     /// Floating-point operations of one evaluated sample (forward only).
     fn eval_flops_per_sample(&self) -> f64;
 
+    /// One line per layer (its key, kind, input and output shapes) for a run's summary; empty for
+    /// models that are not layer stacks.
+    fn layers(&self) -> Vec<String> {
+        Vec::new()
+    }
+
     /// Smoothness constant `L` of the model's mean loss on the rows `rows` of `x` (a bound on the
     /// Hessian's norm), where the model can state it; `None` otherwise. Strategies with theoretical step
     /// sizes or smoothness weights (EF21, EF21-W) read it.

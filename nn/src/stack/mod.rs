@@ -434,6 +434,10 @@ fn normal(rng: &mut ChaCha8Rng) -> f64 {
 }
 
 impl Model for Sequential {
+    fn layers(&self) -> Vec<String> {
+        self.summary()
+    }
+
     fn name(&self) -> String {
         format!(
             "sequential({} -> {} layers -> {})",

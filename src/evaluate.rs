@@ -1,0 +1,79 @@
+//! `fedsim eval`: evaluates a saved model (a run's `model.bin`) on a scenario's test set.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use fedsim_engine::Scenario;
+use fedsim_engine::engine::build_model;
+use fedsim_engine::eval::evaluate;
+use fedsim_engine::report::read_model;
+
+/// What `fedsim eval` computed.
+#[derive(Debug, serde::Serialize)]
+pub(crate) struct EvalReport {
+    /// The model file.
+    pub(crate) model: PathBuf,
+    /// Test samples evaluated.
+    pub(crate) samples: u64,
+    /// Test accuracy.
+    pub(crate) accuracy: f64,
+    /// Mean test loss.
+    pub(crate) loss: f64,
+    /// Accuracy per class (`null` for a class without test samples).
+    pub(crate) class_accuracy: Vec<Option<f64>>,
+}
+
+/// Loads the scenario's data and model, reads `model` and evaluates it on the test set, in chunks of
+/// `eval.batch_size` as a run does (so the figures equal the run's own evaluation of that model).
+pub(crate) fn eval_model(scenario: &Scenario, model: &Path) -> Result<EvalReport> {
+    let params = read_model(model).with_context(|| format!("reading {}", model.display()))?;
+    let data = scenario.load_data()?;
+    let net = build_model(scenario, &data)?;
+    if params.len() != net.num_params() {
+        bail!(
+            "{} holds {} parameters, but the scenario's model ({}) has {}: evaluate it with the scenario it was trained with",
+            model.display(),
+            params.len(),
+            net.name(),
+            net.num_params()
+        );
+    }
+    if data.test.is_empty() {
+        bail!("the scenario's data set has no test samples");
+    }
+    let stats = evaluate(
+        net.as_ref(),
+        &params,
+        &data.test,
+        None,
+        scenario.eval.batch_size,
+    );
+    Ok(EvalReport {
+        model: model.to_path_buf(),
+        samples: data.test.len() as u64,
+        accuracy: stats.accuracy(),
+        loss: stats.mean_loss(),
+        class_accuracy: stats.class_accuracy(),
+    })
+}
+
+/// The report as lines for a person.
+pub(crate) fn render(r: &EvalReport) -> String {
+    let classes: Vec<String> = r
+        .class_accuracy
+        .iter()
+        .enumerate()
+        .map(|(c, a)| match a {
+            Some(a) => format!("{c}: {a:.4}"),
+            None => format!("{c}: -"),
+        })
+        .collect();
+    format!(
+        "model     {}\nsamples   {}\naccuracy  {:.4}\nloss      {:.4}\nper class {}\n",
+        r.model.display(),
+        r.samples,
+        r.accuracy,
+        r.loss,
+        classes.join(", ")
+    )
+}
