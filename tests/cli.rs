@@ -622,23 +622,22 @@ fn the_readme_lists_every_flag_of_every_command() {
     }
 }
 
+/// Runs the quickstart scenario quietly into `out` with `--set` overrides.
+fn quickstart_run(out: &Path, sets: &[&str]) {
+    let mut args = vec!["sim", "configs/quickstart.toml", "-q", "--out", s(out)];
+    for o in sets {
+        args.extend(["--set", o]);
+    }
+    ok(&fedsim(&args));
+}
+
 /// `fedsim eval` on a run's model.bin gives the run's own final test accuracy and loss, as text or
 /// JSON; a model of another architecture is refused with both parameter counts.
 #[test]
 fn eval_reproduces_the_runs_final_evaluation() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("run");
-    ok(&fedsim(&[
-        "sim",
-        "configs/quickstart.toml",
-        "-q",
-        "--out",
-        s(&out),
-        "--set",
-        "rounds=3",
-        "--set",
-        "eval.every=1",
-    ]));
+    quickstart_run(&out, &["rounds=3", "eval.every=1"]);
     let model = out.join("model.bin");
     let o = fedsim(&[
         "eval",
@@ -678,17 +677,13 @@ fn eval_reproduces_the_runs_final_evaluation() {
 fn the_summary_lists_a_stacks_layers() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("run");
-    ok(&fedsim(&[
-        "sim",
-        "configs/quickstart.toml",
-        "-q",
-        "--out",
-        s(&out),
-        "--set",
-        "rounds=1",
-        "--set",
-        "model={kind=\"sequential\", layers=[{dense={units=32}}, \"relu\", \"dense\"]}",
-    ]));
+    quickstart_run(
+        &out,
+        &[
+            "rounds=1",
+            "model={kind=\"sequential\", layers=[{dense={units=32}}, \"relu\", \"dense\"]}",
+        ],
+    );
     let sum = summary(&out);
     // 60 features -> 32 -> 10 classes: (60 + 1) * 32 + (32 + 1) * 10.
     assert_eq!(sum["num_params"], 2282);
