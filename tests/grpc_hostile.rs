@@ -559,11 +559,7 @@ async fn unread_downloads_and_decode_bombs_are_bounded() {
     assert_eq!(held.len(), 1, "one download per client");
     assert_eq!(refused, 63);
     // Not reading it does not stop the honest client from training: wait for its result below.
-    let Task {
-        round,
-        token,
-        model_len: n,
-    } = fetch_train(&mut c, &run, &sess, 1).await;
+    let Task { round, token, .. } = fetch_train(&mut c, &run, &sess, 1).await;
     let rss_before = rss_mib(pid);
 
     // 4 million empty tensors (8 MB).
@@ -644,7 +640,6 @@ async fn unread_downloads_and_decode_bombs_are_bounded() {
     );
     // Before: 6.5 s behind two 60k-tensor decodes.
     assert!(worst < Duration::from_secs(1), "{worst:?}");
-    let _ = n;
     drop(held);
     hb.abort();
     c.leave(LeaveRequest {

@@ -74,54 +74,65 @@ pub struct OpenRound {
     /// Clients whose result the driver has received.
     pub submitted: Mutex<HashSet<ClientId>>,
     /// Clients with an upload in progress (a second one is refused at its header).
-    pub uploading: Mutex<HashSet<ClientId>>,
+    pub uploading: ClientClaims,
     /// Bytes of tasks sent.
     pub bytes_down: AtomicU64,
 }
 
-/// A client's upload in progress; released when the upload ends, however it ends.
-struct UploadSlot {
-    open: Arc<OpenRound>,
-    client: ClientId,
-}
+/// Clients that each hold one slot (an upload, a task request). A slot is freed when its [`Claim`] is
+/// dropped, however the request ends.
+#[derive(Debug, Default)]
+pub struct ClientClaims(Arc<Mutex<HashSet<ClientId>>>);
 
-impl UploadSlot {
-    /// Claims the slot, or refuses a second upload (or a result after the first was received).
-    fn take(open: &Arc<OpenRound>, client: ClientId, round: u64) -> Result<Self, Status> {
-        if open.submitted.lock().is_ok_and(|s| s.contains(&client)) {
-            tracing::warn!(client, round, "duplicate result refused at its header");
-            return Err(Status::already_exists(format!(
-                "client {client} already reported in round {round}"
-            )));
-        }
-        let claimed = open
-            .uploading
+impl ClientClaims {
+    /// Takes `client`'s slot, or `None` when it is held already.
+    fn claim(&self, client: ClientId) -> Option<Claim> {
+        let fresh = self
+            .0
             .lock()
-            .map_err(|_| Status::internal("upload table poisoned"))?
+            .unwrap_or_else(|p| p.into_inner())
             .insert(client);
-        if !claimed {
-            tracing::warn!(
-                client,
-                round,
-                "second upload in progress refused at its header"
-            );
-            return Err(Status::already_exists(format!(
-                "an upload for client {client} in round {round} is already in progress"
-            )));
-        }
-        Ok(Self {
-            open: open.clone(),
+        fresh.then(|| Claim {
+            set: self.0.clone(),
             client,
         })
     }
 }
 
-impl Drop for UploadSlot {
+/// A held slot of [`ClientClaims`].
+struct Claim {
+    set: Arc<Mutex<HashSet<ClientId>>>,
+    client: ClientId,
+}
+
+impl Drop for Claim {
     fn drop(&mut self) {
-        if let Ok(mut set) = self.open.uploading.lock() {
-            set.remove(&self.client);
-        }
+        self.set
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.client);
     }
+}
+
+/// Claims `client`'s upload slot in `open`, or refuses a second upload (or a result after the first
+/// was received) at its header.
+fn claim_upload(open: &OpenRound, client: ClientId, round: u64) -> Result<Claim, Status> {
+    if open.submitted.lock().is_ok_and(|s| s.contains(&client)) {
+        tracing::warn!(client, round, "duplicate result refused at its header");
+        return Err(Status::already_exists(format!(
+            "client {client} already reported in round {round}"
+        )));
+    }
+    open.uploading.claim(client).ok_or_else(|| {
+        tracing::warn!(
+            client,
+            round,
+            "second upload in progress refused at its header"
+        );
+        Status::already_exists(format!(
+            "an upload for client {client} in round {round} is already in progress"
+        ))
+    })
 }
 
 /// What clients can see of the run.
@@ -175,7 +186,7 @@ pub struct Shared {
     pub spool: PathBuf,
     downloads: tokio::sync::Semaphore,
     /// Clients with a task request in progress (one per client; a second is refused).
-    fetching: Mutex<HashSet<ClientId>>,
+    fetching: ClientClaims,
     /// Bounds on decoding an update, from the strategy's schema (set by the driver).
     decode_limits: std::sync::OnceLock<wire::DecodeLimits>,
 }
@@ -215,7 +226,7 @@ impl Shared {
             budget: MemoryBudget::new(update_memory),
             spool: out.join(SPOOL_DIR),
             downloads: tokio::sync::Semaphore::new(MAX_CONCURRENT_DOWNLOADS),
-            fetching: Mutex::new(HashSet::new()),
+            fetching: ClientClaims::default(),
             decode_limits: std::sync::OnceLock::new(),
         })
     }
@@ -407,13 +418,8 @@ fn header(kind: v1::task_header::Kind) -> TaskChunk {
 
 type TaskSender = mpsc::Sender<Result<TaskChunk, Status>>;
 
-/// Sends a one-message answer (WAIT, DONE), giving up after [`SEND_TIMEOUT`].
-async fn send_within(tx: &TaskSender, msg: TaskChunk) {
-    let _ = tokio::time::timeout(SEND_TIMEOUT, tx.send(Ok(msg))).await;
-}
-
-/// Sends one message of a task download; false when the client went away or did not take it within
-/// [`SEND_TIMEOUT`] (the download is abandoned and its slot freed).
+/// Sends one message of a task request's answer; false when the client went away or did not take it
+/// within [`SEND_TIMEOUT`] (the request is abandoned and its slots freed).
 async fn send_chunk(tx: &TaskSender, msg: TaskChunk, client: ClientId) -> bool {
     match tokio::time::timeout(SEND_TIMEOUT, tx.send(Ok(msg))).await {
         Ok(Ok(())) => true,
@@ -422,43 +428,9 @@ async fn send_chunk(tx: &TaskSender, msg: TaskChunk, client: ClientId) -> bool {
             tracing::warn!(
                 client,
                 secs = SEND_TIMEOUT.as_secs(),
-                "task download abandoned: the client stopped reading"
+                "task answer abandoned: the client stopped reading"
             );
             false
-        }
-    }
-}
-
-/// A client's task request in progress; released when the request ends, however it ends.
-struct FetchGuard {
-    shared: Arc<Shared>,
-    client: ClientId,
-}
-
-impl FetchGuard {
-    fn take(shared: &Arc<Shared>, client: ClientId) -> Result<Self, Status> {
-        let claimed = shared
-            .fetching
-            .lock()
-            .map_err(|_| Status::internal("fetch table poisoned"))?
-            .insert(client);
-        if !claimed {
-            tracing::warn!(client, "second concurrent task request refused");
-            return Err(Status::resource_exhausted(format!(
-                "a task request for client {client} is already in progress"
-            )));
-        }
-        Ok(Self {
-            shared: shared.clone(),
-            client,
-        })
-    }
-}
-
-impl Drop for FetchGuard {
-    fn drop(&mut self) {
-        if let Ok(mut set) = self.shared.fetching.lock() {
-            set.remove(&self.client);
         }
     }
 }
@@ -546,7 +518,12 @@ impl Coordinator for CoordinatorService {
         let client = r.client_id;
         // One task request per client at a time: a client that opens many downloads and reads none
         // would otherwise hold every download slot and starve the round.
-        let guard = FetchGuard::take(&s, client)?;
+        let guard = s.fetching.claim(client).ok_or_else(|| {
+            tracing::warn!(client, "second concurrent task request refused");
+            Status::resource_exhausted(format!(
+                "a task request for client {client} is already in progress"
+            ))
+        })?;
         let mut rx = s.phase.subscribe();
         let (tx, out) = mpsc::channel(4);
         tokio::spawn(async move {
@@ -556,7 +533,7 @@ impl Coordinator for CoordinatorService {
                 let phase = rx.borrow_and_update().clone();
                 match phase {
                     Phase::Done => {
-                        send_within(&tx, header(v1::task_header::Kind::Done)).await;
+                        send_chunk(&tx, header(v1::task_header::Kind::Done), client).await;
                         return;
                     }
                     Phase::Open(o)
@@ -602,7 +579,7 @@ impl Coordinator for CoordinatorService {
                     changed = tokio::time::timeout_at(until, rx.changed()) => match changed {
                         Ok(Ok(())) => continue,
                         Ok(Err(_)) | Err(_) => {
-                            send_within(&tx, header(v1::task_header::Kind::Wait)).await;
+                            send_chunk(&tx, header(v1::task_header::Kind::Wait), client).await;
                             return;
                         }
                     },
@@ -675,7 +652,7 @@ impl Coordinator for CoordinatorService {
             )));
         }
         // One upload per (client, round) at a time, refused at the header before anything is read.
-        let _upload = UploadSlot::take(&open, h.client_id, h.round)?;
+        let _upload = claim_upload(&open, h.client_id, h.round)?;
         let update = if !h.error.is_empty() {
             Err(format!("client reported an error: {}", h.error))
         } else {
