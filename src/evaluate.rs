@@ -1,4 +1,5 @@
-//! `fedsim eval`: evaluates a saved model (a run's `model.bin`) on a scenario's test set.
+//! `fedsim eval`: evaluates a saved model (a run's `model.bin` or a safetensors file) on a scenario's
+//! test set.
 
 use std::path::{Path, PathBuf};
 
@@ -6,7 +7,7 @@ use anyhow::{Context, Result, bail};
 use fedsim_engine::Scenario;
 use fedsim_engine::engine::build_model;
 use fedsim_engine::eval::evaluate;
-use fedsim_engine::report::read_model;
+use fedsim_engine::report::{model_hash, read_params, write_model, write_safetensors};
 
 /// What `fedsim eval` computed.
 #[derive(Debug, serde::Serialize)]
@@ -26,18 +27,10 @@ pub(crate) struct EvalReport {
 /// Loads the scenario's data and model, reads `model` and evaluates it on the test set, in chunks of
 /// `eval.batch_size` as a run does (so the figures equal the run's own evaluation of that model).
 pub(crate) fn eval_model(scenario: &Scenario, model: &Path) -> Result<EvalReport> {
-    let params = read_model(model).with_context(|| format!("reading {}", model.display()))?;
     let data = scenario.load_data()?;
     let net = build_model(scenario, &data)?;
-    if params.len() != net.num_params() {
-        bail!(
-            "{} holds {} parameters, but the scenario's model ({}) has {}: evaluate it with the scenario it was trained with",
-            model.display(),
-            params.len(),
-            net.name(),
-            net.num_params()
-        );
-    }
+    let params = read_params(model, net.as_ref())
+        .context("evaluate a model with the scenario it was trained with")?;
     if data.test.is_empty() {
         bail!("the scenario's data set has no test samples");
     }
@@ -76,4 +69,42 @@ pub(crate) fn render(r: &EvalReport) -> String {
         r.loss,
         classes.join(", ")
     )
+}
+
+/// Reads the model in `input` (a `model.bin`, a safetensors file, or a coordinator's
+/// `checkpoint.bin`, whose global model is taken) for the scenario's architecture, and writes it to
+/// `output`: safetensors in PyTorch's layout, or `model.bin` when `output` ends in `.bin`. Returns the
+/// number of parameters written.
+pub(crate) fn export_model(scenario: &Scenario, input: &Path, output: &Path) -> Result<usize> {
+    let data = scenario.load_data()?;
+    let net = build_model(scenario, &data)?;
+    let params = if input.file_name().is_some_and(|n| n == "checkpoint.bin") {
+        let dir = input.parent().unwrap_or(Path::new("."));
+        let snap = fedsim_server::checkpoint::load(dir, &scenario.hash())
+            .context("pass the scenario the checkpointed run uses (its scenario.toml)")?;
+        if snap.global.len() != net.num_params() {
+            bail!(
+                "{} holds {} parameters, the scenario's model {} has {}",
+                input.display(),
+                snap.global.len(),
+                net.name(),
+                net.num_params()
+            );
+        }
+        snap.global
+    } else {
+        read_params(input, net.as_ref())
+            .context("export a model with the scenario it was trained with")?
+    };
+    if output.extension().is_some_and(|e| e == "bin") {
+        write_model(output, &params)?;
+    } else {
+        let meta = [
+            ("fedsim.scenario", scenario.name.clone()),
+            ("fedsim.source", input.display().to_string()),
+            ("fedsim.model_hash", model_hash(&params)),
+        ];
+        write_safetensors(output, net.as_ref(), &params, &meta)?;
+    }
+    Ok(params.len())
 }

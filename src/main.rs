@@ -34,15 +34,36 @@ enum Command {
     Launch(LaunchArgs),
     /// Plot a metric of one or more runs (one line per run) as SVG.
     Plot(PlotArgs),
-    /// Evaluate a saved model (a run's model.bin) on a scenario's test set: accuracy, loss, per class.
+    /// Evaluate a saved model (a run's model.bin or a safetensors file) on a scenario's test set:
+    /// accuracy, loss, per class.
     Eval(EvalArgs),
+    /// Convert a saved model (model.bin, safetensors or a coordinator's checkpoint.bin) to safetensors
+    /// in PyTorch's layout (or to model.bin when the output ends in .bin).
+    Export(ExportArgs),
+}
+
+#[derive(Debug, Args)]
+struct ExportArgs {
+    /// Scenario file (TOML) the model was trained with (a run's own `scenario.toml` will do): its
+    /// model's layout names the tensors.
+    scenario: PathBuf,
+    /// The model file: a run's `model.bin` or `model.safetensors`, or `checkpoint.bin`.
+    #[arg(long, value_name = "FILE")]
+    model: PathBuf,
+    /// Output file: `.safetensors` (PyTorch's layout), or `.bin` for fedsim's model.bin format.
+    #[arg(short, long, value_name = "FILE")]
+    output: PathBuf,
+    /// Override a scenario key (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    overrides: Vec<String>,
 }
 
 #[derive(Debug, Args)]
 struct EvalArgs {
     /// Scenario file (TOML) the model was trained with: its data set and model are used.
     scenario: PathBuf,
-    /// The model file (a run's `model.bin`).
+    /// The model file: a run's `model.bin` or `model.safetensors`, or safetensors from elsewhere in
+    /// PyTorch's layout.
     #[arg(long, value_name = "FILE")]
     model: PathBuf,
     /// Override a scenario key, e.g. `--set data.dir=/data/mnist` (repeatable).
@@ -172,6 +193,7 @@ const RUN_FILES: &[&str] = &[
     "metrics.jsonl",
     "summary.json",
     "model.bin",
+    "model.safetensors",
     "checkpoint.bin",
     "scenario.toml",
 ];
@@ -291,6 +313,12 @@ fn run(cli: Cli) -> Result<()> {
             } else {
                 print!("{}", evaluate::render(&report));
             }
+            Ok(())
+        }
+        Command::Export(args) => {
+            let scenario = Scenario::load(&args.scenario, &args.overrides)?;
+            let n = evaluate::export_model(&scenario, &args.model, &args.output)?;
+            eprintln!("wrote {} ({n} parameters)", args.output.display());
             Ok(())
         }
         Command::Plot(args) => plot::plot(&plot::PlotSpec {

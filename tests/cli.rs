@@ -697,3 +697,107 @@ fn the_summary_lists_a_stacks_layers() {
     assert!(layers[0].contains("dense") && layers[0].contains("60") && layers[0].contains("32"));
     assert!(layers[2].contains("10"), "{layers:?}");
 }
+
+/// A run writes `model.safetensors` beside `model.bin`; `fedsim eval` reads either with the same
+/// result; `fedsim export` converts both ways without changing a value; `model.init_from` starts a
+/// run from either file (the summary records the parameters' hash), and a file for another
+/// architecture is refused, naming the tensor and both shapes.
+#[test]
+fn model_files_export_import_and_init_from() {
+    const STACK: &str =
+        "model={kind=\"sequential\", layers=[{dense={units=32}}, \"relu\", \"dense\"]}";
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    quickstart_run(&out, &["rounds=2", "eval.every=1", STACK]);
+    let (bin, st) = (out.join("model.bin"), out.join("model.safetensors"));
+    assert!(st.exists(), "a run writes model.safetensors");
+    let eval = |model: &Path| {
+        let o = fedsim(&[
+            "eval",
+            "configs/quickstart.toml",
+            "--model",
+            s(model),
+            "--set",
+            STACK,
+            "--json",
+        ]);
+        ok(&o);
+        let r: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON");
+        (r["accuracy"].clone(), r["loss"].clone())
+    };
+    let sum = summary(&out);
+    assert_eq!(
+        eval(&bin),
+        (
+            sum["final_test_accuracy"].clone(),
+            sum["final_test_loss"].clone()
+        )
+    );
+    assert_eq!(eval(&st), eval(&bin));
+
+    // safetensors -> model.bin gives back the run's model.bin byte for byte.
+    let back = tmp.path().join("back.bin");
+    ok(&fedsim(&[
+        "export",
+        "configs/quickstart.toml",
+        "--model",
+        s(&st),
+        "-o",
+        s(&back),
+        "--set",
+        STACK,
+    ]));
+    assert_eq!(std::fs::read(&back).unwrap(), std::fs::read(&bin).unwrap());
+    let exported = tmp.path().join("x.safetensors");
+    ok(&fedsim(&[
+        "export",
+        "configs/quickstart.toml",
+        "--model",
+        s(&bin),
+        "-o",
+        s(&exported),
+        "--set",
+        STACK,
+    ]));
+    assert_eq!(eval(&exported), eval(&bin));
+
+    for file in [&bin, &st] {
+        let again = tmp.path().join("again");
+        let init = format!("model.init_from=\"{}\"", file.display());
+        quickstart_run(&again, &["rounds=1", STACK, &init]);
+        let s2 = summary(&again);
+        assert_eq!(s2["init_from"]["sha256"], sum["final_model_hash"], "{s2}");
+        std::fs::remove_dir_all(&again).unwrap();
+    }
+
+    let wider = "model={kind=\"sequential\", layers=[{dense={units=16}}, \"relu\", \"dense\"]}";
+    let init = format!("model.init_from=\"{}\"", st.display());
+    let o = fedsim(&[
+        "sim",
+        "configs/quickstart.toml",
+        "-q",
+        "--out",
+        s(&tmp.path().join("bad")),
+        "--set",
+        wider,
+        "--set",
+        &init,
+    ]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("model.safetensors")
+            && err.contains("`0.weight` has shape [32, 60]")
+            && err.contains("[16, 60]"),
+        "{err}"
+    );
+    let o = fedsim(&[
+        "sim",
+        "configs/quickstart.toml",
+        "-q",
+        "--set",
+        "model.init_from=3",
+    ]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("model.init_from"));
+}

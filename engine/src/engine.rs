@@ -21,12 +21,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fedsim_data::FederatedData;
-use fedsim_nn::{Model, Scratch};
+use fedsim_nn::{Model, ModelSpecExt, Scratch};
 use fedsim_types::ConfigError;
 use rand::seq::index;
 
 use crate::participation::{ParticipationSpecExt, Population, Scheduler};
-use crate::report::{RoundRecord, RunWriter, Summary, model_hash, peak_rss_mib};
+use crate::report::{InitFrom, RoundRecord, RunWriter, Summary, model_hash, peak_rss_mib};
 use crate::scenario::SampleCounts;
 use crate::{
     ClientId, ClientState, EngineError, LocalTrainer, Payload, Scenario, Strategy, StrategyError,
@@ -196,12 +196,26 @@ impl Engine {
             scenario.seed,
             scenario.round.quorum,
         );
-        let global = model.init_params(fedsim_types::rng::stream_key(
-            scenario.seed,
-            Purpose::ModelInit,
-            0,
-            0,
-        ));
+        let (global, init_from) = match scenario.model.init_from()? {
+            Some(path) => {
+                let params = crate::report::read_params(&path, model.as_ref())?;
+                let from = InitFrom {
+                    sha256: model_hash(&params),
+                    path: path.display().to_string(),
+                };
+                tracing::info!(file = %from.path, "initial model read from model.init_from");
+                (params, Some(from))
+            }
+            None => (
+                model.init_params(fedsim_types::rng::stream_key(
+                    scenario.seed,
+                    Purpose::ModelInit,
+                    0,
+                    0,
+                )),
+                None,
+            ),
+        };
         strategy.init(&fedsim_algorithms::strategy::Init {
             global: &global,
             num_clients: scenario.clients,
@@ -217,6 +231,7 @@ impl Engine {
             runtime: runtime.to_string(),
             num_params: global.len(),
             model_layers: model.layers(),
+            init_from,
             ..Summary::default()
         };
         Ok(Self {
@@ -783,7 +798,7 @@ impl Engine {
             self.summary.extra.insert("peak_rss_mib".into(), mib);
         }
         if let Some(w) = self.writer.as_mut() {
-            w.finish(&self.summary, &self.global)?;
+            w.finish(&self.summary, self.model.as_ref(), &self.global)?;
         }
         Ok(self.summary.clone())
     }

@@ -1,5 +1,6 @@
 //! Run outputs shared by both runtimes: `metrics.jsonl` (one JSON object per round), `summary.json`,
-//! `scenario.toml` (the resolved scenario) and `model.bin` (final parameters).
+//! `scenario.toml` (the resolved scenario), `model.bin` (final parameters) and `model.safetensors` (the
+//! same, in PyTorch's layout).
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -10,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::{ClientId, EngineError};
+use fedsim_nn::{Model, model_file};
 
 /// One line of `metrics.jsonl`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -69,6 +71,9 @@ pub struct Summary {
     /// A layer stack's layers, one line each (key, kind, input and output shapes); empty otherwise.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub model_layers: Vec<String>,
+    /// The file the initial model was read from (`model.init_from`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init_from: Option<InitFrom>,
     /// Test accuracy after the last round.
     pub final_test_accuracy: Option<f64>,
     /// Test loss after the last round.
@@ -191,6 +196,68 @@ pub fn read_model(path: &Path) -> Result<Vec<f32>, EngineError> {
         .collect())
 }
 
+/// Where a run's initial model came from (`model.init_from`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct InitFrom {
+    /// The file, as the scenario names it.
+    pub path: String,
+    /// SHA-256 of the parameters read (little-endian `f32`, like `final_model_hash`).
+    pub sha256: String,
+}
+
+/// Reads the parameters of `model` from `path`: a `model.bin` ([`write_model`]) whose count must match
+/// the model, or a safetensors file in PyTorch's layout ([`fedsim_nn::model_file`]) whose tensor names
+/// and shapes must match it. Every error names the file.
+pub fn read_params(path: &Path, model: &dyn Model) -> Result<Vec<f32>, EngineError> {
+    let bytes = std::fs::read(path).map_err(|source| EngineError::Io {
+        path: path.into(),
+        source,
+    })?;
+    let bad = |msg: String| EngineError::Malformed {
+        path: path.into(),
+        msg,
+    };
+    let params = if bytes.starts_with(MODEL_MAGIC) {
+        let params = read_model(path)?;
+        if params.len() != model.num_params() {
+            return Err(bad(format!(
+                "holds {} parameters, but the model {} has {}",
+                params.len(),
+                model.name(),
+                model.num_params()
+            )));
+        }
+        if let Some(i) = params.iter().position(|v| !v.is_finite()) {
+            return Err(bad(format!("parameter {i} is not finite")));
+        }
+        params
+    } else if model_file::is_safetensors(&bytes) {
+        model_file::from_safetensors(model, &bytes).map_err(|e| bad(e.to_string()))?
+    } else {
+        return Err(bad(
+            "neither a fedsim model.bin nor a safetensors file".into()
+        ));
+    };
+    Ok(params)
+}
+
+/// Writes `params` of `model` as a safetensors file (PyTorch's tensor names, shapes and order),
+/// atomically; `metadata` goes into the file's header.
+pub fn write_safetensors(
+    path: &Path,
+    model: &dyn Model,
+    params: &[f32],
+    metadata: &[(&str, String)],
+) -> Result<(), EngineError> {
+    let bytes = model_file::to_safetensors(model, params, metadata).map_err(|e| {
+        EngineError::Malformed {
+            path: path.into(),
+            msg: e.to_string(),
+        }
+    })?;
+    write_atomic(path, &bytes)
+}
+
 /// Writes `bytes` to `path` atomically (temporary file in the same directory, fsync, rename).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), EngineError> {
     let io = |source| EngineError::Io {
@@ -280,14 +347,26 @@ impl RunWriter {
         self.metrics.flush().map_err(io)
     }
 
-    /// Writes `summary.json` and `model.bin`.
-    pub fn finish(&mut self, summary: &Summary, params: &[f32]) -> Result<(), EngineError> {
+    /// Writes `summary.json`, `model.bin` and `model.safetensors` (the same parameters in PyTorch's
+    /// layout, for other tools).
+    pub fn finish(
+        &mut self,
+        summary: &Summary,
+        model: &dyn Model,
+        params: &[f32],
+    ) -> Result<(), EngineError> {
         let json = serde_json::to_string_pretty(summary).map_err(|e| EngineError::Io {
             path: self.dir.join("summary.json"),
             source: std::io::Error::other(e),
         })?;
         write_atomic(&self.dir.join("summary.json"), json.as_bytes())?;
-        write_model(&self.dir.join("model.bin"), params)
+        write_model(&self.dir.join("model.bin"), params)?;
+        let meta = [
+            ("fedsim.scenario", summary.scenario.clone()),
+            ("fedsim.rounds", summary.rounds.to_string()),
+            ("fedsim.model_hash", summary.final_model_hash.clone()),
+        ];
+        write_safetensors(&self.dir.join("model.safetensors"), model, params, &meta)
     }
 }
 

@@ -331,6 +331,14 @@ impl Scenario {
                 ),
             ));
         }
+        if caps.needs_supermask_model && self.model.init_from()?.is_some() {
+            return Err(ConfigError::new(
+                "model.init_from",
+                format!(
+                    "strategy \"{kind}\" cannot start from a file: its clients rebuild the initial edge scores from model.seed"
+                ),
+            ));
+        }
         if caps.needs_smoothness && !self.model.states_smoothness() {
             return Err(ConfigError::new(
                 "model.kind",

@@ -14,6 +14,7 @@ pub mod logreg;
 pub mod logreg_nc;
 pub mod mlp;
 pub mod model;
+pub mod model_file;
 mod ops;
 pub mod optim;
 pub mod order;

@@ -63,6 +63,11 @@ impl Model for LogReg {
         format!("logreg({}-{})", self.features, self.classes)
     }
 
+    /// The weight is stored `[classes, features]`, PyTorch's `nn.Linear` order already.
+    fn torch_axes(&self, tensor: &crate::TensorSpec) -> Vec<usize> {
+        (0..tensor.shape.len()).collect()
+    }
+
     fn layout(&self) -> &Layout {
         &self.layout
     }

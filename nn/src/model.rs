@@ -188,6 +188,15 @@ pub trait Model: Send + Sync + std::fmt::Debug {
     /// Floating-point operations of one evaluated sample (forward only).
     fn eval_flops_per_sample(&self) -> f64;
 
+    /// How the parameter tensor `tensor` maps to PyTorch's layout of the same module, for model files
+    /// ([`crate::model_file`]): PyTorch's axis `i` is this tensor's axis `axes[i]`. The default is this
+    /// crate's convention, weights stored input-major (a dense weight `[in, out]` is PyTorch's
+    /// `[out, in]`, a conv weight `[in, k, k, out]` is PyTorch's `[out, in, k, k]`); vectors are
+    /// unchanged. A model that stores a weight in PyTorch's order overrides it.
+    fn torch_axes(&self, tensor: &crate::TensorSpec) -> Vec<usize> {
+        crate::model_file::input_major_axes(tensor.shape.len())
+    }
+
     /// One line per layer (its key, kind, input and output shapes) for a run's summary; empty for
     /// models that are not layer stacks.
     fn layers(&self) -> Vec<String> {

@@ -56,6 +56,9 @@ impl Family for Models {
     fn default_spec() -> Spec<Self> {
         Spec::new(LogregConfig {})
     }
+
+    /// `init_from = "FILE"`: start from saved parameters (any kind; see [`ModelSpecExt::init_from`]).
+    const COMMON_KEYS: &'static [&'static str] = &["init_from"];
 }
 
 /// The scenario's `[model]` section: a registered model kind and its settings.
@@ -67,6 +70,9 @@ pub trait ModelSpecExt {
     fn is_supermask(&self) -> bool;
     /// Whether the built model states its smoothness constant ([`Model::smoothness`]).
     fn states_smoothness(&self) -> bool;
+    /// `model.init_from`: a file (a run's `model.bin`, or safetensors in PyTorch's layout) whose
+    /// parameters replace the initialisation; an error names the key when it is not a path.
+    fn init_from(&self) -> Result<Option<std::path::PathBuf>, ConfigError>;
 }
 
 impl ModelSpecExt for ModelSpec {
@@ -76,6 +82,16 @@ impl ModelSpecExt for ModelSpec {
 
     fn states_smoothness(&self) -> bool {
         self.capabilities().states_smoothness
+    }
+
+    fn init_from(&self) -> Result<Option<std::path::PathBuf>, ConfigError> {
+        match self.common_as::<String>("init_from")? {
+            Some(p) if p.is_empty() => Err(ConfigError::new(
+                "model.init_from",
+                "must name a file (a run's model.bin or a safetensors file)",
+            )),
+            p => Ok(p.map(Into::into)),
+        }
     }
 }
 

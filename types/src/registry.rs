@@ -36,6 +36,11 @@ pub trait Family: Sized + 'static {
     fn registered() -> &'static [Entry<Self>];
     /// The specification used when the scenario leaves the section out.
     fn default_spec() -> Spec<Self>;
+
+    /// Keys every kind of the family accepts next to its own settings (`[model] init_from`): taken
+    /// out of the table before the kind parses it, kept on the [`Spec`] ([`Spec::common`]) and
+    /// written back with it. Their values are checked by whoever reads them.
+    const COMMON_KEYS: &'static [&'static str] = &[];
 }
 
 /// One registered kind of family `F`: its configuration type (the section's table without the tag
@@ -193,17 +198,30 @@ impl<F: Family, K: Kind<F>> Configured<F> for K {
     }
 }
 
-/// A section of the scenario: a registered kind of family `F` and its settings.
-pub struct Spec<F: Family>(Box<dyn Configured<F>>);
+/// A section of the scenario: a registered kind of family `F`, its settings, and the family's
+/// [common keys](Family::COMMON_KEYS) that were set.
+pub struct Spec<F: Family> {
+    config: Box<dyn Configured<F>>,
+    common: toml::Table,
+}
 
 impl<F: Family> Spec<F> {
     /// A specification from a configuration value.
     pub fn new<K: Kind<F>>(config: K) -> Self {
-        Self(Box::new(config))
+        Self {
+            config: Box::new(config),
+            common: toml::Table::new(),
+        }
     }
 
     /// Parses the section's table (with its tag key).
     pub fn from_table(mut table: toml::Table) -> Result<Self, ConfigError> {
+        let mut common = toml::Table::new();
+        for key in F::COMMON_KEYS {
+            if let Some(v) = table.remove(*key) {
+                common.insert((*key).to_string(), v);
+            }
+        }
         let tag_key = format!("{}.{}", F::SECTION, F::TAG);
         let kind = match table.remove(F::TAG) {
             Some(toml::Value::String(k)) => k,
@@ -226,33 +244,66 @@ impl<F: Family> Spec<F> {
                 ),
             )
         })?;
-        (entry.parse)(table).map(Self)
+        let config = (entry.parse)(table)?;
+        Ok(Self { config, common })
     }
 
     /// The kind's name.
     pub fn kind(&self) -> &'static str {
-        self.0.kind()
+        self.config.kind()
     }
 
     /// What the configured kind needs and provides.
     pub fn capabilities(&self) -> F::Capabilities {
-        self.0.capabilities()
+        self.config.capabilities()
     }
 
     /// The configuration, when it is of type `K`.
     pub fn config<K: Kind<F>>(&self) -> Option<&K> {
-        self.0.as_any().downcast_ref::<K>()
+        self.config.as_any().downcast_ref::<K>()
+    }
+
+    /// The value of a [common key](Family::COMMON_KEYS), when the section sets it.
+    pub fn common(&self, key: &str) -> Option<&toml::Value> {
+        self.common.get(key)
+    }
+
+    /// The value of a [common key](Family::COMMON_KEYS) as `T`, when the section sets it; an error
+    /// names the key (`section.key`) when the value is not a `T`.
+    pub fn common_as<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, ConfigError> {
+        self.common
+            .get(key)
+            .map(|v| {
+                v.clone().try_into().map_err(|e: toml::de::Error| {
+                    ConfigError::new(format!("{}.{key}", F::SECTION), e.message().to_string())
+                })
+            })
+            .transpose()
+    }
+
+    /// Sets (or with `None` removes) a [common key](Family::COMMON_KEYS).
+    ///
+    /// # Panics
+    /// If `key` is not one of the family's common keys (a caller's bug).
+    pub fn set_common(&mut self, key: &str, value: Option<toml::Value>) {
+        assert!(F::COMMON_KEYS.contains(&key), "`{key}` is not a common key");
+        match value {
+            Some(v) => self.common.insert(key.to_string(), v),
+            None => self.common.remove(key),
+        };
     }
 
     /// Checks the settings, naming the bad key; the checked specification is what builds.
     pub fn validate(&self) -> Result<Valid<'_, F>, ConfigError> {
-        self.0.validate()?;
+        self.config.validate()?;
         Ok(Valid(self))
     }
 
-    /// The resolved table (with the tag key and every default filled in).
+    /// The resolved table (with the tag key, every default filled in, and the common keys set).
     pub fn to_table(&self) -> toml::Table {
-        self.0.to_table()
+        let mut t = self.config.to_table();
+        t.extend(self.common.clone());
+        t
     }
 }
 
@@ -276,7 +327,7 @@ impl<F: Family> fmt::Debug for Valid<'_, F> {
 impl<F: Family> Valid<'_, F> {
     /// Builds what the specification describes.
     pub fn build(&self, input: F::Input<'_>) -> F::Output {
-        self.0.0.build(input)
+        self.0.config.build(input)
     }
 
     /// The specification.
@@ -293,13 +344,20 @@ impl<F: Family> Default for Spec<F> {
 
 impl<F: Family> Clone for Spec<F> {
     fn clone(&self) -> Self {
-        Self(self.0.clone_box())
+        Self {
+            config: self.config.clone_box(),
+            common: self.common.clone(),
+        }
     }
 }
 
 impl<F: Family> fmt::Debug for Spec<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
+        self.config.fmt(f)?;
+        if !self.common.is_empty() {
+            write!(f, " {:?}", self.common)?;
+        }
+        Ok(())
     }
 }
 
@@ -383,6 +441,7 @@ mod tests {
         fn default_spec() -> Spec<Self> {
             Spec::new(Dot {})
         }
+        const COMMON_KEYS: &'static [&'static str] = &["colour"];
     }
 
     impl Kind<Shapes> for Square {
@@ -445,5 +504,30 @@ mod tests {
             .validate()
             .unwrap_err();
         assert_eq!(e.key, "shape.side");
+    }
+
+    #[test]
+    fn common_keys_are_kept_next_to_any_kind() {
+        for kind in ["square\"\nside = 1.0", "dot\""] {
+            let s = spec(&format!("kind = \"{kind}\ncolour = \"red\"")).unwrap();
+            assert_eq!(s.common("colour"), Some(&toml::Value::String("red".into())));
+            assert_eq!(Spec::<Shapes>::from_table(s.to_table()).unwrap(), s);
+        }
+        let s = spec("kind = \"dot\"\ncolour = 3").unwrap();
+        assert_eq!(s.common_as::<i64>("colour").unwrap(), Some(3));
+        assert_eq!(
+            s.common_as::<String>("colour").unwrap_err().key,
+            "shape.colour"
+        );
+        let mut s = spec("kind = \"dot\"").unwrap();
+        assert_eq!(s.common("colour"), None);
+        assert_eq!(s.common_as::<String>("colour").unwrap(), None);
+        assert!(!s.to_table().contains_key("colour"));
+        s.set_common("colour", Some(toml::Value::String("blue".into())));
+        assert_ne!(s, spec("kind = \"dot\"").unwrap());
+        s.set_common("colour", None);
+        assert_eq!(s, spec("kind = \"dot\"").unwrap());
+        // A key that is not common is still the kind's to refuse.
+        assert!(spec("kind = \"dot\"\nshade = 1").is_err());
     }
 }

@@ -11,6 +11,7 @@
 mod build;
 mod conv;
 mod dense;
+mod logits;
 mod norm;
 mod pool;
 mod presets;
