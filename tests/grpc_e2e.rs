@@ -85,6 +85,15 @@ const VARIANTS: &[(&str, &[&str])] = &[
             "model={kind=\"sequential\", layers=[{dense={units=32}}, \"relu\", {residual={layers=[{dense={units=32}}, {group_norm={groups=4}}]}}, \"relu\", {dropout={p=0.2}}, \"dense\"]}",
         ],
     ),
+    // FRL on a layer stack made a supermask model (scores over the dense weights; the GroupNorm stays
+    // at scale 1, shift 0).
+    (
+        "configs/quickstart.toml",
+        &[
+            "model={kind=\"sequential\", layers=[{dense={units=32, bias=false}}, {group_norm={groups=4}}, \"relu\", {dense={bias=false}}], supermask={keep=0.4}}",
+            "strategy={kind=\"frl\"}",
+        ],
+    ),
     // FedAvg with Multi-Krum against Gaussian noise from 10% of the clients, from round 2.
     (
         "configs/quickstart.toml",

@@ -198,12 +198,7 @@ impl Engine {
         );
         let (global, init_from) = match scenario.model.init_from()? {
             Some(path) => {
-                let params = crate::report::read_params(&path, model.as_ref())?;
-                let from = InitFrom {
-                    sha256: model_hash(&params),
-                    path: path.display().to_string(),
-                };
-                tracing::info!(file = %from.path, "initial model read from model.init_from");
+                let (params, from) = InitFrom::read(&path, model.as_ref())?;
                 (params, Some(from))
             }
             None => (

@@ -205,6 +205,20 @@ pub struct InitFrom {
     pub sha256: String,
 }
 
+impl InitFrom {
+    /// Reads the initial parameters of `model` from `path` ([`read_params`]), with the record of
+    /// where they came from.
+    pub fn read(path: &Path, model: &dyn Model) -> Result<(Vec<f32>, InitFrom), EngineError> {
+        let params = read_params(path, model)?;
+        let from = InitFrom {
+            sha256: model_hash(&params),
+            path: path.display().to_string(),
+        };
+        tracing::info!(file = %from.path, "initial model read from model.init_from");
+        Ok((params, from))
+    }
+}
+
 /// Reads the parameters of `model` from `path`: a `model.bin` ([`write_model`]) whose count must match
 /// the model, or a safetensors file in PyTorch's layout ([`fedsim_nn::model_file`]) whose tensor names
 /// and shapes must match it. Every error names the file.

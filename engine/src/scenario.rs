@@ -327,7 +327,7 @@ impl Scenario {
             return Err(ConfigError::new(
                 "model.kind",
                 format!(
-                    "strategy \"{kind}\" needs a supermask model (model.kind = \"supermask_mlp\" or \"supermask_cnn\")"
+                    "strategy \"{kind}\" needs a supermask model (model.kind = \"supermask_mlp\" or \"supermask_cnn\", or a \"sequential\" stack with model.supermask)"
                 ),
             ));
         }

@@ -18,6 +18,9 @@ use crate::Layout;
 pub struct Scratch {
     /// Buffers indexed by slot; each model decides what its slots hold.
     pub bufs: Vec<Vec<f32>>,
+    /// Buffers of a model that wraps another (the supermask's effective weights and the wrapped
+    /// model's gradient), apart from `bufs` so that the wrapped model may use every slot there.
+    outer: Vec<Vec<f32>>,
     /// The open noise stream: its key and the next step number.
     noise: Option<(u64, u64)>,
 }
@@ -26,20 +29,22 @@ impl Scratch {
     /// Takes the buffer in `slot` out of the scratch, resized to `len` (contents unspecified).
     /// Give it back with [`Scratch::put`] so the allocation is reused.
     pub fn take(&mut self, slot: usize, len: usize) -> Vec<f32> {
-        if self.bufs.len() <= slot {
-            self.bufs.resize_with(slot + 1, Vec::new);
-        }
-        let mut b = std::mem::take(&mut self.bufs[slot]);
-        b.resize(len, 0.0);
-        b
+        take_slot(&mut self.bufs, slot, len)
     }
 
     /// Returns a buffer taken with [`Scratch::take`].
     pub fn put(&mut self, slot: usize, buf: Vec<f32>) {
-        if self.bufs.len() <= slot {
-            self.bufs.resize_with(slot + 1, Vec::new);
-        }
-        self.bufs[slot] = buf;
+        put_slot(&mut self.bufs, slot, buf);
+    }
+
+    /// [`Scratch::take`] for a wrapping model's own buffers (see the `outer` field).
+    pub fn take_outer(&mut self, slot: usize, len: usize) -> Vec<f32> {
+        take_slot(&mut self.outer, slot, len)
+    }
+
+    /// Returns a buffer taken with [`Scratch::take_outer`].
+    pub fn put_outer(&mut self, slot: usize, buf: Vec<f32>) {
+        put_slot(&mut self.outer, slot, buf);
     }
 
     /// Opens a noise stream under `key` (derive it from the run seed, the round and the client, so
@@ -62,6 +67,24 @@ impl Scratch {
         *step += 1;
         Some(out)
     }
+}
+
+/// Takes slot `slot` of `bufs` (growing the list), resized to `len`.
+fn take_slot(bufs: &mut Vec<Vec<f32>>, slot: usize, len: usize) -> Vec<f32> {
+    if bufs.len() <= slot {
+        bufs.resize_with(slot + 1, Vec::new);
+    }
+    let mut b = std::mem::take(&mut bufs[slot]);
+    b.resize(len, 0.0);
+    b
+}
+
+/// Puts `buf` back into slot `slot` of `bufs`.
+fn put_slot(bufs: &mut Vec<Vec<f32>>, slot: usize, buf: Vec<f32>) {
+    if bufs.len() <= slot {
+        bufs.resize_with(slot + 1, Vec::new);
+    }
+    bufs[slot] = buf;
 }
 
 /// Loss and accuracy counts accumulated over evaluation batches.

@@ -8,7 +8,7 @@ use fedsim_types::ConfigError;
 use fedsim_types::registry::{Entry, Family, Kind, Spec, Validated};
 use serde::{Deserialize, Serialize};
 
-use crate::supermask::MaskBy;
+use crate::supermask::{MaskBy, default_keep};
 use crate::{Model, NnError};
 
 pub use fedsim_types::{ImageShape, InputSpec};
@@ -174,10 +174,6 @@ pub struct SupermaskCnnConfig {
     /// Seed of the frozen weights and of the initial scores, shared by server and clients.
     #[serde(default)]
     pub seed: u64,
-}
-
-fn default_keep() -> f64 {
-    0.5
 }
 
 fn default_nc_lambda() -> f64 {
@@ -423,10 +419,16 @@ impl Kind<Models> for crate::stack::SequentialConfig {
     const EXAMPLE: &'static str = "layers = [\"flatten\", {dense = {units = 8}}, \"relu\", {dropout = {p = 0.1}}, {residual = {layers = [{dense = {units = 4}}, \"relu\"]}}, \"dense\"]";
 
     fn capabilities(&self) -> ModelCapabilities {
-        ModelCapabilities::PLAIN
+        ModelCapabilities {
+            supermask: self.supermask.is_some(),
+            ..ModelCapabilities::PLAIN
+        }
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(m) = &self.supermask {
+            validate_keep(m.keep).map_err(|e| e.at("supermask"))?;
+        }
         self.resolve().map(|_| ())
     }
 
@@ -437,7 +439,15 @@ impl Kind<Models> for crate::stack::SequentialConfig {
             .map_err(|e| NnError::InvalidSpec(e.at("model").to_string()))?;
         let model = crate::stack::Sequential::new(&layers, input, self.init)
             .map_err(|e| NnError::InvalidSpec(e.at("model").to_string()))?;
-        Ok(Box::new(model))
+        Ok(match &self.supermask {
+            None => Box::new(model),
+            Some(m) => Box::new(crate::supermask::Supermask::new(
+                Box::new(model),
+                m.keep,
+                m.mask_by,
+                m.seed,
+            )?),
+        })
     }
 }
 
@@ -482,6 +492,12 @@ mod tests {
             ("kind = \"cnn\"", false, false),
             ("kind = \"supermask_mlp\"\nhidden = [4]", true, false),
             ("kind = \"supermask_cnn\"", true, false),
+            ("kind = \"sequential\"\npreset = \"conv4\"", false, false),
+            (
+                "kind = \"sequential\"\npreset = \"conv4\"\nsupermask = {}",
+                true,
+                false,
+            ),
         ] {
             let s = spec(text).unwrap();
             assert_eq!(s.is_supermask(), supermask, "{text}");
@@ -529,9 +545,35 @@ mod tests {
             ("kind = \"cnn\"\nchannels = [0, 8]", "model.channels[0]"),
             ("kind = \"cnn\"\nfc = 0", "model.fc"),
             ("kind = \"logreg_nonconvex\"\nlambda = -1.0", "model.lambda"),
+            (
+                "kind = \"sequential\"\npreset = \"conv4\"\nsupermask = { keep = 0.0 }",
+                "model.supermask.keep",
+            ),
         ] {
             let e = spec(text).unwrap().validate().unwrap_err();
             assert_eq!(e.key, key, "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn init_from_is_a_path_for_every_kind() {
+        for kind in [
+            "kind = \"logreg\"",
+            "kind = \"sequential\"\npreset = \"mlp\"",
+        ] {
+            let s = spec(&format!("{kind}\ninit_from = \"runs/a/model.safetensors\"")).unwrap();
+            assert_eq!(
+                s.init_from().unwrap(),
+                Some(std::path::PathBuf::from("runs/a/model.safetensors"))
+            );
+            assert_eq!(spec(kind).unwrap().init_from().unwrap(), None);
+        }
+        for bad in ["3", "\"\""] {
+            let e = spec(&format!("kind = \"logreg\"\ninit_from = {bad}"))
+                .unwrap()
+                .init_from()
+                .unwrap_err();
+            assert_eq!(e.key, "model.init_from", "{bad}: {e}");
         }
     }
 

@@ -1,10 +1,12 @@
 //! Supermask models (edge-popup, Ramanujan et al. 2020) for Federated Rank Learning
 //! (`../shared/algorithms.md` §5.2).
 //!
-//! A supermask model wraps a dense model ([`crate::Mlp`] or [`crate::Cnn`]) whose weights are **never
-//! trained**: every weight tensor is frozen at the "signed constant" `sign(w0)·√2/√fan_in`, biases are
-//! zero (the layers are bias-free). What is trained is one **score** per weight (edge): the model's
-//! parameter vector is the scores, one tensor `<layer>.scores` per weight tensor of the wrapped model.
+//! A supermask model wraps a model ([`crate::Mlp`], [`crate::Cnn`] or a layer stack,
+//! [`crate::Sequential`]) whose weights are **never trained**: every conv and dense weight (a tensor
+//! named `….weight` of rank ≥ 2) is frozen at the "signed constant" `sign(w0)·√2/√fan_in`, biases are
+//! zero (the layers are bias-free), and any other tensor (a GroupNorm's scale and shift) stays at the
+//! wrapped model's initial value (1 and 0). What is trained is one **score** per weight (edge): the
+//! model's parameter vector is the scores, one tensor `<layer>.scores` per masked weight tensor.
 //! The forward pass uses `W ⊙ mask(scores)`, where the mask keeps the top `keep` fraction of each
 //! layer's edges (the lowest `⌊(1 − keep)·n_l⌋` are zeroed), ranked by the signed score (`mask_by =
 //! signed`, the paper) or by its absolute value (`mask_by = abs`, the reference code, §5.7). Ties are
@@ -27,10 +29,10 @@ use serde::{Deserialize, Serialize};
 use crate::order::ordered_bits;
 use crate::{EvalStats, Layout, Model, NnError, Scratch};
 
-/// Scratch slot of the effective weights of the wrapped model (beyond every slot the dense models use).
-const SLOT_EFF: usize = 30;
-/// Scratch slot of the wrapped model's gradient.
-const SLOT_GRAD: usize = 31;
+/// Outer scratch slot ([`Scratch::take_outer`]) of the effective weights of the wrapped model.
+const SLOT_EFF: usize = 0;
+/// Outer scratch slot of the wrapped model's gradient.
+const SLOT_GRAD: usize = 1;
 
 /// What the per-layer top-k mask ranks (`model.mask_by`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -51,6 +53,27 @@ impl std::fmt::Display for MaskBy {
             MaskBy::Abs => "abs",
         })
     }
+}
+
+/// `supermask = { keep, mask_by, seed }` of a layer stack (`kind = "sequential"`): the stack becomes
+/// a supermask model (see [`crate::supermask`]) over its conv and dense weights, for FRL.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SupermaskOptions {
+    /// Fraction of each layer's edges kept by the mask, in (0, 1] (default 0.5).
+    #[serde(default = "default_keep")]
+    pub keep: f64,
+    /// What the mask ranks: `signed` (the paper, default) or `abs` (the reference code).
+    #[serde(default)]
+    pub mask_by: MaskBy,
+    /// Seed of the frozen weights and of the initial scores, shared by server and clients.
+    #[serde(default)]
+    pub seed: u64,
+}
+
+/// The default kept fraction of a supermask layer.
+pub(crate) fn default_keep() -> f64 {
+    0.5
 }
 
 /// One masked layer: where its weights sit in the wrapped model and its scores in ours.
@@ -74,14 +97,18 @@ pub struct Supermask {
     layers: Vec<MaskedLayer>,
     /// Frozen weights, in score order (`weights[i]` belongs to score `i`).
     weights: Vec<f32>,
+    /// The wrapped model's parameters outside the masked tensors (zero biases, norm scales and
+    /// shifts at their initial values); zero inside them.
+    fixed: Vec<f32>,
     keep: f64,
     mask_by: MaskBy,
     seed: u64,
 }
 
 impl Supermask {
-    /// Wraps `inner`: every tensor whose name ends in `.weight` becomes a masked layer; every other
-    /// tensor (the biases) is held at zero. `keep` is the kept fraction of each layer, in `(0, 1]`.
+    /// Wraps `inner`: every tensor of rank ≥ 2 whose name ends in `.weight` becomes a masked layer;
+    /// biases (`.bias`) are held at zero and every other tensor at `inner`'s initial value. `keep` is
+    /// the kept fraction of each layer, in `(0, 1]`.
     pub fn new(
         inner: Box<dyn Model>,
         keep: f64,
@@ -99,6 +126,9 @@ impl Supermask {
             let Some(base) = t.name.strip_suffix(".weight") else {
                 continue;
             };
+            if t.shape.len() < 2 {
+                continue; // a normalisation layer's scale, not a layer of edges
+            }
             let i = layout.push(format!("{base}.scores"), &t.shape);
             let fan_in = t.shape[..t.shape.len().saturating_sub(1)]
                 .iter()
@@ -125,11 +155,20 @@ impl Supermask {
                 *w = if rng.random::<bool>() { c } else { -c };
             }
         }
+        let init = inner.init_params(seed);
+        let mut fixed = vec![0.0f32; inner.num_params()];
+        for t in inner.layout().tensors() {
+            let masked = layers.iter().any(|l| l.inner_offset == t.offset);
+            if !masked && !t.name.ends_with(".bias") {
+                fixed[t.range()].copy_from_slice(&init[t.range()]);
+            }
+        }
         Ok(Self {
             inner,
             layout,
             layers,
             weights,
+            fixed,
             keep,
             mask_by,
             seed,
@@ -172,10 +211,10 @@ impl Supermask {
     }
 
     /// Writes the wrapped model's parameters for a given (possibly fractional) mask: masked weights,
-    /// zero biases.
+    /// the fixed tensors elsewhere.
     #[cfg(test)]
     fn effective(&self, mask: &[f32], eff: &mut [f32]) {
-        eff.fill(0.0);
+        eff.copy_from_slice(&self.fixed);
         for l in &self.layers {
             let dst = &mut eff[l.inner_offset..l.inner_offset + l.len];
             let w = &self.weights[l.offset..l.offset + l.len];
@@ -187,7 +226,7 @@ impl Supermask {
     }
 
     fn effective_from_scores(&self, scores: &[f32], eff: &mut [f32]) {
-        eff.fill(0.0);
+        eff.copy_from_slice(&self.fixed);
         for l in &self.layers {
             let r = l.offset..l.offset + l.len;
             let dst = &mut eff[l.inner_offset..l.inner_offset + l.len];
@@ -309,6 +348,10 @@ impl Model for Supermask {
         &self.layout
     }
 
+    fn layers(&self) -> Vec<String> {
+        self.inner.layers()
+    }
+
     fn input_len(&self) -> usize {
         self.inner.input_len()
     }
@@ -342,8 +385,8 @@ impl Model for Supermask {
         debug_assert_eq!(params.len(), self.layout.len());
         debug_assert_eq!(grad.len(), self.layout.len());
         let n = self.inner.num_params();
-        let mut eff = scratch.take(SLOT_EFF, n);
-        let mut ig = scratch.take(SLOT_GRAD, n);
+        let mut eff = scratch.take_outer(SLOT_EFF, n);
+        let mut ig = scratch.take_outer(SLOT_GRAD, n);
         self.effective_from_scores(params, &mut eff);
         let loss = self.inner.loss_grad(&eff, x, y, &mut ig, scratch);
         for l in &self.layers {
@@ -372,8 +415,8 @@ impl Model for Supermask {
                 }
             }
         }
-        scratch.put(SLOT_EFF, eff);
-        scratch.put(SLOT_GRAD, ig);
+        scratch.put_outer(SLOT_EFF, eff);
+        scratch.put_outer(SLOT_GRAD, ig);
         loss
     }
 
@@ -385,10 +428,10 @@ impl Model for Supermask {
         scratch: &mut Scratch,
         stats: &mut EvalStats,
     ) {
-        let mut eff = scratch.take(SLOT_EFF, self.inner.num_params());
+        let mut eff = scratch.take_outer(SLOT_EFF, self.inner.num_params());
         self.effective_from_scores(params, &mut eff);
         self.inner.evaluate(&eff, x, y, scratch, stats);
-        scratch.put(SLOT_EFF, eff);
+        scratch.put_outer(SLOT_EFF, eff);
     }
 
     /// The wrapped model's figure (the mask selection and the score gradient are O(edges) per step).
@@ -609,6 +652,64 @@ mod tests {
             ["conv1.scores", "conv2.scores", "fc1.scores", "fc2.scores"]
         );
         check_straight_through(&m, 3, 4);
+    }
+
+    /// A layer stack with GroupNorm and a residual projection: only conv and dense weights become
+    /// scores, biases are zero and GroupNorm keeps scale 1 and shift 0, and the straight-through
+    /// gradient holds through every layer kind.
+    #[test]
+    fn a_stack_becomes_a_supermask_over_its_conv_and_dense_weights() {
+        let layers: crate::SequentialConfig = toml::from_str(
+            r#"layers = [
+                { conv2d = { out = 4, kernel = 3, padding = 1 } },
+                { group_norm = { groups = 2 } },
+                "relu",
+                { residual = { layers = [ { conv2d = { out = 6, kernel = 3, stride = 2, padding = 1 } }, "relu" ] } },
+                { max_pool = { size = 2 } },
+                "flatten",
+                { dense = { units = 5 } },
+                "relu",
+                "dense",
+            ]"#,
+        )
+        .unwrap();
+        let input = crate::InputSpec {
+            features: 2 * 8 * 8,
+            num_classes: 3,
+            image: Some(ImageShape {
+                channels: 2,
+                height: 8,
+                width: 8,
+            }),
+        };
+        let stack =
+            crate::Sequential::new(&layers.resolve().unwrap(), &input, layers.init).unwrap();
+        let m = Supermask::new(Box::new(stack), 0.5, MaskBy::Signed, 9).unwrap();
+        let names: Vec<&str> = m
+            .layout()
+            .tensors()
+            .iter()
+            .map(|t| t.name.as_str())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "0.scores",
+                "3.body.0.scores",
+                "3.shortcut.scores",
+                "6.scores",
+                "8.scores"
+            ]
+        );
+        for t in m.inner.layout().tensors() {
+            let fixed = &m.fixed[t.range()];
+            if t.name == "1.weight" {
+                assert!(fixed.iter().all(|&v| v == 1.0), "GroupNorm scale");
+            } else {
+                assert!(fixed.iter().all(|&v| v == 0.0), "{}", t.name);
+            }
+        }
+        check_straight_through(&m, 4, 5);
     }
 
     #[test]

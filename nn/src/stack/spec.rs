@@ -426,6 +426,9 @@ pub struct SequentialConfig {
     /// Weight initialisation.
     #[serde(default)]
     pub init: InitScheme,
+    /// Makes the stack a supermask model over its conv and dense weights (FRL).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub supermask: Option<crate::supermask::SupermaskOptions>,
 }
 
 /// The presets' names.
@@ -447,6 +450,7 @@ impl SequentialConfig {
             preset: None,
             layers: layers.iter().map(LayerEntry::from).collect(),
             init: InitScheme::default(),
+            supermask: None,
         }
     }
 
