@@ -127,4 +127,7 @@ pub struct FederatedData {
     pub test: Dataset,
     /// Which training samples each client holds.
     pub partition: Partition,
+    /// The training set's channel statistics that `normalize = "per_channel"` applied to both sets
+    /// (`None` without normalisation): for the run summary.
+    pub normalization: Option<crate::ChannelStats>,
 }

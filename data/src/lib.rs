@@ -5,31 +5,46 @@
 //! sections; [`load_federated`] turns them into a [`FederatedData`].
 //!
 //! The pieces can also be used directly: the readers [`idx`] (MNIST / Fashion-MNIST), [`libsvm`] and [`csv`]
-//! (gzip or plain, detected from the content), the LEAF / FedProx generator [`synthetic`], and the partitioners
-//! in [`partition`]. Everything random is deterministic from a `u64` seed. Malformed input gives
+//! (gzip or plain, detected from the content), [`cifar`] (CIFAR-10/100 binary), [`image_folder`]
+//! (torchvision's ImageFolder layout, from a directory or a `.tar` / `.tar.gz` archive), [`svhn`] (MATLAB v5
+//! files), [`leaf`] (LEAF JSON, e.g. FEMNIST), the per-channel standardisation [`normalize`], the LEAF / FedProx
+//! generator [`synthetic`], and the partitioners in [`partition`](mod@partition). Everything random is deterministic from a `u64` seed. Malformed input gives
 //! [`DataError::Format`] naming the file and the position; no reader panics on bad input.
 
+pub mod cifar;
 pub mod csv;
 pub mod dataset;
 mod hosted;
 pub mod idx;
+pub mod image_folder;
+pub mod leaf;
 pub mod libsvm;
 mod load;
+mod matv5;
+pub mod normalize;
 pub mod partition;
+mod raw;
+mod sources;
 pub mod spec;
+pub mod svhn;
 pub mod synthetic;
 mod util;
 
+pub use cifar::{CifarKind, read_cifar_dir};
 pub use csv::{read_csv, read_csv_pair};
 pub use dataset::{Dataset, FederatedData, Partition};
 pub use hosted::HostedPartitions;
 pub use idx::{read_idx_images, read_idx_labels, read_idx_pair, read_mnist_dir};
+pub use image_folder::{ImageFolder, read_image_folder};
+pub use leaf::{LeafData, LeafOptions, read_leaf};
 pub use libsvm::{read_libsvm, read_libsvm_pair};
+pub use normalize::ChannelStats;
 pub use partition::{
     PartitionCapabilities, PartitionInput, PartitionSpec, Partitioners, RowOrder, partition,
     partition_labels,
 };
-pub use spec::{DataSpec, load_federated, load_hosted};
+pub use spec::{Cifar100Labels, DataSpec, Normalize, load_federated, load_hosted};
+pub use svhn::read_svhn_dir;
 pub use synthetic::{SyntheticParams, generate_synthetic};
 pub use util::{empty_like, split_tail};
 

@@ -1,14 +1,14 @@
 //! Turns a [`DataSpec`] and a [`PartitionSpec`] into a [`FederatedData`].
 
-use std::path::Path;
-
+use crate::Normalize;
 use crate::hosted::check_clients;
 use crate::idx::{
     MNIST_CLASSES, TRAIN_IMAGES, TRAIN_LABELS, read_idx_images_rows, read_idx_labels,
 };
 use crate::partition::{PartitionInput, no_natural_split};
+use crate::sources::{TrainSource, read_files};
 use crate::synthetic::{SyntheticParams, generate_synthetic};
-use crate::util::{derive_seed, empty_like, find_gz_or_raw, format_err, split_tail};
+use crate::util::{derive_seed, find_gz_or_raw, format_err};
 use crate::{DataError, DataSpec, Dataset, FederatedData, HostedPartitions, PartitionSpec};
 
 /// See [`crate::load_federated`].
@@ -17,10 +17,14 @@ use crate::{DataError, DataSpec, Dataset, FederatedData, HostedPartitions, Parti
 /// - Synthetic data is generated for `num_clients` clients; with `scheme = "natural"` (the schemes whose
 ///   capabilities say `uses_natural_split`) each client keeps its own samples, any other scheme re-splits
 ///   the pooled samples.
-/// - File-based data sets (MNIST, Fashion-MNIST, LIBSVM, CSV) have no natural split: `Natural` is a
-///   [`DataError::Spec`] (checked before any file is read). `num_clients` is used only by the partitioner.
+/// - LEAF data's natural split makes each kept writer a client: `num_clients` must equal the number of
+///   writers kept (a [`DataError::Spec`] says how many that is).
+/// - The other file-based data sets have no natural split: `Natural` is a [`DataError::Spec`] (checked
+///   before any file is read). `num_clients` is used only by the partitioner.
 /// - LIBSVM/CSV without a test file hold out the last `test_fraction` (in `[0, 1)`) of the rows; `0` gives an
 ///   empty test set. Giving both a test file and a non-zero `test_fraction` is an error.
+/// - `normalize = "per_channel"` standardises training and test sets with the training set's channel
+///   statistics ([`FederatedData::normalization`]) before partitioning.
 pub(crate) fn load_federated(
     data: &DataSpec,
     spec: &PartitionSpec,
@@ -45,21 +49,42 @@ pub(crate) fn load_federated(
         )?;
         return Ok(FederatedData { partition, ..fed });
     }
-    if spec.capabilities().uses_natural_split {
+    let natural_wanted = spec.capabilities().uses_natural_split;
+    if natural_wanted && !data.has_natural_split() {
         return Err(no_natural_split());
     }
-    let (train, test) = read_files(data)?;
-    let partition = valid.build(PartitionInput::new(&train, num_clients, seed_partition))?;
+    let loaded = read_files(data, seed)?;
+    let (mut train, mut test) = (loaded.train, loaded.test);
+    let normalization = match data.normalize() {
+        Normalize::None => None,
+        Normalize::PerChannel => Some(crate::normalize::per_channel(&mut train, &mut test)?),
+    };
+    let input = PartitionInput::new(&train, num_clients, seed_partition);
+    let partition = match &loaded.natural {
+        Some(natural) if natural_wanted && natural.num_clients() != num_clients => {
+            return Err(DataError::Spec(format!(
+                "partition.scheme = \"natural\" makes each LEAF writer a client: {} writers are kept (after \
+                 data.min_samples and data.writer_fraction), so set clients = {} (it is {num_clients})",
+                natural.num_clients(),
+                natural.num_clients()
+            )));
+        }
+        Some(natural) => valid.build(input.with_natural(natural))?,
+        None => valid.build(input)?,
+    };
     Ok(FederatedData {
         train,
         test,
         partition,
+        normalization,
     })
 }
 
-/// See [`crate::load_hosted`]: for MNIST and Fashion-MNIST with a scheme that needs the labels only, the
+/// See [`crate::load_hosted`]: with a scheme that needs the labels only and no normalisation, the
 /// labels are read and partitioned exactly as [`load_federated`] does, then only the hosted clients'
-/// images are decoded ([`crate::idx::read_idx_images_rows`]); the test files are not read.
+/// rows are converted (MNIST and Fashion-MNIST: decoded, [`crate::idx::read_idx_images_rows`]; CIFAR and
+/// SVHN: converted from the bytes; image folders: decoded from their files); the test files are not read.
+/// Other cases load the whole data set, then copy the hosted rows out.
 pub(crate) fn load_hosted(
     data: &DataSpec,
     spec: &PartitionSpec,
@@ -67,18 +92,35 @@ pub(crate) fn load_hosted(
     seed: u64,
     clients: &[usize],
 ) -> Result<HostedPartitions, DataError> {
-    let dir = match data {
-        DataSpec::Mnist { dir } | DataSpec::FashionMnist { dir } => dir,
-        _ => return load_federated(data, spec, num_clients, seed)?.hosted(clients),
-    };
-    if num_clients == 0 || spec.capabilities().uses_natural_split {
-        // The errors of `load_federated`, before any file is read.
-        return load_federated(data, spec, num_clients, seed)?.hosted(clients);
+    let whole = || load_federated(data, spec, num_clients, seed)?.hosted(clients);
+    if num_clients == 0
+        || spec.capabilities().uses_natural_split
+        || data.normalize() != Normalize::None
+    {
+        // The errors of `load_federated`, before any file is read; normalisation needs every training
+        // row's statistics.
+        return whole();
     }
     let valid = spec.validate()?;
     if spec.capabilities().needs_features {
-        return load_federated(data, spec, num_clients, seed)?.hosted(clients);
+        return whole();
     }
+    let dir = match data {
+        DataSpec::Mnist { dir, .. } | DataSpec::FashionMnist { dir, .. } => dir,
+        _ => {
+            let Some(source) = TrainSource::open(data)? else {
+                return whole();
+            };
+            check_clients(clients, num_clients)?;
+            let partition = valid.build(PartitionInput::from_labels(
+                &source.labels(),
+                source.num_classes(),
+                num_clients,
+                derive_seed(seed, "partition"),
+            ))?;
+            return HostedPartitions::build(&partition, clients, |rows| source.rows(rows));
+        }
+    };
     check_clients(clients, num_clients)?;
     let images = find_gz_or_raw(dir, TRAIN_IMAGES)?;
     let labels = find_gz_or_raw(dir, TRAIN_LABELS)?;
@@ -113,77 +155,9 @@ pub(crate) fn load_hosted(
     })
 }
 
-/// Reads the training and test sets of a file-based [`DataSpec`].
-fn read_files(data: &DataSpec) -> Result<(Dataset, Dataset), DataError> {
-    match data {
-        DataSpec::Synthetic { .. } => Err(DataError::Spec(
-            "internal error: synthetic data has no files".into(),
-        )),
-        DataSpec::Mnist { dir } | DataSpec::FashionMnist { dir } => crate::idx::read_mnist_dir(dir),
-        DataSpec::Libsvm {
-            path,
-            test_path,
-            test_fraction,
-            features,
-        } => with_test(
-            path,
-            test_path.as_deref(),
-            *test_fraction,
-            |p| crate::libsvm::read_libsvm(p, *features),
-            |p, t| crate::libsvm::read_libsvm_pair(p, t, *features),
-        ),
-        DataSpec::Csv {
-            path,
-            label_column,
-            test_path,
-            test_fraction,
-        } => with_test(
-            path,
-            test_path.as_deref(),
-            *test_fraction,
-            |p| crate::csv::read_csv(p, label_column),
-            |p, t| crate::csv::read_csv_pair(p, t, label_column),
-        ),
-    }
-}
-
-fn with_test(
-    path: &Path,
-    test_path: Option<&Path>,
-    test_fraction: f64,
-    one: impl FnOnce(&Path) -> Result<Dataset, DataError>,
-    pair: impl FnOnce(&Path, &Path) -> Result<(Dataset, Dataset), DataError>,
-) -> Result<(Dataset, Dataset), DataError> {
-    if !(test_fraction.is_finite() && (0.0..1.0).contains(&test_fraction)) {
-        return Err(DataError::Spec(format!(
-            "data.test_fraction must be in [0, 1), got {test_fraction}"
-        )));
-    }
-    match test_path {
-        Some(t) => {
-            if test_fraction != 0.0 {
-                return Err(DataError::Spec(format!(
-                    "data.test_path and data.test_fraction = {test_fraction} are mutually exclusive: with a test file \
-                     leave test_fraction at 0"
-                )));
-            }
-            pair(path, t)
-        }
-        None => {
-            let all = one(path)?;
-            if test_fraction == 0.0 {
-                let test = empty_like(&all);
-                Ok((all, test))
-            } else {
-                split_tail(all, test_fraction)
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use std::path::PathBuf;
+    use std::path::{Path, PathBuf};
 
     use super::*;
 
@@ -249,6 +223,7 @@ mod tests {
         // Checked before reading: a missing MNIST directory still reports the spec problem.
         let spec = DataSpec::Mnist {
             dir: "/nonexistent".into(),
+            normalize: Normalize::None,
         };
         assert!(matches!(
             load_federated(&spec, &PartitionSpec::default(), 4, 0),
@@ -404,7 +379,10 @@ mod tests {
             );
             return;
         }
-        let data = DataSpec::Mnist { dir };
+        let data = DataSpec::Mnist {
+            dir,
+            normalize: Normalize::None,
+        };
         for spec in [
             PartitionSpec::new(crate::partition::IidConfig {}),
             PartitionSpec::new(crate::partition::ShardsConfig {
@@ -431,6 +409,7 @@ mod tests {
     fn hosted_keeps_the_errors_of_the_full_load() {
         let spec = DataSpec::Mnist {
             dir: "/nonexistent".into(),
+            normalize: Normalize::None,
         };
         assert!(matches!(
             load_hosted(&spec, &PartitionSpec::default(), 4, 0, &[0]),
@@ -468,7 +447,10 @@ mod tests {
             return;
         }
         let fed = load_federated(
-            &DataSpec::Mnist { dir },
+            &DataSpec::Mnist {
+                dir,
+                normalize: Normalize::None,
+            },
             &PartitionSpec::new(crate::partition::ShardsConfig {
                 shards_per_client: 2,
             }),

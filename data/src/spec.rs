@@ -37,11 +37,85 @@ pub enum DataSpec {
     Mnist {
         /// Directory holding the four IDX files, gzip-compressed or raw.
         dir: PathBuf,
+        /// Pixel normalisation after scaling to [0, 1]. Left out of the resolved scenario when `none`, so
+        /// that scenarios written before the key existed resolve (and hash) as before.
+        #[serde(default, skip_serializing_if = "Normalize::is_none")]
+        normalize: Normalize,
     },
     /// Fashion-MNIST in IDX format, same file names as MNIST.
     FashionMnist {
         /// Directory holding the four IDX files, gzip-compressed or raw.
         dir: PathBuf,
+        /// Pixel normalisation after scaling to [0, 1] (left out of the resolved scenario when `none`).
+        #[serde(default, skip_serializing_if = "Normalize::is_none")]
+        normalize: Normalize,
+    },
+    /// CIFAR-10 in the original binary format: `data_batch_1.bin` … `data_batch_5.bin` and
+    /// `test_batch.bin` in `dir` (or in `dir/cifar-10-batches-bin`, as the archive unpacks).
+    Cifar10 {
+        /// Directory holding the six `.bin` files.
+        dir: PathBuf,
+        /// Pixel normalisation after scaling to [0, 1].
+        #[serde(default)]
+        normalize: Normalize,
+    },
+    /// CIFAR-100 in the original binary format: `train.bin` and `test.bin` in `dir` (or in
+    /// `dir/cifar-100-binary`).
+    Cifar100 {
+        /// Directory holding the two `.bin` files.
+        dir: PathBuf,
+        /// Which label each record contributes: its fine class (100) or its coarse superclass (20).
+        #[serde(default)]
+        labels: Cifar100Labels,
+        /// Pixel normalisation after scaling to [0, 1].
+        #[serde(default)]
+        normalize: Normalize,
+    },
+    /// Images in torchvision's ImageFolder layout, `ROOT/{train,test}/<class>/*.{png,jpg,jpeg}`, from a
+    /// directory or from a `.tar` / `.tar.gz` archive (the tree may sit under one top directory).
+    ImageFolder {
+        /// The root directory, or the archive.
+        path: PathBuf,
+        /// Name of the training split's folder.
+        #[serde(default = "default_train_split")]
+        train_split: String,
+        /// Name of the test split's folder (CINIC-10 also has `valid`).
+        #[serde(default = "default_test_split")]
+        test_split: String,
+        /// Pixel normalisation after scaling to [0, 1].
+        #[serde(default)]
+        normalize: Normalize,
+    },
+    /// SVHN cropped digits: `train_32x32.mat` and `test_32x32.mat` (MATLAB v5) in `dir`; label 10 is
+    /// digit 0.
+    Svhn {
+        /// Directory holding the two `.mat` files.
+        dir: PathBuf,
+        /// Pixel normalisation after scaling to [0, 1].
+        #[serde(default)]
+        normalize: Normalize,
+    },
+    /// LEAF's JSON format (FEMNIST and the other LEAF image sets): the `.json` files of `dir/train` and
+    /// `dir/test`. Its natural partition makes each writer (LEAF user) a client.
+    Leaf {
+        /// Directory holding `train/` and `test/` with LEAF's `.json` files.
+        dir: PathBuf,
+        /// Writers with fewer training samples are left out (of training and test).
+        #[serde(default)]
+        min_samples: usize,
+        /// Fraction of the remaining writers kept, drawn from the run seed; the others are left out.
+        #[serde(default = "one")]
+        writer_fraction: f64,
+        /// Image shape `[channels, height, width]` of the rows (FEMNIST: `[1, 28, 28]`); without it
+        /// the rows are plain feature vectors.
+        #[serde(default)]
+        shape: Option<[usize; 3]>,
+        /// Number of classes; by default the largest label seen plus one (FEMNIST has 62).
+        #[serde(default)]
+        classes: Option<usize>,
+        /// Feature normalisation (`per_channel` needs `shape`).
+        #[serde(default)]
+        normalize: Normalize,
     },
     /// LIBSVM text format (`label idx:value ...`, 1-based indices), optionally gzip-compressed.
     Libsvm {
@@ -73,6 +147,67 @@ pub enum DataSpec {
     },
 }
 
+/// `[data] normalize`: what is done to the features after loading.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Normalize {
+    /// Leave the values as read (pixels in [0, 1]).
+    #[default]
+    None,
+    /// Subtract the training set's per-channel means and divide by its per-channel standard deviations,
+    /// computed once over the training set and applied to training and test sets
+    /// ([`crate::FederatedData::normalization`] holds them).
+    PerChannel,
+}
+
+impl Normalize {
+    /// Whether this is [`Normalize::None`].
+    pub fn is_none(&self) -> bool {
+        *self == Normalize::None
+    }
+}
+
+/// `[data] labels` of CIFAR-100: which of a record's two labels is its class.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Cifar100Labels {
+    /// The 100 fine classes.
+    #[default]
+    Fine,
+    /// The 20 coarse superclasses.
+    Coarse,
+}
+
+impl DataSpec {
+    /// The `normalize` setting (`none` for the kinds without one).
+    pub fn normalize(&self) -> Normalize {
+        match self {
+            DataSpec::Mnist { normalize, .. }
+            | DataSpec::FashionMnist { normalize, .. }
+            | DataSpec::Cifar10 { normalize, .. }
+            | DataSpec::Cifar100 { normalize, .. }
+            | DataSpec::ImageFolder { normalize, .. }
+            | DataSpec::Svhn { normalize, .. }
+            | DataSpec::Leaf { normalize, .. } => *normalize,
+            DataSpec::Synthetic { .. } | DataSpec::Libsvm { .. } | DataSpec::Csv { .. } => {
+                Normalize::None
+            }
+        }
+    }
+
+    /// Whether the data set has its own split into clients (`partition.scheme = "natural"`): synthetic
+    /// data (one generated data set per client) and LEAF (one client per writer).
+    pub fn has_natural_split(&self) -> bool {
+        matches!(self, DataSpec::Synthetic { .. } | DataSpec::Leaf { .. })
+    }
+}
+
+fn default_train_split() -> String {
+    "train".into()
+}
+fn default_test_split() -> String {
+    "test".into()
+}
 fn one() -> f64 {
     1.0
 }

@@ -227,6 +227,7 @@ impl Engine {
             num_params: global.len(),
             model_layers: model.layers(),
             init_from,
+            normalization: data.normalization.clone(),
             ..Summary::default()
         };
         Ok(Self {

@@ -74,6 +74,10 @@ pub struct Summary {
     /// The file the initial model was read from (`model.init_from`), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub init_from: Option<InitFrom>,
+    /// The training set's per-channel mean and standard deviation, when `data.normalize =
+    /// "per_channel"` standardised the images with them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub normalization: Option<fedsim_data::ChannelStats>,
     /// Test accuracy after the last round.
     pub final_test_accuracy: Option<f64>,
     /// Test loss after the last round.

@@ -54,6 +54,7 @@ fn synthetic(n: usize, per: usize, d: usize, hetero: bool, seed: u64) -> Arc<Fed
         train,
         test,
         partition,
+        normalization: None,
     })
 }
 

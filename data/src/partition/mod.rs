@@ -186,8 +186,8 @@ pub fn partition_labels(
 /// The error for `scheme = "natural"` on a data set without a natural split.
 pub(crate) fn no_natural_split() -> DataError {
     DataError::Spec(
-        "this data set has no natural split into clients (only synthetic data has one); choose a partition \
-         scheme: partition.scheme = \"iid\", \"shards\", \"dirichlet_client\", \"dirichlet_class\", \
+        "this data set has no natural split into clients (only synthetic and LEAF data have one); choose a \
+         partition scheme: partition.scheme = \"iid\", \"shards\", \"dirichlet_client\", \"dirichlet_class\", \
          \"quantity_skew\" or \"contiguous\""
             .into(),
     )

@@ -7,15 +7,14 @@ use super::{PartitionCapabilities, PartitionInput, Partitioners, no_natural_spli
 use crate::{DataError, Partition};
 
 /// `[partition] scheme = "natural"`: the data set's own split (synthetic data: one generated data set per
-/// client). The default.
+/// client; LEAF: one client per writer). The default.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NaturalConfig {}
 
 impl Kind<Partitioners> for NaturalConfig {
     const KIND: &'static str = "natural";
-    const SUMMARY: &'static str =
-        "the data set's own split (synthetic data: one generated data set per client)";
+    const SUMMARY: &'static str = "the data set's own split (synthetic data: one generated data set per client; LEAF: one client per writer)";
 
     fn capabilities(&self) -> PartitionCapabilities {
         PartitionCapabilities {
