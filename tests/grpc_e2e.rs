@@ -631,3 +631,67 @@ fn tls_tokens_and_mutual_tls_on_loopback() {
     );
     assert_same_run(&sim_out, &out, "TLS with tokens");
 }
+
+/// Writes a tiny CIFAR-10 in the original binary format (records of a label byte and 3072 pixel
+/// bytes): five training batches of `per_batch` records and a test batch of as many.
+fn tiny_cifar10(dir: &Path, per_batch: usize) {
+    let mut state = 0x2545_F491_4F6C_DD1Du64;
+    let mut byte = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state >> 56) as u8
+    };
+    let names = (1..=5)
+        .map(|i| format!("data_batch_{i}.bin"))
+        .chain(["test_batch.bin".to_string()]);
+    for name in names {
+        let mut bytes = Vec::with_capacity(per_batch * 3073);
+        for r in 0..per_batch {
+            let label = (r % 10) as u8;
+            bytes.push(label);
+            // Class-dependent brightness, so there is something to learn.
+            bytes.extend((0..3072).map(|_| byte() / 2 + label * 12));
+        }
+        std::fs::write(dir.join(name), bytes).unwrap();
+    }
+}
+
+/// Random crops and flips (`train.augment`) on CIFAR-10 binary data with a small conv stack: the
+/// same run in the simulator and over gRPC, and a different one from the run without augmentation.
+#[test]
+fn augmented_image_training_is_the_same_in_sim_and_launch() {
+    let _serial = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("cifar");
+    std::fs::create_dir_all(&data).unwrap();
+    tiny_cifar10(&data, 40);
+    let data_set = format!("data={{kind=\"cifar10\", dir=\"{}\"}}", data.display());
+    let base = [
+        "rounds=3",
+        "eval.every=1",
+        "clients=10",
+        "partition={scheme=\"iid\"}",
+        "participation.fraction=0.5",
+        "model={kind=\"sequential\", layers=[{conv2d={out=4, kernel=3, padding=1}}, \"relu\", {max_pool={size=4}}, \"flatten\", \"dense\"]}",
+        "train={lr=0.05, batch_size=8, epochs=1, augment={crop_padding=4, hflip=true}}",
+        &data_set,
+    ];
+    let (a, b, plain) = (
+        tmp.path().join("sim"),
+        tmp.path().join("grpc"),
+        tmp.path().join("plain"),
+    );
+    let log = |n: &str| tmp.path().join(format!("{n}.log"));
+    sim("configs/quickstart.toml", &base, &a, &log("sim"));
+    launch("configs/quickstart.toml", &base, 3, &[], &b, &log("launch"));
+    assert_same_run(&a, &b, "augmented cifar10");
+    let mut no_aug = base.to_vec();
+    no_aug[6] = "train={lr=0.05, batch_size=8, epochs=1}";
+    sim("configs/quickstart.toml", &no_aug, &plain, &log("plain"));
+    assert_ne!(
+        summary(&a)["final_model_hash"],
+        summary(&plain)["final_model_hash"],
+        "augmentation changes training"
+    );
+}

@@ -10,6 +10,7 @@
 //! which every strategy's client half uses).
 
 pub mod attack;
+pub mod augment;
 pub mod compress;
 pub mod robust;
 pub mod strategy;

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use fedsim_types::ConfigError;
 
 use crate::ClientId;
+use crate::augment::Augment;
 
 /// The scenario's `[train]` section: how a client trains locally each round.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -38,6 +39,9 @@ pub struct TrainConfig {
     /// Drop the last short minibatch of an epoch (false keeps it, as PyTorch's DataLoader does).
     #[serde(default)]
     pub drop_last: bool,
+    /// Random crops and flips of training images (none by default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub augment: Option<Augment>,
 }
 
 fn one() -> f32 {
@@ -61,6 +65,7 @@ impl Default for TrainConfig {
             momentum: 0.0,
             weight_decay: 0.0,
             drop_last: false,
+            augment: None,
         }
     }
 }
@@ -201,6 +206,12 @@ pub struct LocalTrainer<'a> {
     pub scratch: &'a mut Scratch,
     /// At most this many steps this round (a straggler reporting partial work).
     pub max_steps: Option<usize>,
+    /// Key of this client's augmentation stream this round ([`crate::augment`]); without it training
+    /// batches are not augmented.
+    pub augment_key: Option<u64>,
+    /// Training batches augmented so far this round (the augmentation's step number).
+    augment_step: u64,
+    augment_tmp: Vec<f32>,
     batch_x: Array2<f32>,
     batch_y: Vec<u32>,
     order: Vec<u32>,
@@ -226,6 +237,9 @@ impl<'a> LocalTrainer<'a> {
             rng,
             scratch,
             max_steps: None,
+            augment_key: None,
+            augment_step: 0,
+            augment_tmp: Vec::new(),
             batch_x: Array2::zeros((0, 0)),
             batch_y: Vec::new(),
             order: Vec::new(),
@@ -313,7 +327,8 @@ impl<'a> LocalTrainer<'a> {
         }
     }
 
-    /// Mean loss and gradient at `params` on the minibatch `order[range]` (from [`Self::batches`]).
+    /// Mean loss and gradient at `params` on the training minibatch `order[range]` (from
+    /// [`Self::batches`]), augmented when the configuration asks for it.
     pub fn loss_grad(
         &mut self,
         params: &[f32],
@@ -321,25 +336,35 @@ impl<'a> LocalTrainer<'a> {
         grad: &mut [f32],
     ) -> f32 {
         self.gather(range);
-        self.model.loss_grad(
-            params,
-            self.batch_x.view(),
-            &self.batch_y,
-            grad,
-            self.scratch,
-        )
+        if let (Some(aug), Some(key), Some(image)) = (
+            self.config.augment,
+            self.augment_key,
+            self.data.dataset.image,
+        ) {
+            aug.apply(
+                key,
+                self.augment_step,
+                image,
+                &mut self.batch_x,
+                &mut self.augment_tmp,
+            );
+            self.augment_step += 1;
+        }
+        self.loss_grad_same_batch(params, grad)
     }
 
-    /// Mean loss and gradient at `params` on the given sample indices (e.g. a full pass in chunks).
+    /// Mean loss and gradient at `params` on the given sample indices (e.g. a full pass in chunks),
+    /// never augmented.
     pub fn loss_grad_on(&mut self, params: &[f32], indices: &[u32], grad: &mut [f32]) -> f32 {
         let start = self.order.len();
         self.order.extend_from_slice(indices);
-        let loss = self.loss_grad(params, start..start + indices.len(), grad);
+        self.gather(start..start + indices.len());
         self.order.truncate(start);
-        loss
+        self.loss_grad_same_batch(params, grad)
     }
 
-    /// Mean loss and gradient at `params` on the minibatch most recently gathered (no re-copy).
+    /// Mean loss and gradient at `params` on the minibatch most recently gathered (no re-copy, the
+    /// same augmentation).
     pub fn loss_grad_same_batch(&mut self, params: &[f32], grad: &mut [f32]) -> f32 {
         self.model.loss_grad(
             params,

@@ -21,21 +21,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fedsim_data::FederatedData;
-use fedsim_nn::{Model, ModelSpecExt, Scratch};
+use fedsim_nn::{Model, ModelSpecExt};
 use fedsim_types::ConfigError;
 use rand::seq::index;
 
 use crate::participation::{ParticipationSpecExt, Population, Scheduler};
 use crate::report::{InitFrom, RoundRecord, RunWriter, Summary, model_hash, peak_rss_mib};
 use crate::scenario::SampleCounts;
-use crate::{
-    ClientId, ClientState, EngineError, LocalTrainer, Payload, Scenario, Strategy, StrategyError,
-    TrainConfig,
-};
+use crate::{ClientId, EngineError, Payload, Scenario, Strategy, StrategyError};
 use fedsim_algorithms::strategy::Reporter;
 use fedsim_algorithms::train::ClientData;
 use fedsim_types::rng::{Purpose, stream};
 
+pub use crate::local::run_client;
 pub use crate::protocol::{ClientOutcome, PayloadSource, Refusal, RoundIo, RoundTask, Verdict};
 
 #[derive(Debug)]
@@ -113,38 +111,6 @@ pub fn build_model(
     Ok(scenario.model.validate()?.build(&data.train.input_spec())?)
 }
 
-/// Runs one client's local update: the single place where a client's random stream is derived, so the
-/// simulator and a client process compute bit-identical updates.
-#[allow(clippy::too_many_arguments)]
-pub fn run_client(
-    strategy: &dyn Strategy,
-    model: &dyn Model,
-    data: ClientData<'_>,
-    train: &TrainConfig,
-    seed: u64,
-    round: u64,
-    client: ClientId,
-    state: &mut ClientState,
-    task: &Payload,
-    max_steps: Option<usize>,
-    scratch: &mut Scratch,
-) -> Result<Payload, StrategyError> {
-    let rng = stream(seed, Purpose::LocalTraining, round, client as u64);
-    // Dropout masks come from their own stream keyed by (seed, round, client) and the step number,
-    // so they are the same in every runtime and for any thread count.
-    scratch.start_noise(fedsim_types::rng::stream_key(
-        seed,
-        Purpose::LayerNoise,
-        round,
-        client as u64,
-    ));
-    let mut trainer = LocalTrainer::new(model, data, train, round, client, rng, scratch);
-    trainer.max_steps = max_steps;
-    let update = strategy.local_update(&mut trainer, state, task);
-    trainer.scratch.stop_noise();
-    update
-}
-
 impl Engine {
     /// An engine for `scenario` on loaded `data`, with the initial global model drawn from the seed.
     pub fn new(
@@ -164,6 +130,9 @@ impl Engine {
             )));
         }
         let model = build_model(&scenario, &data)?;
+        if let Some(a) = scenario.train.augment {
+            a.check(data.train.image)?;
+        }
         let mut strategy = scenario.build_strategy()?;
         let counts = scenario
             .participation

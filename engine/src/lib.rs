@@ -10,6 +10,7 @@
 
 pub mod engine;
 pub mod eval;
+mod local;
 pub mod participation;
 pub mod protocol;
 pub mod report;

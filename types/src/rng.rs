@@ -27,6 +27,9 @@ pub enum Purpose {
     /// Stochastic layers in local training (dropout masks), apart from the training stream so that a
     /// model with dropout draws the same shuffles and minibatches as one without.
     LayerNoise = 8,
+    /// Data augmentation in local training (crops and flips), apart from the training stream for the
+    /// same reason.
+    Augmentation = 9,
 }
 
 /// SplitMix64 finaliser: a bijective 64-bit mixer.
