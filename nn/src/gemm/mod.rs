@@ -246,6 +246,19 @@ pub(crate) fn nt_with(
     portable::nt(m, n, k, a, lda, b, ldb, c, rsc, csc, init, relu);
 }
 
+/// Floats held by this thread's packing buffers (grown on first use to the largest block packed,
+/// then reused): the GEMM's share of a training thread's scratch memory.
+pub fn pack_buffer_floats() -> usize {
+    #[cfg(target_arch = "x86_64")]
+    {
+        pack::buffer_floats()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        0
+    }
+}
+
 /// `C = A·B` (or `C += A·B` with `accumulate`) for an `m×k` matrix `A` with strides `(rsa, csa)`,
 /// a row-major `k×n` matrix `B` with row stride `rsb` and a row-major `m×n` matrix `C` with row
 /// stride `rsc`, using the kernels of `isa`. The products of the models run through this path

@@ -14,6 +14,11 @@ thread_local! {
     pub(super) static PACK_B: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
+/// Floats held by this thread's two pack buffers.
+pub(super) fn buffer_floats() -> usize {
+    PACK_A.with(|c| c.borrow().capacity()) + PACK_B.with(|c| c.borrow().capacity())
+}
+
 /// A 64-byte aligned pack buffer taken out of a thread-local (so no borrow is held while the
 /// kernels run); it goes back on drop.
 pub(super) struct PackBuf {

@@ -257,6 +257,25 @@ fn shape_speeds() {
         ("fc1 dX B64", false, 64, 3136, 512, (0, 0)),
         ("logreg fwd B64", false, 64, 10, 784, (0, 0)),
         ("logreg dW B64", true, 10, 784, 64, (1, 10)),
+        // The layer stack's cnn_cifar at B=32 (im2col chunks of 16 and 7 samples, as with a 2 MiB
+        // im2col budget, and of one sample) and resnet8_gn.
+        ("cc conv1 fwd", true, 32, 16 * 1024, 27, (1, 32)),
+        ("cc conv1 dW nt", false, 27, 32, 16 * 1024, (0, 0)),
+        ("cc conv2 fwd", true, 32, 7 * 256, 288, (1, 32)),
+        ("cc conv2 dW nt", false, 288, 32, 7 * 256, (0, 0)),
+        ("cc conv2 dcol", true, 288, 7 * 256, 32, (32, 1)),
+        ("cc conv2 fwd 1", true, 32, 256, 288, (1, 32)),
+        ("cc conv2 dW nt 1", false, 288, 32, 256, (0, 0)),
+        ("cc conv2 dcol 1", true, 288, 256, 32, (32, 1)),
+        ("cc fc1 fwd B32", true, 32, 256, 2048, (2048, 1)),
+        ("cc fc1 dW B32", true, 2048, 256, 32, (1, 2048)),
+        ("cc fc1 dX B32", false, 32, 2048, 256, (0, 0)),
+        ("r8 s3 fwd", true, 64, 64 * 8, 576, (1, 64)),
+        ("r8 s3 dW nt", false, 576, 64, 64 * 8, (0, 0)),
+        ("r8 s3 dcol", true, 576, 64 * 8, 64, (64, 1)),
+        ("r8 s1 fwd", true, 16, 1024 * 2, 144, (1, 16)),
+        ("r8 s1 dW nt", false, 144, 16, 1024 * 2, (0, 0)),
+        ("r8 s1 dcol", true, 144, 1024 * 2, 16, (16, 1)),
     ];
     let filter = std::env::var("GEMM_SHAPES").unwrap_or_default();
     #[cfg(target_arch = "x86_64")]
@@ -278,14 +297,26 @@ fn shape_speeds() {
         if !label.contains(filter.as_str()) {
             continue;
         }
-        let a = rand_vec(&mut rng, m * k);
-        let b = rand_vec(&mut rng, n * k);
-        let mut c = rand_vec(&mut rng, m * n);
+        // `GEMM_PAD`: floats added to the row strides of B and C (nn) or A and B (nt), to see the
+        // effect of strides that are multiples of 4 KiB (`GEMM_PAD_C=0`: C's stride unpadded).
+        let pad = std::env::var("GEMM_PAD")
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(0);
+        let (ldn, ldk) = (n + pad, k + pad);
+        let a = rand_vec(&mut rng, m * ldk);
+        let b = rand_vec(&mut rng, ldn.max(n) * ldk.max(k));
+        let mut c = rand_vec(&mut rng, m * ldn);
         let run = |c: &mut [f32]| {
             if is_nn {
-                nn(m, n, k, &a, rsa, csa, &b, n, c, n, Init::Zero, false);
+                let ldc = if std::env::var("GEMM_PAD_C").is_ok_and(|v| v == "0") {
+                    n
+                } else {
+                    ldn
+                };
+                nn(m, n, k, &a, rsa, csa, &b, ldn, c, ldc, Init::Zero, false);
             } else {
-                nt(m, n, k, &a, k, &b, k, c, n, 1, Init::Zero, false);
+                nt(m, n, k, &a, ldk, &b, ldk, c, n, 1, Init::Zero, false);
             }
         };
         run(&mut c);

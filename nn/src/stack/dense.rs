@@ -21,6 +21,18 @@ impl Dense {
 
     /// `y = x·W (+ b)`.
     pub(super) fn forward(&self, params: &[f32], x: &[f32], y: &mut [f32], rows: usize) {
+        self.forward_relu(params, x, y, rows, false);
+    }
+
+    /// [`Self::forward`], then `max(·, 0)` if `relu` (a following ReLU, fused into the product).
+    pub(super) fn forward_relu(
+        &self,
+        params: &[f32],
+        x: &[f32],
+        y: &mut [f32],
+        rows: usize,
+        relu: bool,
+    ) {
         let (n, u) = (self.n, self.u);
         let init = match self.b_off {
             Some(o) => Init::ColBias(&params[o..o + u]),
@@ -39,7 +51,7 @@ impl Dense {
             &mut y[..rows * u],
             u,
             init,
-            false,
+            relu,
         );
     }
 

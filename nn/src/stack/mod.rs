@@ -7,6 +7,12 @@
 //! `(c·rows + b)·h·w`), so a convolution's product writes its output in place; flat activations are
 //! `rows × n`. Every activation, its gradient and the layers' extra buffers live in numbered slots of
 //! the thread's [`Scratch`], sized once for the largest pass and reused by every step.
+//!
+//! Speed (issue #14; `cargo bench -p fedsim-nn --bench stack`, figures in `docs/BENCHMARKS.md`):
+//! a ReLU after a conv, dense or group-norm layer is computed in that layer's output pass, and a
+//! ReLU followed by max-pooling has its backward done by the pooling's (see `fuse`), so neither
+//! stores a tensor of its own; evaluation runs in smaller passes than training
+//! (`EVAL_BUDGET`), so that a pass's activations stay in the caches.
 
 mod build;
 mod conv;
@@ -34,12 +40,18 @@ pub use spec::{
     SequentialConfig,
 };
 
+use crate::profile::Section;
 use crate::{EvalStats, InputSpec, Layout, Model, Scratch, ops};
 
 /// Largest number of samples in one pass.
 const MAX_ROWS: usize = 64;
 /// Activation memory of one training pass, in floats (passes shrink to fit, down to one sample).
 const ACT_BUDGET: usize = 1 << 23;
+/// Activation memory of one evaluation pass, in floats (4 MiB): small enough that a pass's
+/// activations stay in the caches between layers. With the training budget (32 MiB, passes of 146
+/// samples of `cnn_cifar`) the first convolution's output went to memory and back, and evaluation
+/// ran at 47–54% of the FMA peak instead of 60–68%.
+const EVAL_BUDGET: usize = 1 << 20;
 
 /// A stack of layers (see the module documentation and the README's `[model]` section).
 ///
@@ -59,6 +71,13 @@ pub struct Sequential {
     /// Floats per sample of every scratch slot, and whether only the backward pass uses it.
     slots: Vec<(usize, bool)>,
     convs: Vec<conv::Conv>,
+    /// Per scratch slot: whether it is the output of a ReLU that the layer before it (conv, dense or
+    /// group norm) computes in its own output pass; that ReLU node then does nothing forward.
+    relu_in_producer: Vec<bool>,
+    /// Per scratch slot: whether it is the output of a ReLU followed by max-pooling whose backward
+    /// also does the ReLU's (writing the ReLU's input gradient); that ReLU node then does nothing
+    /// backward.
+    relu_in_pool: Vec<bool>,
     pass_rows: usize,
     eval_rows: usize,
     flops: f64,
@@ -94,7 +113,7 @@ impl Sequential {
         let mut b = Builder::new(init, classes);
         let x = b.tensor(shape);
         b.slots[x.grad].0 = 0;
-        let (nodes, out) = b.seq(layers, x, "layers", "")?;
+        let (mut nodes, out) = b.seq(layers, x, "layers", "")?;
         if out.shape != Shape::Flat(classes) {
             let (key, kind) = match layers.last() {
                 Some(l) => (format!("layers[{}]", layers.len() - 1), l.kind()),
@@ -109,6 +128,14 @@ impl Sequential {
                 ),
             ));
         }
+        let mut relu_in_producer = vec![false; b.slots.len()];
+        let mut relu_in_pool = vec![false; b.slots.len()];
+        fuse(
+            &mut nodes,
+            &mut b.slots,
+            &mut relu_in_producer,
+            &mut relu_in_pool,
+        );
         let per_row: usize = b.slots.iter().map(|s| s.0).sum();
         let fwd_row: usize = b.slots.iter().filter(|s| !s.1).map(|s| s.0).sum();
         let first_flops = match nodes.first().map(|n| &n.op) {
@@ -127,8 +154,10 @@ impl Sequential {
             out,
             slots: b.slots,
             convs: b.convs,
+            relu_in_producer,
+            relu_in_pool,
             pass_rows: (ACT_BUDGET / per_row.max(1)).clamp(1, MAX_ROWS),
-            eval_rows: (ACT_BUDGET / fwd_row.max(1)).clamp(1, 4 * MAX_ROWS),
+            eval_rows: (EVAL_BUDGET / fwd_row.max(1)).clamp(1, 4 * MAX_ROWS),
             flops: b.flops,
             first_flops,
         })
@@ -217,6 +246,7 @@ impl Sequential {
         let (xl, yl) = (rows * n.input.shape.len(), rows * n.output.shape.len());
         if let Op::Residual(r) = &n.op {
             self.forward_seq(&r.body, params, rows, a, mode);
+            let _s = Section::new("stack residual fwd");
             let last = r.body.last().map_or(n.input, |b| b.output);
             if let (Some(t), Shortcut::Conv(c)) = (&r.proj, &r.shortcut) {
                 let (mut p, mut col) = (take(a, t.act), take(a, SLOT_COL));
@@ -236,6 +266,11 @@ impl Sequential {
             put(a, n.output.act, y);
             return;
         }
+        if matches!(n.op, Op::Relu) && self.relu_in_producer[n.output.act] {
+            return;
+        }
+        let _s = Section::new(n.op.section(true));
+        let relu = self.relu_in_producer[n.output.act];
         let mut y = take(a, n.output.act);
         let mut aux0 = take(a, n.aux[0]);
         let mut aux1 = take(a, n.aux[1]);
@@ -243,22 +278,25 @@ impl Sequential {
         let x = &a[n.input.act][..xl];
         let yv = &mut y[..yl];
         match &n.op {
-            Op::Conv(c) => c.forward(params, x, yv, rows, &mut col),
-            Op::MaxPool(g) => g.max_forward(x, yv, &mut aux0[..yl]),
+            Op::Conv(c) => c.forward_relu(params, x, yv, rows, &mut col, relu),
+            Op::MaxPool(g) => match mode {
+                Mode::Train(..) => g.max_forward(x, yv, &mut aux0[..yl]),
+                Mode::Eval => g.max_forward_eval(x, yv),
+            },
             Op::AvgPool(g) => g.avg_forward(x, yv),
             Op::GlobalAvgPool => {
                 let (c, hw) = n.input.shape.planes().unwrap_or((0, 1));
                 pool::global_avg_forward(x, c, hw, rows, yv);
             }
-            Op::Dense(d) => d.forward(params, x, yv, rows),
+            Op::Dense(d) => d.forward_relu(params, x, yv, rows, relu),
             Op::Relu => dense::relu_forward(x, yv),
             Op::Flatten => match n.input.shape.planes() {
                 Some((c, hw)) => dense::flatten(x, yv, c, hw, rows, false),
                 None => yv.copy_from_slice(x),
             },
             Op::GroupNorm(g) => {
-                let groups = rows * g.groups;
-                g.forward(params, x, yv, &mut aux0[..xl], &mut aux1[..groups], rows);
+                let stats = &mut aux1[..rows * g.stats_per_row()];
+                g.forward(params, x, yv, stats, rows, relu);
             }
             Op::Dropout(p, id) => match mode {
                 Mode::Eval => yv.copy_from_slice(x),
@@ -321,6 +359,7 @@ impl Sequential {
         let (xl, yl) = (rows * n.input.shape.len(), rows * n.output.shape.len());
         if let Op::Residual(r) = &n.op {
             self.backward_seq(&r.body, params, grad, acc, need_dx, rows, a);
+            let _s = Section::new("stack residual bwd");
             let mut dx = take(a, if need_dx { n.input.grad } else { 0 });
             let dxv = need_dx.then(|| &mut dx[..xl]);
             let (x, dy) = (&a[n.input.act][..xl], &a[n.output.grad][..yl]);
@@ -346,12 +385,20 @@ impl Sequential {
             put(a, if need_dx { n.input.grad } else { 0 }, dx);
             return;
         }
+        if matches!(n.op, Op::Relu) && self.relu_in_pool[n.output.act] {
+            return;
+        }
+        let _s = Section::new(n.op.section(false));
         let dx_slot = if need_dx { n.input.grad } else { 0 };
         let mut dx = take(a, dx_slot);
         let mut col = take(a, SLOT_COL);
         let mut dcol = take(a, SLOT_DCOL);
         let dxv = need_dx.then(|| &mut dx[..xl]);
-        let x = &a[n.input.act][..xl];
+        // A ReLU's backward uses its output only (its input is not stored when fused).
+        let x = match n.op {
+            Op::Relu => &[][..],
+            _ => &a[n.input.act][..xl],
+        };
         let dy = &a[n.output.grad][..yl];
         let aux = |i: usize| &a[n.aux[i]];
         match &n.op {
@@ -360,12 +407,16 @@ impl Sequential {
             ),
             Op::Dense(d) => d.backward(params, x, dy, dxv, false, grad, acc, rows),
             Op::GroupNorm(g) => {
-                let rstd = &aux(1)[..rows * g.groups];
-                g.backward(params, dy, dxv, &aux(0)[..xl], rstd, grad, acc, rows);
+                let stats = &aux(1)[..rows * g.stats_per_row()];
+                g.backward(params, x, dy, dxv, stats, grad, acc, rows);
             }
             _ => {
                 if let Some(dxv) = dxv {
                     match &n.op {
+                        Op::MaxPool(g) if self.relu_in_pool[n.input.act] => {
+                            let pooled = &a[n.output.act][..yl];
+                            g.max_relu_backward(&aux(0)[..yl], pooled, dy, dxv);
+                        }
                         Op::MaxPool(g) => g.max_backward(&aux(0)[..yl], dy, dxv),
                         Op::AvgPool(g) => g.avg_backward(dy, dxv),
                         Op::GlobalAvgPool => {
@@ -410,10 +461,87 @@ impl Sequential {
         self.forward_seq(&self.nodes, params, rows, a, mode);
         let mut d = take(a, self.out.grad);
         d[..rows * k].copy_from_slice(&a[self.out.act][..rows * k]);
+        let s = Section::new("stack softmax");
         let loss = ops::softmax_xent_grad(&mut d[..rows * k], k, y, scale);
+        drop(s);
         put(a, self.out.grad, d);
         self.backward_seq(&self.nodes, params, grad, acc, false, rows, a);
         loss
+    }
+}
+
+impl Op {
+    /// The name under which the `profile` feature times this layer's forward or backward pass.
+    fn section(&self, forward: bool) -> &'static str {
+        let names = match self {
+            Op::Conv(_) => ("stack conv fwd", "stack conv bwd"),
+            Op::MaxPool(_) => ("stack max_pool fwd", "stack max_pool bwd"),
+            Op::AvgPool(_) => ("stack avg_pool fwd", "stack avg_pool bwd"),
+            Op::GlobalAvgPool => ("stack global_avg_pool fwd", "stack global_avg_pool bwd"),
+            Op::Dense(_) => ("stack dense fwd", "stack dense bwd"),
+            Op::Relu => ("stack relu fwd", "stack relu bwd"),
+            Op::Flatten => ("stack flatten fwd", "stack flatten bwd"),
+            Op::GroupNorm(_) => ("stack group_norm fwd", "stack group_norm bwd"),
+            Op::Dropout(..) => ("stack dropout fwd", "stack dropout bwd"),
+            Op::Residual(_) => ("stack residual fwd", "stack residual bwd"),
+        };
+        if forward { names.0 } else { names.1 }
+    }
+}
+
+/// Fuses ReLUs into their neighbours in `nodes` (and in residual bodies), recording the choices in
+/// `in_producer` and `in_pool` (indexed by slot) and resizing the slots that are no longer used:
+///
+/// - conv, dense or group norm followed by a ReLU: the layer writes `max(·, 0)` straight into the
+///   ReLU's output (the product's or normalisation's output pass does it), so the pre-activation is
+///   never stored. Nothing reads it: the layers' backward passes use their inputs, and the ReLU's
+///   uses its output.
+/// - a ReLU (not first in its list, so its input gradient is always needed) followed by max-pooling:
+///   the pooling's backward writes the ReLU's input gradient directly, passing the gradient only
+///   where the pooled value (the ReLU's output at the arg-max) is positive, so the ReLU's output
+///   gradient is never stored.
+///
+/// Both give the same values as the unfused layers. Also: max-pooling arg-maxes and the GroupNorm
+/// `x̂` copies are no longer kept (`x̂` is recomputed), and GroupNorm keeps means and `1/σ`.
+fn fuse(
+    nodes: &mut [Node],
+    slots: &mut [(usize, bool)],
+    in_producer: &mut [bool],
+    in_pool: &mut [bool],
+) {
+    for n in nodes.iter_mut() {
+        match &mut n.op {
+            Op::Residual(r) => fuse(&mut r.body, slots, in_producer, in_pool),
+            // The arg-maxes serve the backward pass only (evaluation does not compute them).
+            Op::MaxPool(_) => slots[n.aux[0]].1 = true,
+            Op::GroupNorm(g) => {
+                slots[n.aux[0]].0 = 0;
+                slots[n.aux[1]].0 = g.stats_per_row();
+            }
+            _ => {}
+        }
+    }
+    for i in 1..nodes.len() {
+        if !matches!(nodes[i].op, Op::Relu) {
+            continue;
+        }
+        let out = nodes[i].output;
+        if matches!(
+            nodes[i - 1].op,
+            Op::Conv(_) | Op::Dense(_) | Op::GroupNorm(_)
+        ) {
+            slots[nodes[i - 1].output.act].0 = 0;
+            nodes[i - 1].output.act = out.act;
+            in_producer[out.act] = true;
+        }
+        if nodes
+            .get(i + 1)
+            .is_some_and(|n| matches!(n.op, Op::MaxPool(_)))
+        {
+            slots[out.grad].0 = 0;
+            nodes[i + 1].input.grad = nodes[i].input.grad;
+            in_pool[out.act] = true;
+        }
     }
 }
 
@@ -508,7 +636,9 @@ impl Model for Sequential {
         let mut loss = 0.0;
         for (i, s) in (0..rows).step_by(mb).enumerate() {
             let e = (s + mb).min(rows);
+            let sec = Section::new("stack load");
             self.load(&xs[s * f..e * f], e - s, &mut a);
+            drop(sec);
             let mode = Mode::Train(noise, s);
             loss += self.step(params, &y[s..e], scale, grad, i > 0, &mut a, mode);
         }

@@ -1,0 +1,136 @@
+//! After a warm-up call, training steps and evaluations of the layer-stack presets allocate nothing
+//! (issue #14: a round of many clients does not allocate per step), and the scratch memory a
+//! training thread keeps is what `Sequential::scratch_floats` reports.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+
+use fedsim_nn::{
+    EvalStats, ImageShape, InputSpec, Model, Scratch, Sequential, SequentialConfig,
+    stack::LayerSpec,
+};
+use ndarray::Array2;
+
+/// Counts the allocations made by the current thread (other test threads do not interfere).
+struct Counting;
+
+thread_local! {
+    static ALLOCS: Cell<u64> = const { Cell::new(0) };
+}
+
+// SAFETY: forwards to the system allocator; the counter is a thread-local `Cell` with a const
+// initialiser, which does not allocate.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
+        // SAFETY: forwarded with the caller's guarantees.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
+        // SAFETY: forwarded with the caller's guarantees.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: forwarded with the caller's guarantees.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
+        // SAFETY: forwarded with the caller's guarantees.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn allocations() -> u64 {
+    ALLOCS.with(Cell::get)
+}
+
+fn image(c: usize, h: usize, w: usize) -> InputSpec {
+    InputSpec {
+        features: c * h * w,
+        num_classes: 10,
+        image: Some(ImageShape {
+            channels: c,
+            height: h,
+            width: w,
+        }),
+    }
+}
+
+fn build<E: std::fmt::Display>(layers: Result<Vec<LayerSpec>, E>, input: &InputSpec) -> Sequential {
+    let layers = layers.unwrap_or_else(|e| panic!("{e}"));
+    Sequential::new(&layers, input, Default::default()).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn preset(name: &str, input: &InputSpec) -> Sequential {
+    // Parsed from TOML, as a scenario's `[model]` table would be, so that defaults fill the rest.
+    let cfg: SequentialConfig =
+        toml::from_str(&format!("preset = \"{name}\"")).unwrap_or_else(|e| panic!("{e}"));
+    build(cfg.resolve(), input)
+}
+
+/// Warm-up, then training steps at `batch` and `small` samples (a smaller last batch of an epoch)
+/// and evaluations must not allocate; the scratch must not exceed the reported bound.
+fn check(name: &str, model: &Sequential, batch: usize, small: usize) {
+    let x = Array2::from_shape_fn((batch, model.input_len()), |(i, j)| {
+        ((i * 31 + j * 7) % 13) as f32 / 13.0 - 0.4
+    });
+    let y: Vec<u32> = (0..batch).map(|i| (i % 10) as u32).collect();
+    let params = model.init_params(1);
+    let mut grad = vec![0.0; params.len()];
+    let mut scratch = Scratch::default();
+    scratch.start_noise(7);
+    let mut stats = EvalStats::new(10);
+    // Warm-up: buffers grow to their working size (the GEMM's packing buffers too).
+    model.loss_grad(&params, x.view(), &y, &mut grad, &mut scratch);
+    model.evaluate(&params, x.view(), &y, &mut scratch, &mut stats);
+    model.loss_grad(&params, x.view(), &y, &mut grad, &mut scratch);
+    let before = allocations();
+    for rows in [batch, small, batch] {
+        let xs = x.slice(ndarray::s![..rows, ..]);
+        model.loss_grad(&params, xs, &y[..rows], &mut grad, &mut scratch);
+    }
+    let steps = allocations() - before;
+    assert_eq!(
+        steps, 0,
+        "{name}: {steps} allocations in 3 warmed-up training steps"
+    );
+    let before = allocations();
+    model.evaluate(&params, x.view(), &y, &mut scratch, &mut stats);
+    assert_eq!(
+        allocations() - before,
+        0,
+        "{name}: allocations in a warmed-up evaluation"
+    );
+    let kept: usize = scratch.bufs.iter().map(Vec::capacity).sum();
+    let bound = model.scratch_floats(batch.min(model.pass_rows()), true);
+    assert!(
+        kept <= bound,
+        "{name}: the scratch holds {kept} floats, more than the reported {bound}"
+    );
+}
+
+#[test]
+fn warmed_up_stack_steps_do_not_allocate() {
+    let cifar = image(3, 32, 32);
+    check("cnn_cifar", &preset("cnn_cifar", &cifar), 32, 7);
+    // More samples than one pass holds: the batch runs in several passes.
+    let m = preset("cnn_cifar", &cifar);
+    check("cnn_cifar, several passes", &m, m.pass_rows() + 5, 3);
+    check("resnet8_gn", &preset("resnet8_gn", &cifar), 6, 2);
+    check("conv4", &preset("conv4", &image(3, 16, 16)), 5, 2);
+    check("cnn", &preset("cnn", &image(1, 28, 28)), 10, 3);
+    // Dropout, average pooling and a flat group norm (the noise stream is open).
+    let text = r#"layers = [{conv2d = {out = 4, kernel = 3, stride = 2, padding = 1}}, "relu",
+        {avg_pool = {size = 2, stride = 2}}, {dropout = {p = 0.25}}, "flatten", {dense = {units = 8}},
+        {group_norm = {groups = 2}}, "relu", "dense"]"#;
+    let cfg: SequentialConfig = toml::from_str(text).unwrap_or_else(|e| panic!("{e}"));
+    check("small stack", &build(cfg.resolve(), &image(2, 9, 9)), 9, 4);
+}
