@@ -6,25 +6,21 @@
 #   bench/config_hashes.sh > /tmp/before.txt   # ... change the code ...
 #   bench/config_hashes.sh | diff /tmp/before.txt -
 #
-# ROUNDS (default 2) caps every run; FEDSIM_SHARED_DATA (default ../shared/data) is where MNIST and the
-# LIBSVM sets live. Scenarios whose data is missing print "<file> skipped: data missing".
+# ROUNDS (default 2) caps every run; FEDSIM_DATA (default ../shared/data, the development copy) is the
+# data root the scenarios' data paths are relative to. Scenarios whose data is missing print
+# "<file> skipped: data missing".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds="${ROUNDS:-2}"
-shared="${FEDSIM_SHARED_DATA:-../shared/data}"
+export FEDSIM_DATA="${FEDSIM_DATA:-../shared/data}"
 cargo build --release -q --bin fedsim
-bin=target/release/fedsim
+bin="${CARGO_TARGET_DIR:-target}/release/fedsim"
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
 for cfg in $(find configs -name '*.toml' | sort); do
-    extra=()
-    # The top-level MNIST scenarios read data/mnist; point them at the shared copy.
-    if grep -q '^dir *= *"data/mnist"' "$cfg"; then
-        extra+=(--set "data.dir=\"$shared/mnist\"")
-    fi
     out="$tmp/$(echo "$cfg" | tr '/' '_')"
-    if ! "$bin" sim "$cfg" --set "rounds=$rounds" "${extra[@]}" --out "$out" -q >"$tmp/log" 2>&1; then
-        if grep -qiE 'no such file|not found|cannot open' "$tmp/log"; then
+    if ! "$bin" sim "$cfg" --set "rounds=$rounds" --out "$out" -q >"$tmp/log" 2>&1; then
+        if grep -qiE 'fedsim data fetch|no such file|not found|does not exist' "$tmp/log"; then
             echo "$cfg skipped: data missing"
             continue
         fi

@@ -17,6 +17,9 @@
 # per round) use the dataset's round count on phishing and ROUNDS_PP_A9A (15000) on a9a.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Data: the development copy unless FEDSIM_DATA names another data root (scenarios name their data
+# relative to it: dir = "mnist", path = "libsvm/a9a.txt.gz").
+export FEDSIM_DATA="${FEDSIM_DATA:-../shared/data}"
 threads=${THREADS:-1}
 mults_phishing=${MULTS:-"1 2 4 8 16 32 64 128 256 512 1024 2048 4096"}
 mults_a9a=${MULTS_A9A:-"1 2 4 8 16 32 64 128 256 512 1024 2048 4096"}

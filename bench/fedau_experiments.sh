@@ -7,7 +7,14 @@ cd "$(dirname "$0")/.."
 model=${1:-logreg}
 seeds=${2:-3}
 rounds=${3:-3000}
-data=${4:-../shared/data/mnist}
+# MNIST_DIR (optional) overrides the scenarios' data.dir (absolute, or relative to the
+# data root); by default MNIST is DATA_ROOT/mnist.
+data=${4:-}
+sets=()
+if [ -n "$data" ]; then sets+=(--set data.dir="$data"); fi
+# Data: the development copy unless FEDSIM_DATA names another data root (scenarios name their data
+# relative to it: dir = "mnist", path = "libsvm/a9a.txt.gz").
+export FEDSIM_DATA="${FEDSIM_DATA:-../shared/data}"
 # FEDSIM_BIN: a prebuilt binary to use (so a rebuild during the hours-long sweep cannot change it).
 if [ -n "${FEDSIM_BIN:-}" ]; then
   bin=$FEDSIM_BIN
@@ -36,7 +43,7 @@ for pattern in $patterns; do
       out=runs/fedau/$model/$pattern/$name/seed$seed
       [ -f "$out/summary.json" ] && continue
       $bin sim "configs/fedau/mnist_${model}_${pattern}.toml" -q --force --out "$out" --seed "$seed" \
-        --set data.dir="$data" --set rounds="$rounds" --set "strategy=$strat" --set train.lr="$lr"
+        ${sets[@]+"${sets[@]}"} --set rounds="$rounds" --set "strategy=$strat" --set train.lr="$lr"
       echo "done $pattern $name seed$seed"
     done
   done

@@ -16,6 +16,9 @@
 #   then FedSpeed and FedAvg with the other seeds, then the other methods with the other seeds).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Data: the development copy unless FEDSIM_DATA names another data root (scenarios name their data
+# relative to it: dir = "mnist", path = "libsvm/a9a.txt.gz").
+export FEDSIM_DATA="${FEDSIM_DATA:-../shared/data}"
 bin=${BIN:-./target/release/fedsim}
 threads=${THREADS:-1}
 rounds=${ROUNDS:-300}

@@ -17,6 +17,9 @@
 # bench/results/frl/table.md; plots to docs/img/frl/*.svg.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Data: the development copy unless FEDSIM_DATA names another data root (scenarios name their data
+# relative to it: dir = "mnist", path = "libsvm/a9a.txt.gz").
+export FEDSIM_DATA="${FEDSIM_DATA:-../shared/data}"
 rounds=${ROUNDS:-500}
 seeds=${SEEDS:-"1"}
 threads=${THREADS:-2}

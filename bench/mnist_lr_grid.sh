@@ -5,7 +5,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 split=${1:-iid}
-data=${2:-../shared/data/mnist}
+# MNIST_DIR (optional) overrides the scenario's data.dir (absolute, or relative to the
+# data root); by default MNIST is DATA_ROOT/mnist.
+data=${2:-}
+sets=()
+if [ -n "$data" ]; then sets+=(--set data.dir="$data"); fi
+# Data: the development copy unless FEDSIM_DATA names another data root (scenarios name their data
+# relative to it: dir = "mnist", path = "libsvm/a9a.txt.gz").
+export FEDSIM_DATA="${FEDSIM_DATA:-../shared/data}"
 rounds=$([ "$split" = iid ] && echo 300 || echo 1500)
 cargo build --release -q
 mkdir -p bench/results
@@ -19,7 +26,7 @@ echo "lr,rounds_to_97,best_accuracy,wall_s" > "$out"
 for lr in 0.01 0.02 0.05 0.1 0.2; do
   dir=$(mktemp -d)
   ./target/release/fedsim sim "configs/mnist_2nn_${split}.toml" -q --force --out "$dir" \
-    --set data.dir="$data" --set train.lr=$lr --set rounds=$rounds --set eval.train_loss=false
+    ${sets[@]+"${sets[@]}"} --set train.lr=$lr --set rounds=$rounds --set eval.train_loss=false
   python3 - "$dir/summary.json" "$lr" >> "$out" <<'PY'
 import json, sys
 s = json.load(open(sys.argv[1]))

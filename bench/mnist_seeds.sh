@@ -7,7 +7,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 split=${1:-iid}
-data=${2:-../shared/data/mnist}
+# MNIST_DIR (optional) overrides the scenario's data.dir (absolute, or relative to the
+# data root); by default MNIST is DATA_ROOT/mnist.
+data=${2:-}
+sets=()
+if [ -n "$data" ]; then sets+=(--set data.dir="$data"); fi
+# Data: the development copy unless FEDSIM_DATA names another data root (scenarios name their data
+# relative to it: dir = "mnist", path = "libsvm/a9a.txt.gz").
+export FEDSIM_DATA="${FEDSIM_DATA:-../shared/data}"
 lrs=${LRS:-0.2 0.1 0.05}
 seeds=${SEEDS:-1 2 3 4 5}
 rounds=${ROUNDS:-$([ "$split" = iid ] && echo 300 || echo 1500)}
@@ -24,7 +31,7 @@ for lr in $lrs; do
   for seed in $seeds; do
     dir=$(mktemp -d)
     ./target/release/fedsim sim "configs/mnist_2nn_${split}.toml" -q --force --out "$dir" \
-      --set data.dir="$data" --set train.lr="$lr" --set seed="$seed" --set rounds="$rounds" \
+      ${sets[@]+"${sets[@]}"} --set train.lr="$lr" --set seed="$seed" --set rounds="$rounds" \
       --set eval.train_loss=false --set eval.stop_at_targets=true
     python3 - "$dir/summary.json" "$lr" "$seed" >> "$out" <<'PY'
 import json, sys

@@ -2,7 +2,8 @@
 //! everything else, and compared with its FLOP floor: (training FLOPs + evaluation FLOPs) divided by
 //! the measured two-core FMA peak.
 //!
-//! Run: `cargo bench --bench round_breakdown` (MNIST from ../shared/data/mnist, or set FEDSIM_MNIST).
+//! Run: `cargo bench --bench round_breakdown` (MNIST from $FEDSIM_DATA/mnist, a relative FEDSIM_DATA taken
+//! from the workspace root; default ../shared/data).
 //! Prints medians over the measured rounds (the first rounds are warm-up).
 //!
 //! The machine may be shared, so wall-clock shares can mislead: the bench also reports on-CPU time
@@ -79,14 +80,16 @@ fn cpu_clock_peak(repeats: usize) -> f64 {
 
 fn main() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let mnist = std::env::var("FEDSIM_MNIST")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| root.join("../shared/data/mnist"));
+    let data_root = match std::env::var_os("FEDSIM_DATA").filter(|v| !v.is_empty()) {
+        Some(d) => root.join(d),
+        None => root.join("../shared/data"),
+    };
+    let mnist = data_root.join("mnist");
     if !mnist.join("train-images-idx3-ubyte.gz").exists()
         && !mnist.join("train-images-idx3-ubyte").exists()
     {
         eprintln!(
-            "skipping: MNIST not found at {} (set FEDSIM_MNIST)",
+            "skipping: MNIST not found at {} (set FEDSIM_DATA to the folder holding mnist/)",
             mnist.display()
         );
         return;
@@ -101,14 +104,12 @@ fn main() {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let peak = peak_core * threads as f64;
 
-    let scenario = Scenario::load(
+    let mut scenario = Scenario::load(
         &root.join("configs/mnist_2nn_iid.toml"),
-        &[
-            format!("data.dir=\"{}\"", mnist.display()),
-            format!("rounds={rounds}"),
-        ],
+        &[format!("rounds={rounds}")],
     )
     .expect("scenario");
+    scenario.data_root = Some(fedsim_data::DataRoot::at(data_root));
     let data = scenario.load_data().expect("data");
     let mut engine = Engine::new(scenario, Arc::new(data), "sim").expect("engine");
     let train_flops = engine.model().train_flops_per_sample();

@@ -24,6 +24,8 @@ pub(crate) struct LaunchPlan {
     pub(crate) server_args: Vec<String>,
     /// Extra arguments for every `fedsim client`.
     pub(crate) client_args: Vec<String>,
+    /// The data root (absolute), passed on to every process as `--data-dir`.
+    pub(crate) data_dir: PathBuf,
 }
 
 /// Contiguous id ranges `a-b` splitting `clients` ids over `processes` processes.
@@ -108,6 +110,8 @@ pub(crate) fn launch(plan: &LaunchPlan) -> Result<()> {
         listen.clone(),
         "--out".into(),
         plan.out.display().to_string(),
+        "--data-dir".into(),
+        plan.data_dir.display().to_string(),
     ];
     server_args.extend(plan.server_args.iter().cloned());
     let mut server = spawn_logged(&exe, &server_args, &logs.join("server.log"))?;
@@ -127,6 +131,8 @@ pub(crate) fn launch(plan: &LaunchPlan) -> Result<()> {
                 "partition".into(),
                 "--threads".into(),
                 "1".into(),
+                "--data-dir".into(),
+                plan.data_dir.display().to_string(),
             ];
             args.extend(plan.client_args.iter().cloned());
             ClientProc {

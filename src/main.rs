@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand};
 use fedsim_engine::Scenario;
 
 mod evaluate;
+mod fetch;
 mod launch;
 mod plot;
 
@@ -40,6 +41,54 @@ enum Command {
     /// Convert a saved model (model.bin, safetensors or a coordinator's checkpoint.bin) to safetensors
     /// in PyTorch's layout (or to model.bin when the output ends in .bin).
     Export(ExportArgs),
+    /// Download data sets into the data root (`fetch`), or show which are there (`list`).
+    #[command(subcommand)]
+    Data(DataCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum DataCommand {
+    /// Download data sets, verify their SHA-256 and unpack them where scenarios find them
+    /// (`dir = "mnist"`, `path = "libsvm/a9a.txt.gz"`). Resumes interrupted downloads; a data set
+    /// already present and verified is left alone.
+    Fetch {
+        /// Data sets: mnist, fashion_mnist, cifar10, cifar100, svhn, a9a, mushrooms, phishing, w8a,
+        /// or libsvm (the four LIBSVM sets).
+        #[arg(required = true, value_name = "NAME")]
+        names: Vec<String>,
+        #[command(flatten)]
+        data_dir: DataDirArg,
+    },
+    /// Show the data root and, for every data set `fetch` knows, whether it is present (and
+    /// verified), missing or corrupt, and where.
+    List {
+        #[command(flatten)]
+        data_dir: DataDirArg,
+    },
+}
+
+/// `--data-dir`, shared by every command that reads data.
+#[derive(Debug, Args)]
+struct DataDirArg {
+    /// Data root: the scenario's relative data paths (`dir = "mnist"`) are taken under it; absolute
+    /// paths are kept (default: $FEDSIM_DATA, else the user cache directory, ~/.cache/fedsim on
+    /// Linux).
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+}
+
+impl DataDirArg {
+    /// The data root: `--data-dir`, else `FEDSIM_DATA`, else the user cache directory.
+    fn root(&self) -> Result<fedsim_data::DataRoot> {
+        Ok(fedsim_data::DataRoot::locate(self.data_dir.as_deref())?)
+    }
+
+    /// Loads a scenario file with overrides and sets its data root.
+    fn load(&self, path: &Path, overrides: &[String]) -> Result<Scenario> {
+        let mut scenario = Scenario::load(path, overrides)?;
+        scenario.data_root = Some(self.root()?);
+        Ok(scenario)
+    }
 }
 
 #[derive(Debug, Args)]
@@ -56,6 +105,8 @@ struct ExportArgs {
     /// Override a scenario key (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     overrides: Vec<String>,
+    #[command(flatten)]
+    data_dir: DataDirArg,
 }
 
 #[derive(Debug, Args)]
@@ -72,6 +123,8 @@ struct EvalArgs {
     /// Print JSON (model, samples, accuracy, loss, class_accuracy) instead of text.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    data_dir: DataDirArg,
 }
 
 #[derive(Debug, Args)]
@@ -167,6 +220,8 @@ struct ClientArgs {
     /// before exiting with an error.
     #[arg(long, value_name = "SECONDS", default_value_t = 60.0)]
     reconnect_timeout: f64,
+    #[command(flatten)]
+    data_dir: DataDirArg,
 }
 
 #[derive(Debug, Args)]
@@ -216,6 +271,8 @@ struct ScenarioArgs {
     /// Override a scenario key, e.g. `--set train.lr=0.1 --set data.dir=/data/mnist` (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     overrides: Vec<String>,
+    #[command(flatten)]
+    data_dir: DataDirArg,
 }
 
 impl ScenarioArgs {
@@ -224,7 +281,7 @@ impl ScenarioArgs {
         if let Some(seed) = self.seed {
             overrides.push(format!("seed={seed}"));
         }
-        Scenario::load(&self.scenario, &overrides).map_err(anyhow::Error::from)
+        self.data_dir.load(&self.scenario, &overrides)
     }
 
     /// The run directory: `--out` when given (refused when it already holds a run, unless
@@ -306,7 +363,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Client(args) => client(args),
         Command::Launch(args) => launch_cmd(args),
         Command::Eval(args) => {
-            let scenario = Scenario::load(&args.scenario, &args.overrides)?;
+            let scenario = args.data_dir.load(&args.scenario, &args.overrides)?;
             let report = evaluate::eval_model(&scenario, &args.model)?;
             if args.json {
                 println!("{}", serde_json::to_string(&report)?);
@@ -316,9 +373,16 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Export(args) => {
-            let scenario = Scenario::load(&args.scenario, &args.overrides)?;
+            let scenario = args.data_dir.load(&args.scenario, &args.overrides)?;
             let n = evaluate::export_model(&scenario, &args.model, &args.output)?;
             eprintln!("wrote {} ({n} parameters)", args.output.display());
+            Ok(())
+        }
+        Command::Data(DataCommand::Fetch { names, data_dir }) => {
+            fetch::fetch(&data_dir.root()?, &names)
+        }
+        Command::Data(DataCommand::List { data_dir }) => {
+            print!("{}", fetch::list(&data_dir.root()?)?);
             Ok(())
         }
         Command::Plot(args) => plot::plot(&plot::PlotSpec {
@@ -426,6 +490,7 @@ fn client(args: ClientArgs) -> Result<()> {
         },
         threads,
         reconnect_timeout_s: args.reconnect_timeout,
+        data_root: Some(args.data_dir.root()?),
     };
     tokio_runtime()?.block_on(fedsim_client::run(opts))?;
     Ok(())
@@ -433,6 +498,9 @@ fn client(args: ClientArgs) -> Result<()> {
 
 fn launch_cmd(args: LaunchArgs) -> Result<()> {
     let scenario = args.scenario.load()?;
+    // Missing data would otherwise show only in the coordinator's log: say it here, with the command
+    // that fetches it.
+    scenario.resolved_data()?;
     let out = args.scenario.out_dir(&scenario)?;
     let plan = launch::LaunchPlan {
         processes: args.processes.unwrap_or(scenario.clients),
@@ -440,6 +508,7 @@ fn launch_cmd(args: LaunchArgs) -> Result<()> {
         out: out.clone(),
         server_args: args.server_args,
         client_args: args.client_args,
+        data_dir: args.scenario.data_dir.root()?.path().to_path_buf(),
     };
     launch::launch(&plan)?;
     if !args.quiet {

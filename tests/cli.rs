@@ -40,8 +40,18 @@ fn metrics(dir: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// The development copy of the data sets: `$FEDSIM_DATA` (a relative value is taken from the workspace
+/// root, as `.ci/run` sets `FEDSIM_DATA=../shared/data`), else `../shared/data`.
+fn dev_data_root() -> PathBuf {
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"));
+    match std::env::var_os("FEDSIM_DATA").filter(|v| !v.is_empty()) {
+        Some(d) => workspace.join(d),
+        None => workspace.join("../shared/data"),
+    }
+}
+
 fn mnist_dir() -> Option<PathBuf> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/mnist");
+    let p = dev_data_root().join("mnist");
     if p.join("train-images-idx3-ubyte.gz").exists() {
         Some(p)
     } else {
@@ -594,11 +604,25 @@ fn help_flags(help: &str) -> Vec<Vec<String>> {
 fn the_readme_lists_every_flag_of_every_command() {
     let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
         .expect("README.md");
-    for cmd in ["sim", "server", "client", "launch", "plot", "eval"] {
-        let o = fedsim(&[cmd, "--help"]);
+    for cmd in [
+        "sim",
+        "server",
+        "client",
+        "launch",
+        "plot",
+        "eval",
+        "export",
+        "data fetch",
+        "data list",
+    ] {
+        let mut args: Vec<&str> = cmd.split(' ').collect();
+        args.push("--help");
+        let o = fedsim(&args);
         ok(&o);
         let flags = help_flags(&String::from_utf8_lossy(&o.stdout));
-        assert!(flags.len() >= 3, "{cmd}: {flags:?}");
+        // The `data` commands have one flag; every other command at least three.
+        let least = if cmd.starts_with("data ") { 1 } else { 3 };
+        assert!(flags.len() >= least, "{cmd}: {flags:?}");
         let row = readme
             .lines()
             .find(|l| l.starts_with(&format!("| `fedsim {cmd} ")))

@@ -2,6 +2,8 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$ROOT"
+# Data: the development copy unless FEDSIM_DATA names another data root.
+export FEDSIM_DATA="${FEDSIM_DATA:-$ROOT/../shared/data}"
 FEDSIM="${FEDSIM:-$ROOT/target/release/fedsim}"
 if [[ ! -x "$FEDSIM" ]]; then
     echo "building the release binary" >&2

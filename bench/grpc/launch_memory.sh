@@ -19,8 +19,9 @@ source "$(dirname "$0")/common.sh"
 RUNS="${1:-3}"
 ROUNDS="${2:-20}"
 PROCS="${3:-10}"
-MNIST="${4:-$ROOT/../shared/data/mnist}"
-SETS=(--set "rounds=$ROUNDS" --set "data.dir=$MNIST")
+# MNIST_DIR (optional): absolute, or relative to the data root; by default DATA_ROOT/mnist.
+SETS=(--set "rounds=$ROUNDS")
+if [ -n "${4:-}" ]; then SETS+=(--set "data.dir=$4"); fi
 
 # Runs a command, polling its process tree; writes a JSON line of memory figures to the file $1.
 watch_rss() {

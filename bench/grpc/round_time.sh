@@ -4,8 +4,9 @@
 # Usage: bench/grpc/round_time.sh [ROUNDS] [MNIST_DIR]
 source "$(dirname "$0")/common.sh"
 ROUNDS="${1:-20}"
-MNIST="${2:-/work/shared/data/mnist}"
-SETS=(--set "rounds=$ROUNDS" --set "data.dir=$MNIST")
+# MNIST_DIR (optional): absolute, or relative to the data root; by default DATA_ROOT/mnist.
+SETS=(--set "rounds=$ROUNDS")
+if [ -n "${2:-}" ]; then SETS+=(--set "data.dir=$2"); fi
 "$FEDSIM" sim configs/mnist_2nn_iid.toml -q --force --out "$WORK/sim" "${SETS[@]}"
 "$FEDSIM" launch configs/mnist_2nn_iid.toml -q --processes 10 --force --out "$WORK/grpc" "${SETS[@]}" 2>/dev/null
 printf "%-6s %14s %14s %12s %10s\n" runtime round_s train_s eval_s final_acc

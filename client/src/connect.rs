@@ -217,8 +217,9 @@ pub(crate) async fn join(
     let mut wait = Duration::from_millis(100);
     let mut logged: Option<(Instant, String)> = None;
     loop {
+        // An attempt fails with the error and whether the ids are held by another live session.
         let attempt = async {
-            let mut c = connect(opts).await?;
+            let mut c = connect(opts).await.map_err(|e| (e, false))?;
             let req = JoinRequest {
                 protocol_version: PROTOCOL_VERSION,
                 clients: sizes
@@ -243,25 +244,30 @@ pub(crate) async fn join(
                             | tonic::Code::PermissionDenied
                     ) =>
                 {
-                    Err(ClientError::Refused(format!(
-                        "{:?}: {}",
-                        s.code(),
-                        s.message()
-                    )))
+                    Err((
+                        ClientError::Refused(format!("{:?}: {}", s.code(), s.message())),
+                        false,
+                    ))
                 }
-                Err(s) if s.code() == tonic::Code::AlreadyExists => Err(ClientError::Connect {
-                    url: opts.server.clone(),
-                    msg: format!("{}{IDS_HELD}", s.message()),
-                }),
-                Err(s) => Err(ClientError::Connect {
-                    url: opts.server.clone(),
-                    msg: describe_status(&s, &opts.server),
-                }),
+                Err(s) if s.code() == tonic::Code::AlreadyExists => Err((
+                    ClientError::Connect {
+                        url: opts.server.clone(),
+                        msg: format!("{}{IDS_HELD}", s.message()),
+                    },
+                    true,
+                )),
+                Err(s) => Err((
+                    ClientError::Connect {
+                        url: opts.server.clone(),
+                        msg: describe_status(&s, &opts.server),
+                    },
+                    false,
+                )),
             }
         };
         match attempt.await {
             Ok(v) => return Ok(v),
-            Err(ClientError::Connect { url, msg }) => {
+            Err((ClientError::Connect { url, msg }, ids_held)) => {
                 let left = opts.reconnect_timeout_s - start.elapsed().as_secs_f64();
                 if left <= 0.0 {
                     return Err(ClientError::Unreachable {
@@ -272,7 +278,7 @@ pub(crate) async fn join(
                 }
                 // The last attempt is made at the deadline. Ids held by an earlier session (of a
                 // process that crashed) are released within the heartbeat timeout: ask often.
-                let pause = if msg.ends_with(IDS_HELD) {
+                let pause = if ids_held {
                     Duration::from_millis(250)
                 } else {
                     wait
@@ -296,7 +302,7 @@ pub(crate) async fn join(
                 tokio::time::sleep(pause).await;
                 wait = (wait * 2).min(Duration::from_secs(2));
             }
-            Err(e) => return Err(e),
+            Err((e, _)) => return Err(e),
         }
     }
 }
@@ -330,6 +336,7 @@ mod failure_tests {
             tls: ClientTls::default(),
             threads: 1,
             reconnect_timeout_s,
+            data_root: None,
         }
     }
 

@@ -134,6 +134,9 @@ pub struct ClientOptions {
     pub threads: usize,
     /// Give up reconnecting after this many seconds without success.
     pub reconnect_timeout_s: f64,
+    /// The data root the scenario's relative data paths are taken under on this machine
+    /// (`--data-dir`); `None`: `FEDSIM_DATA`, else the user cache directory.
+    pub data_root: Option<fedsim_data::DataRoot>,
 }
 
 struct Session {
@@ -212,7 +215,8 @@ pub async fn run(opts: ClientOptions) -> Result<(), ClientError> {
         "",
     )
     .await?;
-    let scenario = Scenario::parse(&toml, &[])?;
+    let mut scenario = Scenario::parse(&toml, &[])?;
+    scenario.data_root = opts.data_root.clone();
     let data = data::LocalData::load(&opts.data, &scenario, &opts.ids)?;
     let model = data.build_model(&scenario)?;
     let strategy = scenario

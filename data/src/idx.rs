@@ -690,16 +690,13 @@ mod tests {
 
     #[test]
     fn real_mnist() {
-        let dir = Path::new(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../shared/data/mnist"
-        ));
+        let dir = crate::root::dev_data("mnist");
         if !dir.join(format!("{TRAIN_IMAGES}.gz")).is_file() {
             println!("skipping real_mnist: {} not found", dir.display());
             return;
         }
         let t0 = std::time::Instant::now();
-        let (train, test) = read_mnist_dir(dir).unwrap();
+        let (train, test) = read_mnist_dir(&dir).unwrap();
         let elapsed = t0.elapsed();
         println!("read MNIST in {elapsed:?}");
         assert_eq!(train.len(), 60_000);

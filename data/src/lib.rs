@@ -10,7 +10,11 @@
 //! files), [`leaf`] (LEAF JSON, e.g. FEMNIST), the per-channel standardisation [`normalize`], the LEAF / FedProx
 //! generator [`synthetic`], and the partitioners in [`partition`](mod@partition). Everything random is deterministic from a `u64` seed. Malformed input gives
 //! [`DataError::Format`] naming the file and the position; no reader panics on bad input.
+//!
+//! Scenario paths are relative to the data root ([`root`]); [`catalog`] lists the data sets
+//! `fedsim data fetch` downloads.
 
+pub mod catalog;
 pub mod cifar;
 pub mod csv;
 pub mod dataset;
@@ -24,6 +28,7 @@ mod matv5;
 pub mod normalize;
 pub mod partition;
 mod raw;
+pub mod root;
 mod sources;
 pub mod spec;
 pub mod svhn;
@@ -43,6 +48,7 @@ pub use partition::{
     PartitionCapabilities, PartitionInput, PartitionSpec, Partitioners, RowOrder, partition,
     partition_labels,
 };
+pub use root::{DATA_ENV, DataRoot, RootSource};
 pub use spec::{Cifar100Labels, DataSpec, Normalize, load_federated, load_hosted};
 pub use svhn::read_svhn_dir;
 pub use synthetic::{SyntheticParams, generate_synthetic};
@@ -66,6 +72,15 @@ pub enum DataError {
         path: std::path::PathBuf,
         /// What is wrong (with a line or byte position where there is one).
         msg: String,
+    },
+    /// A data set's files are not where the scenario names them; the hint says how to get them
+    /// (`fedsim data fetch NAME`) or where to put them.
+    #[error("{path}: {hint}")]
+    Missing {
+        /// The file or folder that is not there.
+        path: std::path::PathBuf,
+        /// What is wrong and what to do.
+        hint: String,
     },
     /// The data or partition specification is invalid.
     #[error("invalid data specification: {0}")]

@@ -415,10 +415,7 @@ mod tests {
 
     #[test]
     fn real_libsvm_files() {
-        let dir = Path::new(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../shared/data/libsvm"
-        ));
+        let dir = crate::root::dev_data("libsvm");
         let expected = [
             ("a9a.txt.gz", 32561, 123),
             ("mushrooms.txt.gz", 8124, 112),

@@ -368,10 +368,7 @@ mod tests {
 
     #[test]
     fn hosted_mnist_is_the_full_load_restricted() {
-        let dir = PathBuf::from(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../shared/data/mnist"
-        ));
+        let dir = crate::root::dev_data("mnist");
         if !dir.is_dir() {
             println!(
                 "skipping hosted_mnist_is_the_full_load_restricted: {} not found",
@@ -435,10 +432,7 @@ mod tests {
 
     #[test]
     fn real_mnist_mcmahan_shards() {
-        let dir = PathBuf::from(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../shared/data/mnist"
-        ));
+        let dir = crate::root::dev_data("mnist");
         if !dir.is_dir() {
             println!(
                 "skipping real_mnist_mcmahan_shards: {} not found",

@@ -1,6 +1,6 @@
 //! The scenario's `[data]` and `[partition]` sections.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -199,6 +199,60 @@ impl DataSpec {
     /// data (one generated data set per client) and LEAF (one client per writer).
     pub fn has_natural_split(&self) -> bool {
         matches!(self, DataSpec::Synthetic { .. } | DataSpec::Leaf { .. })
+    }
+
+    /// The files and folders the data set is read from (`dir`, `path`, `test_path`), as written.
+    pub fn paths(&self) -> Vec<&Path> {
+        let (first, test) = match self {
+            DataSpec::Synthetic { .. } => return Vec::new(),
+            DataSpec::Mnist { dir, .. }
+            | DataSpec::FashionMnist { dir, .. }
+            | DataSpec::Cifar10 { dir, .. }
+            | DataSpec::Cifar100 { dir, .. }
+            | DataSpec::Svhn { dir, .. }
+            | DataSpec::Leaf { dir, .. } => (dir, None),
+            DataSpec::ImageFolder { path, .. } => (path, None),
+            DataSpec::Libsvm {
+                path, test_path, ..
+            }
+            | DataSpec::Csv {
+                path, test_path, ..
+            } => (path, test_path.as_ref()),
+        };
+        std::iter::once(first.as_path())
+            .chain(test.map(PathBuf::as_path))
+            .collect()
+    }
+
+    /// This specification with its relative paths taken under the data root `root` (absolute paths
+    /// kept): what the loaders read. The scenario itself keeps the paths as written, so its text and
+    /// hash do not depend on where a machine keeps its data.
+    pub fn under_root(&self, root: &crate::DataRoot) -> DataSpec {
+        let mut resolved = self.clone();
+        for p in resolved.paths_mut() {
+            *p = root.join(p);
+        }
+        resolved
+    }
+
+    /// The path fields of [`DataSpec::paths`], for rewriting them.
+    fn paths_mut(&mut self) -> Vec<&mut PathBuf> {
+        match self {
+            DataSpec::Synthetic { .. } => Vec::new(),
+            DataSpec::Mnist { dir, .. }
+            | DataSpec::FashionMnist { dir, .. }
+            | DataSpec::Cifar10 { dir, .. }
+            | DataSpec::Cifar100 { dir, .. }
+            | DataSpec::Svhn { dir, .. }
+            | DataSpec::Leaf { dir, .. } => vec![dir],
+            DataSpec::ImageFolder { path, .. } => vec![path],
+            DataSpec::Libsvm {
+                path, test_path, ..
+            }
+            | DataSpec::Csv {
+                path, test_path, ..
+            } => std::iter::once(path).chain(test_path.as_mut()).collect(),
+        }
     }
 }
 

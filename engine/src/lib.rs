@@ -10,6 +10,7 @@
 
 pub mod engine;
 pub mod eval;
+pub mod fedeval;
 mod local;
 pub mod participation;
 pub mod protocol;

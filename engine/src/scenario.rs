@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use fedsim_data::{DataSpec, PartitionSpec};
+use fedsim_data::{DataRoot, DataSpec, PartitionSpec};
 use fedsim_nn::{ModelSpec, ModelSpecExt};
 use serde::{Deserialize, Serialize};
 
@@ -277,6 +277,12 @@ pub struct Scenario {
     /// Malicious clients and their attack (absent: every client is honest).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attack: Option<fedsim_algorithms::attack::AttackConfig>,
+    /// The data root that relative `[data]` paths are taken under (`--data-dir`, `FEDSIM_DATA`, the
+    /// user cache directory; see [`fedsim_data::root`]). Not part of the scenario file, its text or
+    /// its hash: each process sets its own, so a coordinator and its clients may keep their data in
+    /// different places. `None`: located from the environment when the data is loaded.
+    #[serde(skip)]
+    pub data_root: Option<DataRoot>,
 }
 
 impl Scenario {
@@ -527,12 +533,23 @@ impl Scenario {
     /// runtime (simulator, coordinator, client process) loads federated data through, so all of them
     /// see the same partition.
     pub fn load_data(&self) -> Result<fedsim_data::FederatedData, EngineError> {
-        Ok(fedsim_data::load_federated(
-            &self.data,
-            &self.partition,
-            self.clients,
-            self.seed,
-        )?)
+        let (root, data) = self.resolved_data()?;
+        fedsim_data::load_federated(&data, &self.partition, self.clients, self.seed)
+            .map_err(|e| root.explain(&self.data, e).into())
+    }
+
+    /// The data root ([`Scenario::data_root`], else located from the environment) and the `[data]`
+    /// section with its relative paths taken under it. A path that does not exist is an error that
+    /// says how to get the data (`fedsim data fetch NAME`) or where to put it.
+    pub fn resolved_data(&self) -> Result<(DataRoot, DataSpec), EngineError> {
+        let root = match &self.data_root {
+            Some(root) => root.clone(),
+            // Synthetic data reads no file: it needs no root, even where none can be located.
+            None if self.data.paths().is_empty() => DataRoot::at("."),
+            None => DataRoot::locate(None)?,
+        };
+        let data = root.resolve(&self.data)?;
+        Ok((root, data))
     }
 
     /// The share of the clients `clients` (partition indices) of [`Self::load_data`]: the same partition,
@@ -542,13 +559,9 @@ impl Scenario {
         &self,
         clients: &[usize],
     ) -> Result<fedsim_data::HostedPartitions, EngineError> {
-        Ok(fedsim_data::load_hosted(
-            &self.data,
-            &self.partition,
-            self.clients,
-            self.seed,
-            clients,
-        )?)
+        let (root, data) = self.resolved_data()?;
+        fedsim_data::load_hosted(&data, &self.partition, self.clients, self.seed, clients)
+            .map_err(|e| root.explain(&self.data, e).into())
     }
 
     /// Clients that must join before the first round (the gRPC runtime).
@@ -712,6 +725,39 @@ kind = "logreg"
                 other => panic!("{sets:?}: expected a config error, got {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn relative_data_paths_are_taken_under_the_data_root_which_the_hash_ignores() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(root.path().join("libsvm")).unwrap();
+        std::fs::write(
+            root.path().join("libsvm/x.svm"),
+            "1 1:1\n2 2:1\n1 1:0.5\n2 2:2\n",
+        )
+        .unwrap();
+        let text = MINIMAL.replace(
+            "kind = \"synthetic\"",
+            "kind = \"libsvm\"\npath = \"libsvm/x.svm\"",
+        );
+        let mut s = Scenario::parse(
+            &text,
+            &["partition.scheme=\"iid\"".into(), "clients=2".into()],
+        )
+        .unwrap();
+        let (toml, hash) = (s.to_toml(), s.hash());
+        s.data_root = Some(DataRoot::at(root.path()));
+        assert_eq!((s.to_toml(), s.hash()), (toml, hash));
+        assert_eq!(s.load_data().unwrap().train.len(), 4);
+        // Elsewhere, the error says where it looked and how to get the data.
+        let empty = tempfile::tempdir().unwrap();
+        s.data_root = Some(DataRoot::at(empty.path()));
+        let e = s.load_data().unwrap_err().to_string();
+        assert!(
+            e.contains(&empty.path().join("libsvm/x.svm").display().to_string())
+                && e.contains("does not exist"),
+            "{e}"
+        );
     }
 
     #[test]

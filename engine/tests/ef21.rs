@@ -2,7 +2,7 @@
 //! full participation, EF21-W = EF21 for Top-k, `g = mean g_i`, wire accounting, malformed updates,
 //! checkpoints. Runs go through the real [`Engine`] with in-memory data.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use fedsim_data::{Dataset, FederatedData};
@@ -199,11 +199,15 @@ fn full_gradient(data: &FederatedData, lambda: f64, x: &[f64]) -> Vec<f64> {
 // ---------------------------------------------------------------------------------------------------------
 // §4.9: step sizes from the data files
 
-fn libsvm_dir() -> &'static Path {
-    Path::new(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../shared/data/libsvm"
-    ))
+/// The development copy's LIBSVM files: `$FEDSIM_DATA/libsvm` (a relative `FEDSIM_DATA` is taken from
+/// the workspace root, as `.ci/run` sets `FEDSIM_DATA=../shared/data`), else `../shared/data/libsvm`.
+fn libsvm_dir() -> PathBuf {
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let root = match std::env::var_os("FEDSIM_DATA").filter(|v| !v.is_empty()) {
+        Some(d) => workspace.join(d),
+        None => workspace.join("../shared/data"),
+    };
+    root.join("libsvm")
 }
 
 /// Row indices sorted by ‖a_j‖² ascending (stable: ties keep file order), cut into contiguous blocks.

@@ -25,6 +25,7 @@ use crate::{DataError, Dataset, Partition};
 mod contiguous;
 mod dirichlet;
 mod iid;
+mod local_test;
 mod natural;
 mod quantity_skew;
 mod shards;
@@ -34,6 +35,7 @@ pub use dirichlet::{
     DirichletClassConfig, DirichletClientConfig, dirichlet_class, dirichlet_client,
 };
 pub use iid::{IidConfig, iid};
+pub use local_test::split_local_test;
 pub use natural::NaturalConfig;
 pub use quantity_skew::{QuantitySkewConfig, quantity_skew};
 pub use shards::{ShardsConfig, shards};
