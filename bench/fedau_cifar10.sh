@@ -6,7 +6,7 @@
 # Usage: bench/fedau_cifar10.sh [ROUNDS] [SEED...]
 #   or set ROUNDS, SEEDS (space-separated seed numbers, e.g. SEEDS="1 2"), PATTERNS, METHODS in the
 #   environment; arguments win over the environment. Defaults: ROUNDS=10000 (the paper's), SEEDS="1 2 3 4 5",
-#   PATTERNS="bernoulli markov cyclic", METHODS = all seven strategies below.
+#   PATTERNS="bernoulli markov cyclic", METHODS = all seven strategies of bench/fedau_strategies.sh.
 #   e.g. FEDSIM_BIN=/path/fedsim PATTERNS=bernoulli METHODS=fedau SEEDS=1 ROUNDS=1000 bench/fedau_cifar10.sh
 # Runs go one at a time (each uses all cores) into runs/fedau_cifar10/<pattern>/<method>/seed<k>/; a run
 # whose summary.json exists is skipped (an interrupted one is redone from scratch with --force). Each
@@ -26,17 +26,7 @@ else
   cargo build --release -q --bin fedsim
   bin=./target/release/fedsim
 fi
-# name | strategy override | local lr (learning rates of the FedAU reference commands, algorithms.md
-# §2.4; the same list as bench/fedau_experiments.sh)
-strategies=(
-  'fedau|{kind="fedau", server_lr=1.0}|0.1'
-  'fedau_k50|{kind="fedau", server_lr=1.0, cutoff=50}|0.1'
-  'avg_participating|{kind="fedavg", weighting="uniform", server_lr=1.78}|0.0562'
-  'avg_all|{kind="fedavg", weighting="all_clients", server_lr=10.0}|0.1'
-  'known_prob|{kind="fedavg", weighting="known_probability", server_lr=1.0}|0.0562'
-  'mifa|{kind="mifa", server_lr=1.0}|0.0562'
-  'fedvarp|{kind="fedvarp", server_lr=1.0}|0.0562'
-)
+source bench/fedau_strategies.sh
 patterns=${PATTERNS:-bernoulli markov cyclic}
 methods=" ${METHODS:-fedau fedau_k50 avg_participating avg_all known_prob mifa fedvarp} "
 root=runs/fedau_cifar10

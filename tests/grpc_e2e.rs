@@ -658,7 +658,8 @@ fn tiny_cifar10(dir: &Path, per_batch: usize) {
 }
 
 /// Random crops and flips (`train.augment`) on CIFAR-10 binary data with a small conv stack: the
-/// same run in the simulator and over gRPC, and a different one from the run without augmentation.
+/// same run in the simulator and over gRPC, and a different one from the run without augmentation;
+/// `fedsim export` of the coordinator's checkpoint gives the run's model.bin.
 #[test]
 fn augmented_image_training_is_the_same_in_sim_and_launch() {
     let _serial = serial();
@@ -686,6 +687,25 @@ fn augmented_image_training_is_the_same_in_sim_and_launch() {
     sim("configs/quickstart.toml", &base, &a, &log("sim"));
     launch("configs/quickstart.toml", &base, 3, &[], &b, &log("launch"));
     assert_same_run(&a, &b, "augmented cifar10");
+    // The coordinator's checkpoint holds the final global model: exported with the run's own
+    // scenario.toml it is the run's model.bin.
+    let exported = tmp.path().join("from_checkpoint.bin");
+    run_ok(
+        &[
+            "export",
+            s(&b.join("scenario.toml")),
+            "--model",
+            s(&b.join("checkpoint.bin")),
+            "-o",
+            s(&exported),
+        ],
+        &log("export"),
+        Duration::from_secs(60),
+    );
+    assert_eq!(
+        std::fs::read(&exported).unwrap(),
+        std::fs::read(b.join("model.bin")).unwrap()
+    );
     let mut no_aug = base.to_vec();
     no_aug[6] = "train={lr=0.05, batch_size=8, epochs=1}";
     sim("configs/quickstart.toml", &no_aug, &plain, &log("plain"));

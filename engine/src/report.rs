@@ -178,6 +178,11 @@ pub fn read_model(path: &Path) -> Result<Vec<f32>, EngineError> {
         path: path.into(),
         source,
     })?;
+    decode_model(path, &bytes)
+}
+
+/// Decodes the bytes of a `model.bin` read from `path` (named in errors).
+fn decode_model(path: &Path, bytes: &[u8]) -> Result<Vec<f32>, EngineError> {
     let bad = |m: &str| EngineError::Malformed {
         path: path.into(),
         msg: m.to_string(),
@@ -236,7 +241,7 @@ pub fn read_params(path: &Path, model: &dyn Model) -> Result<Vec<f32>, EngineErr
         msg,
     };
     let params = if bytes.starts_with(MODEL_MAGIC) {
-        let params = read_model(path)?;
+        let params = decode_model(path, &bytes)?;
         if params.len() != model.num_params() {
             return Err(bad(format!(
                 "holds {} parameters, but the model {} has {}",

@@ -24,8 +24,6 @@
 //! and prints the ratio against this table saved in `FILE`. Figures: `docs/BENCHMARKS.md`, "Layer
 //! stack: training-step throughput".
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use fedsim_nn::perf::{FMA_PROBE_FLOPS_PER_ITER, fma_probe, fma_probe_isa, kernels, median};
@@ -34,39 +32,9 @@ use ndarray::Array2;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-/// Counts heap allocations (and reallocations) of the whole process.
-struct Counting;
-
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
-
-// SAFETY: forwards every call to the system allocator; the counter is a plain atomic.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: forwarded with the caller's guarantees.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: forwarded with the caller's guarantees.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: forwarded with the caller's guarantees.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: forwarded with the caller's guarantees.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
+// The steps run on this thread, so the thread's allocation count is theirs.
+#[path = "../tests/common/mod.rs"]
+mod common;
 
 fn env_or(name: &str, default: f64) -> f64 {
     std::env::var(name)
@@ -314,7 +282,7 @@ fn main() {
         let mut gflops = Vec::with_capacity(repeats);
         let mut shares = Vec::with_capacity(repeats);
         let mut paired = Vec::with_capacity(repeats);
-        let allocs0 = ALLOCS.load(Ordering::Relaxed);
+        let allocs0 = common::allocations();
         for _ in 0..repeats {
             let p = probe();
             let t = Instant::now();
@@ -326,7 +294,7 @@ fn main() {
             paired.push(p);
             shares.push(g / p);
         }
-        let allocs = ALLOCS.load(Ordering::Relaxed) - allocs0;
+        let allocs = common::allocations() - allocs0;
         let per_step = allocs as f64 / (steps as f64 * repeats as f64);
         let (lo, hi) = (
             gflops.iter().copied().fold(f64::INFINITY, f64::min),

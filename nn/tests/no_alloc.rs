@@ -1,54 +1,10 @@
 //! After a warm-up call, training steps and evaluations of every model allocate nothing.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
-
 use fedsim_nn::{Cnn, EvalStats, ImageShape, LogReg, Mlp, Model, Scratch};
 use ndarray::Array2;
 
-/// Counts the allocations made by the current thread (other test threads do not interfere).
-struct Counting;
-
-thread_local! {
-    static ALLOCS: Cell<u64> = const { Cell::new(0) };
-}
-
-// SAFETY: forwards to the system allocator; the counter is a thread-local `Cell` with a const
-// initialiser, which does not allocate.
-unsafe impl GlobalAlloc for Counting {
-    /// # Safety
-    ///
-    /// As [`GlobalAlloc::alloc`].
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
-        // SAFETY: forwarded.
-        unsafe { System.alloc(layout) }
-    }
-
-    /// # Safety
-    ///
-    /// As [`GlobalAlloc::dealloc`].
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: forwarded.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    /// # Safety
-    ///
-    /// As [`GlobalAlloc::realloc`].
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
-        // SAFETY: forwarded.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
-
-fn allocations() -> u64 {
-    ALLOCS.with(Cell::get)
-}
+mod common;
+use common::allocations;
 
 fn check(model: &dyn Model, batch: usize) {
     let x = Array2::from_shape_fn((batch, model.input_len()), |(i, j)| {
