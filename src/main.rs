@@ -144,6 +144,10 @@ struct PlotArgs {
     /// Logarithmic y axis.
     #[arg(long)]
     log_y: bool,
+    /// Instead of a metric: the distribution (CDF) of the per-client accuracies of each run's last
+    /// federated evaluation (`client_evals` in summary.json).
+    #[arg(long, conflicts_with_all = ["metric", "x"])]
+    per_client: bool,
     /// Title.
     #[arg(long)]
     title: Option<String>,
@@ -195,6 +199,11 @@ struct ClientArgs {
     /// or a file: `libsvm:PATH`, `csv:PATH`, `idx:DIR`, or a path (directory = IDX, *.csv = CSV, else LIBSVM).
     #[arg(long, default_value = "partition")]
     data: String,
+    /// The local test file for federated evaluation (`eval.federated`), same formats as `--data`; goes
+    /// with a `--data` file of the client's own (with `--data partition` the local test sets come from
+    /// `partition.local_test_fraction`).
+    #[arg(long, value_name = "FILE")]
+    test_data: Option<PathBuf>,
     /// Credential token.
     #[arg(long, conflicts_with = "token_file")]
     token: Option<String>,
@@ -391,6 +400,7 @@ fn run(cli: Cli) -> Result<()> {
             metric: args.metric,
             x: args.x,
             log_y: args.log_y,
+            per_client: args.per_client,
             title: args.title,
             out: args.output,
         }),
@@ -482,6 +492,7 @@ fn client(args: ClientArgs) -> Result<()> {
         server: args.server,
         ids,
         data,
+        test_data: args.test_data,
         token,
         tls: fedsim_client::ClientTls {
             ca_cert: args.ca_cert,

@@ -1,4 +1,5 @@
-//! `fedsim plot`: one line per run of a metric from `metrics.jsonl`, as an SVG.
+//! `fedsim plot`: one line per run of a metric from `metrics.jsonl`, or of the distribution (CDF) of
+//! the per-client accuracies of the run's last federated evaluation, as an SVG.
 //!
 //! On a logarithmic y axis the bounds are ticks, so the ticks cover the data; the legend goes to a
 //! corner of the plot that no curve crosses (or above the curves, with headroom on the y axis).
@@ -21,6 +22,8 @@ pub(crate) struct PlotSpec {
     pub(crate) x: String,
     /// Logarithmic y axis.
     pub(crate) log_y: bool,
+    /// Plot the CDF of the last federated evaluation's per-client accuracies instead of a metric.
+    pub(crate) per_client: bool,
     /// Title (default: the metric).
     pub(crate) title: Option<String>,
     /// Output file (`.svg`).
@@ -56,6 +59,36 @@ pub(crate) fn series(run: &Path, metric: &str, x: &str) -> Result<Vec<(f64, f64)
         {
             out.push((xv, yv));
         }
+    }
+    Ok(out)
+}
+
+/// One run's empirical CDF of its last federated evaluation's per-client accuracies (`client_evals`
+/// in `summary.json`), as the corners of its step function: (accuracy, fraction of clients at or
+/// below it).
+pub(crate) fn client_cdf(run: &Path) -> Result<Vec<(f64, f64)>> {
+    let path = run.join("summary.json");
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let v: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{}: not JSON", path.display()))?;
+    let mut acc: Vec<f64> = v
+        .get("client_evals")
+        .and_then(serde_json::Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter(|e| e.get("samples").and_then(serde_json::Value::as_u64) > Some(0))
+                .filter_map(|e| e.get("accuracy").and_then(serde_json::Value::as_f64))
+                .filter(|a| a.is_finite())
+                .collect()
+        })
+        .unwrap_or_default();
+    acc.sort_by(f64::total_cmp);
+    let n = acc.len() as f64;
+    let mut out = Vec::with_capacity(2 * acc.len());
+    for (i, &a) in acc.iter().enumerate() {
+        out.push((a, i as f64 / n));
+        out.push((a, (i + 1) as f64 / n));
     }
     Ok(out)
 }
@@ -272,11 +305,20 @@ pub(crate) fn plot(spec: &PlotSpec) -> Result<()> {
     check_output(&spec.out)?;
     let mut all = Vec::new();
     for (i, run) in spec.runs.iter().enumerate() {
-        let mut pts = series(run, &spec.metric, &spec.x)?;
+        let mut pts = if spec.per_client {
+            client_cdf(run)?
+        } else {
+            series(run, &spec.metric, &spec.x)?
+        };
         if spec.log_y {
             pts.retain(|&(_, y)| y > 0.0);
         }
-        if pts.is_empty() {
+        if pts.is_empty() && spec.per_client {
+            eprintln!(
+                "warning: {} has no per-client accuracies (summary.json `client_evals`: set eval.federated)",
+                run.display()
+            );
+        } else if pts.is_empty() {
             eprintln!(
                 "warning: {} has no {}values of `{}`",
                 run.display(),
@@ -303,8 +345,13 @@ pub(crate) fn plot(spec: &PlotSpec) -> Result<()> {
         y0 = y0.min(y);
         y1 = y1.max(y);
     }
+    let y_desc = if spec.per_client {
+        "fraction of clients"
+    } else {
+        spec.metric.as_str()
+    };
     if !x0.is_finite() {
-        bail!("no data points of `{}` in the given runs", spec.metric);
+        bail!("no data points of `{y_desc}` in the given runs");
     }
     if x1 <= x0 {
         x1 = x0 + 1.0;
@@ -316,7 +363,13 @@ pub(crate) fn plot(spec: &PlotSpec) -> Result<()> {
     if let Some(a) = &log_axis {
         (y0, y1) = (a.lo, a.hi);
     }
-    let title = spec.title.clone().unwrap_or_else(|| spec.metric.clone());
+    let title = spec.title.clone().unwrap_or_else(|| {
+        if spec.per_client {
+            "per-client accuracy (last federated evaluation)".into()
+        } else {
+            spec.metric.clone()
+        }
+    });
 
     // The legend goes to a corner no curve crosses; when there is none, the y axis gets headroom
     // above the data for it.
@@ -355,6 +408,7 @@ pub(crate) fn plot(spec: &PlotSpec) -> Result<()> {
     let root = SVGBackend::new(&spec.out, SIZE).into_drawing_area();
     root.fill(&WHITE)?;
     let x_label = match spec.x.as_str() {
+        _ if spec.per_client => "client accuracy",
         "round" => "round",
         "wall_s" => "wall time (s)",
         "bytes" => "bytes sent (up + down)",
@@ -379,7 +433,7 @@ pub(crate) fn plot(spec: &PlotSpec) -> Result<()> {
             chart
                 .configure_mesh()
                 .x_desc(x_label)
-                .y_desc(&spec.metric)
+                .y_desc(y_desc)
                 .x_label_formatter(&|v| tick_label(*v))
                 .y_label_formatter(&|v| tick_label(*v))
                 .draw()?;
@@ -586,6 +640,7 @@ mod tests {
             metric: "train_loss".into(),
             x: "round".into(),
             log_y,
+            per_client: false,
             title: None,
             out: out.clone(),
         })
@@ -602,6 +657,40 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn per_client_accuracies_plot_as_a_cdf() {
+        let tmp = tempfile::tempdir().unwrap();
+        let run = tmp.path().join("run");
+        std::fs::create_dir(&run).unwrap();
+        // Client 2 has no test samples: left out, as in the run's statistics.
+        std::fs::write(
+            run.join("summary.json"),
+            r#"{"client_evals": [
+                {"client": 0, "samples": 10, "accuracy": 0.9, "loss": 0.1},
+                {"client": 1, "samples": 5, "accuracy": 0.5, "loss": 0.7},
+                {"client": 2, "samples": 0, "accuracy": 0.0, "loss": 0.0}]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            client_cdf(&run).unwrap(),
+            [(0.5, 0.0), (0.5, 0.5), (0.9, 0.5), (0.9, 1.0)]
+        );
+        let out = tmp.path().join("cdf.svg");
+        plot(&PlotSpec {
+            runs: vec![run],
+            labels: vec![],
+            metric: String::new(),
+            x: "round".into(),
+            log_y: false,
+            per_client: true,
+            title: None,
+            out: out.clone(),
+        })
+        .unwrap();
+        let svg = std::fs::read_to_string(&out).unwrap();
+        assert!(svg.contains("client accuracy") && svg.contains("fraction of clients"));
     }
 
     #[test]

@@ -44,7 +44,11 @@ async fn join_declaring(
         protocol_version: version,
         clients: ids
             .iter()
-            .map(|&id| ClientInfo { id, num_samples })
+            .map(|&id| ClientInfo {
+                id,
+                num_samples,
+                num_test_samples: 0,
+            })
             .collect(),
         token: token.into(),
         scenario_hash: String::new(),
@@ -84,6 +88,7 @@ fn header_declaring(
             num_samples,
             payload_len: len as u64,
             error: String::new(),
+            eval: None,
         })),
     }
 }

@@ -119,6 +119,7 @@ fn join_request(ids: &[u32], previous_session: &str) -> JoinRequest {
             .map(|&id| ClientInfo {
                 id,
                 num_samples: 40,
+                num_test_samples: 0,
             })
             .collect(),
         token: String::new(),
@@ -145,6 +146,7 @@ fn result_stream(
             num_samples: 40,
             payload_len: payload.len() as u64,
             error: String::new(),
+            eval: None,
         })),
     }];
     msgs.extend(wire::chunks(&payload).map(|d| ResultChunk {

@@ -18,7 +18,8 @@ use rand_chacha::ChaCha8Rng;
 use safetensors::tensor::{Dtype, TensorView};
 
 /// conv (bias, padding), ReLU, max-pool, GroupNorm, a residual block with a strided projection
-/// shortcut, average pooling, flatten, dense; then global average pooling in a second model.
+/// shortcut, average pooling, flatten, dense; then global average pooling in a second model, with a
+/// downsampling block whose shortcut is given (torchvision's conv1×1 stride 2 → norm layer).
 const LAYERS: &str = r#"
 layers = [
   { conv2d = { out = 4, kernel = 3, padding = 1 } },
@@ -46,6 +47,17 @@ layers = [
   { group_norm = { groups = 3, eps = 0.001 } },
   "relu",
   { residual = { layers = [ { conv2d = { out = 6, kernel = 3, padding = 1 } }, "relu" ] } },
+  { residual = { layers = [
+      { conv2d = { out = 8, kernel = 3, stride = 2, padding = 1, bias = false } },
+      { group_norm = { groups = 4 } },
+      "relu",
+      { conv2d = { out = 8, kernel = 3, padding = 1, bias = false } },
+      { group_norm = { groups = 4 } },
+    ], shortcut = [
+      { conv2d = { out = 8, kernel = 1, stride = 2, bias = false } },
+      { group_norm = { groups = 2 } },
+  ] } },
+  "relu",
   "global_avg_pool",
   "dense",
 ]
@@ -144,11 +156,13 @@ fn fill_units(v: serde_json::Value, classes: usize) -> serde_json::Value {
             if let Some(serde_json::Value::Object(d)) = m.get_mut("dense") {
                 d.entry("units").or_insert(classes.into());
             }
-            if let Some(serde_json::Value::Object(r)) = m.get_mut("residual")
-                && let Some(serde_json::Value::Array(items)) = r.get_mut("layers")
-            {
-                let filled = items.drain(..).map(|i| fill_units(i, classes)).collect();
-                *items = filled;
+            if let Some(serde_json::Value::Object(r)) = m.get_mut("residual") {
+                for key in ["layers", "shortcut"] {
+                    if let Some(serde_json::Value::Array(items)) = r.get_mut(key) {
+                        let filled = items.drain(..).map(|i| fill_units(i, classes)).collect();
+                        *items = filled;
+                    }
+                }
             }
             serde_json::Value::Object(m)
         }

@@ -209,7 +209,7 @@ const IDS_HELD: &str = " (held ids are released once their session stops heartbe
 /// session (say, of a crashed earlier run of this client) are retried until it expires.
 pub(crate) async fn join(
     opts: &ClientOptions,
-    sizes: &[(ClientId, u64)],
+    sizes: &[(ClientId, u64, u64)],
     scenario_hash: &str,
     previous_session: &str,
 ) -> Result<(CoordinatorClient<Channel>, String, String, String), ClientError> {
@@ -224,7 +224,11 @@ pub(crate) async fn join(
                 protocol_version: PROTOCOL_VERSION,
                 clients: sizes
                     .iter()
-                    .map(|&(id, n)| ClientInfo { id, num_samples: n })
+                    .map(|&(id, num_samples, num_test_samples)| ClientInfo {
+                        id,
+                        num_samples,
+                        num_test_samples,
+                    })
                     .collect(),
                 token: opts.token.clone(),
                 scenario_hash: scenario_hash.to_string(),
@@ -332,6 +336,7 @@ mod failure_tests {
             server: server.to_string(),
             ids: vec![0],
             data: DataSource::Partition,
+            test_data: None,
             token: String::new(),
             tls: ClientTls::default(),
             threads: 1,
@@ -345,7 +350,7 @@ mod failure_tests {
         // Port 1 on loopback: nothing listens, the connection is refused at once.
         let url = "http://127.0.0.1:1";
         let started = Instant::now();
-        let e = join(&opts(url, 0.5), &[(0, 0)], "", "")
+        let e = join(&opts(url, 0.5), &[(0, 0, 0)], "", "")
             .await
             .err()
             .unwrap();

@@ -57,8 +57,11 @@ pub enum LocalData {
     File {
         /// The samples.
         dataset: Dataset,
-        /// All row indices.
-        indices: Vec<u32>,
+        /// The local test file (`--test-data`), if given.
+        test: Option<Dataset>,
+        /// Per hosted id: its training rows of `dataset`, and its test rows (of `test` when given,
+        /// else of `dataset`, held out by `partition.local_test_fraction`).
+        views: Vec<(ClientId, Vec<u32>, Vec<u32>)>,
     },
 }
 
@@ -88,12 +91,26 @@ fn read_file(spec: &Path) -> Result<Dataset, ClientError> {
 }
 
 impl LocalData {
-    /// Loads the data for the hosted `ids`.
+    /// Loads the data for the hosted `ids`; `test_data` is the local test file (`--test-data`), which
+    /// goes with a data file of the client's own.
     pub fn load(
         source: &DataSource,
+        test_data: Option<&Path>,
         scenario: &Scenario,
         ids: &[ClientId],
     ) -> Result<Self, ClientError> {
+        if scenario.data.is_external() && !matches!(source, DataSource::File(_)) {
+            return Err(ClientError::Refused(
+                "the scenario's data.kind = \"external\" has no partitions: give this client its data with --data FILE"
+                    .into(),
+            ));
+        }
+        if test_data.is_some() && !matches!(source, DataSource::File(_)) {
+            return Err(ClientError::Refused(
+                "--test-data goes with --data FILE; with --data partition the local test sets come from partition.local_test_fraction"
+                    .into(),
+            ));
+        }
         match source {
             DataSource::Partition | DataSource::PartitionOf(_) => {
                 let map: Vec<(ClientId, usize)> = match source {
@@ -120,17 +137,65 @@ impl LocalData {
             }
             DataSource::File(path) => {
                 let dataset = read_file(path)?;
-                let indices = (0..dataset.len() as u32).collect();
-                Ok(LocalData::File { dataset, indices })
+                check_against_scenario(&dataset, path, scenario)?;
+                let all: Vec<u32> = (0..dataset.len() as u32).collect();
+                let test = match test_data {
+                    Some(t) => {
+                        let test = read_file(t)?;
+                        if test.features() != dataset.features() {
+                            return Err(ClientError::File {
+                                path: t.to_path_buf(),
+                                msg: format!(
+                                    "has {} features per sample but the training data {} has {}",
+                                    test.features(),
+                                    path.display(),
+                                    dataset.features()
+                                ),
+                            });
+                        }
+                        check_against_scenario(&test, t, scenario)?;
+                        Some(test)
+                    }
+                    None => None,
+                };
+                let fraction =
+                    fedsim_data::PartitionSpecExt::local_test_fraction(&scenario.partition)
+                        .map_err(|e| ClientError::Core(EngineError::from(e)))?;
+                let views = ids
+                    .iter()
+                    .map(|&id| match &test {
+                        Some(t) => (id, all.clone(), (0..t.len() as u32).collect()),
+                        None if fraction > 0.0 => {
+                            let (train, test) = fedsim_data::partition::split_local_test_client(
+                                &all,
+                                &dataset.y,
+                                fraction,
+                                scenario.seed,
+                                u64::from(id),
+                            );
+                            (id, train, test)
+                        }
+                        None => (id, all.clone(), Vec::new()),
+                    })
+                    .collect();
+                Ok(LocalData::File {
+                    dataset,
+                    test,
+                    views,
+                })
             }
         }
     }
 
-    /// The model the scenario describes, checked against the local data's shape.
+    /// The model the scenario describes, checked against the local data's shape (with
+    /// `data.kind = "external"`, built for the input the scenario states).
     pub fn build_model(&self, scenario: &Scenario) -> Result<Box<dyn Model>, ClientError> {
-        let input = match self {
-            LocalData::Partitioned { data, .. } => data.train.input_spec(),
-            LocalData::File { dataset, .. } => dataset.input_spec(),
+        let input = match (self, scenario.data.external_input()) {
+            (_, Some(external)) => external
+                .map_err(|e| ClientError::Core(EngineError::Data(e)))?
+                .input_spec(),
+            (LocalData::Partitioned { data, .. }, None) => data.train.input_spec(),
+            (LocalData::File { dataset, .. }, None) => dataset.input_spec(),
         };
         scenario
             .model
@@ -142,18 +207,87 @@ impl LocalData {
 
     /// The data of hosted client `id` (no samples for an id this process does not host).
     pub fn client(&self, id: ClientId) -> ClientData<'_> {
+        self.view(id, false)
+    }
+
+    /// The local test data of hosted client `id` (no samples when it has none).
+    pub fn client_test(&self, id: ClientId) -> ClientData<'_> {
+        self.view(id, true)
+    }
+
+    /// Hosted client `id`'s training (or, with `test`, local test) samples.
+    fn view(&self, id: ClientId, test: bool) -> ClientData<'_> {
         match self {
-            LocalData::Partitioned { data, map } => ClientData {
-                dataset: &data.train,
-                indices: map
-                    .iter()
-                    .find(|(c, _)| *c == id)
-                    .and_then(|&(_, k)| data.client(k))
-                    .unwrap_or_default(),
-            },
-            LocalData::File { dataset, indices } => ClientData { dataset, indices },
+            LocalData::Partitioned { data, map } => {
+                let part = map.iter().find(|(c, _)| *c == id).map(|&(_, k)| k);
+                ClientData {
+                    dataset: &data.train,
+                    indices: part
+                        .and_then(|k| {
+                            if test {
+                                data.client_test(k)
+                            } else {
+                                data.client(k)
+                            }
+                        })
+                        .unwrap_or_default(),
+                }
+            }
+            LocalData::File {
+                dataset,
+                test: test_file,
+                views,
+            } => {
+                let rows = views.iter().find(|(c, ..)| *c == id);
+                match (rows, test) {
+                    (Some((_, train, _)), false) => ClientData {
+                        dataset,
+                        indices: train,
+                    },
+                    (Some((.., rows)), true) => ClientData {
+                        dataset: test_file.as_ref().unwrap_or(dataset),
+                        indices: rows,
+                    },
+                    (None, _) => ClientData {
+                        dataset,
+                        indices: &[],
+                    },
+                }
+            }
         }
     }
+}
+
+/// With `data.kind = "external"`, a client's file must fit the input the scenario states: as many
+/// features per sample, and labels below its number of classes.
+fn check_against_scenario(
+    data: &Dataset,
+    path: &Path,
+    scenario: &Scenario,
+) -> Result<(), ClientError> {
+    let Some(Ok(want)) = scenario.data.external_input() else {
+        return Ok(());
+    };
+    let bad = |msg: String| {
+        Err(ClientError::File {
+            path: path.to_path_buf(),
+            msg,
+        })
+    };
+    if data.features() != want.features() {
+        return bad(format!(
+            "has {} features per sample; the scenario's data section states {}",
+            data.features(),
+            want.features()
+        ));
+    }
+    if let Some(y) = data.y.iter().find(|&&y| y as usize >= want.num_classes) {
+        return bad(format!(
+            "holds label {y}; the scenario's data section states {} classes",
+            want.num_classes
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -180,7 +314,7 @@ kind = "logreg"
     fn a_process_holds_exactly_its_partitions() {
         let scenario = Scenario::parse(SCENARIO, &[]).unwrap();
         let full = scenario.load_data().unwrap();
-        let local = LocalData::load(&DataSource::Partition, &scenario, &[3, 8]).unwrap();
+        let local = LocalData::load(&DataSource::Partition, None, &scenario, &[3, 8]).unwrap();
         let LocalData::Partitioned { data, .. } = &local else {
             panic!("partitioned data expected")
         };
@@ -199,7 +333,7 @@ kind = "logreg"
         assert!(local.build_model(&scenario).is_ok());
 
         // `partition:I` holds partition I alone, under the hosted id.
-        let one = LocalData::load(&DataSource::PartitionOf(5), &scenario, &[0]).unwrap();
+        let one = LocalData::load(&DataSource::PartitionOf(5), None, &scenario, &[0]).unwrap();
         let LocalData::Partitioned { data, .. } = &one else {
             panic!("partitioned data expected")
         };
@@ -209,7 +343,7 @@ kind = "logreg"
             one.client(5).is_empty(),
             "partition 5 is hosted as id 0, not as id 5"
         );
-        assert!(LocalData::load(&DataSource::PartitionOf(12), &scenario, &[0]).is_err());
-        assert!(LocalData::load(&DataSource::Partition, &scenario, &[12]).is_err());
+        assert!(LocalData::load(&DataSource::PartitionOf(12), None, &scenario, &[0]).is_err());
+        assert!(LocalData::load(&DataSource::Partition, None, &scenario, &[12]).is_err());
     }
 }

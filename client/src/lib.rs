@@ -126,6 +126,8 @@ pub struct ClientOptions {
     pub ids: Vec<ClientId>,
     /// Where the local data comes from.
     pub data: DataSource,
+    /// The local test file (`--test-data`, with a `--data` file of its own) for federated evaluation.
+    pub test_data: Option<PathBuf>,
     /// Credential token.
     pub token: String,
     /// TLS (for `https://` URLs).
@@ -210,23 +212,19 @@ pub async fn run(opts: ClientOptions) -> Result<(), ClientError> {
     // joins again declaring its clients' sample counts (the coordinator checks results against them).
     let (_, _, first_session, toml) = join(
         &opts,
-        &opts.ids.iter().map(|&c| (c, 0)).collect::<Vec<_>>(),
+        &opts.ids.iter().map(|&c| (c, 0, 0)).collect::<Vec<_>>(),
         "",
         "",
     )
     .await?;
     let mut scenario = Scenario::parse(&toml, &[])?;
     scenario.data_root = opts.data_root.clone();
-    let data = data::LocalData::load(&opts.data, &scenario, &opts.ids)?;
+    let data = data::LocalData::load(&opts.data, opts.test_data.as_deref(), &scenario, &opts.ids)?;
     let model = data.build_model(&scenario)?;
     let strategy = scenario
         .build_strategy()
         .map_err(fedsim_engine::EngineError::from)?;
-    let sizes: Vec<(ClientId, u64)> = opts
-        .ids
-        .iter()
-        .map(|&c| (c, data.client(c).len() as u64))
-        .collect();
+    let sizes = declared_sizes(&opts.ids, &data);
     let (client, run_id, session, _) =
         join(&opts, &sizes, &scenario.hash(), &first_session).await?;
     tracing::info!(
@@ -302,6 +300,19 @@ pub async fn run(opts: ClientOptions) -> Result<(), ClientError> {
     result
 }
 
+/// What the process declares at join for each hosted id: its training and local test sizes.
+fn declared_sizes(ids: &[ClientId], data: &data::LocalData) -> Vec<(ClientId, u64, u64)> {
+    ids.iter()
+        .map(|&c| {
+            (
+                c,
+                data.client(c).len() as u64,
+                data.client_test(c).len() as u64,
+            )
+        })
+        .collect()
+}
+
 async fn heartbeat(rt: Arc<Runtime>) {
     let period = Duration::from_secs_f64((rt.scenario.deploy.heartbeat_timeout_s / 4.0).max(0.05));
     loop {
@@ -328,12 +339,7 @@ async fn rejoin(rt: &Runtime, seen_generation: u64) -> Result<(), ClientError> {
     if s.generation != seen_generation {
         return Ok(());
     }
-    let sizes: Vec<(ClientId, u64)> = rt
-        .opts
-        .ids
-        .iter()
-        .map(|&c| (c, rt.data.client(c).len() as u64))
-        .collect();
+    let sizes = declared_sizes(&rt.opts.ids, &rt.data);
     let (client, run_id, session, _) =
         join(&rt.opts, &sizes, &rt.scenario.hash(), &s.session).await?;
     tracing::info!(target: STATUS, "rejoined the coordinator at {} (run {run_id})", rt.opts.server);
@@ -354,6 +360,11 @@ enum Fetched {
         max_steps: Option<usize>,
         /// When the round closes (from the task's `deadline_s`).
         deadline: Option<Instant>,
+    },
+    Evaluate {
+        round: u64,
+        token: String,
+        model: Payload,
     },
     Wait,
     Done,
@@ -387,7 +398,7 @@ async fn fetch(rt: &Runtime, id: ClientId) -> Result<Fetched, (tonic::Status, u6
     };
     match task_header::Kind::try_from(h.kind) {
         Ok(task_header::Kind::Done) => Ok(Fetched::Done),
-        Ok(task_header::Kind::Train) => {
+        Ok(kind @ (task_header::Kind::Train | task_header::Kind::Evaluate)) => {
             let started = Instant::now();
             let limit = rt.scenario.deploy.max_message_mib.saturating_mul(1 << 20);
             let mut asm = wire::Assembler::new(h.payload_len, limit)
@@ -411,6 +422,13 @@ async fn fetch(rt: &Runtime, id: ClientId) -> Result<Fetched, (tonic::Status, u6
                 mb_per_s = bytes as f64 / 1e6 / secs.max(1e-9),
                 "task received"
             );
+            if kind == task_header::Kind::Evaluate {
+                return Ok(Fetched::Evaluate {
+                    round: h.round,
+                    token: h.round_token,
+                    model: task,
+                });
+            }
             Ok(Fetched::Train {
                 round: h.round,
                 token: h.round_token,
@@ -433,6 +451,20 @@ async fn client_loop(rt: Arc<Runtime>, id: ClientId) -> Result<(), ClientError> 
                 return Ok(());
             }
             Ok(Fetched::Wait) => continue,
+            Ok(Fetched::Evaluate {
+                round,
+                token,
+                model,
+            }) => {
+                let result = evaluate(&rt, id, round, model).await;
+                if let Err(e) = &result {
+                    tracing::warn!(
+                        "client {id} could not evaluate after round {}: {e}; reported to the coordinator",
+                        round + 1
+                    );
+                }
+                submit_evaluation(&rt, id, round, &token, result).await;
+            }
             Ok(Fetched::Train {
                 round,
                 token,
@@ -557,6 +589,87 @@ async fn train(
     .map_err(|e| e.to_string())?
 }
 
+/// Runs a federated evaluation task: the global model in `model` (tensor `global`) on the client's
+/// local test set, after fine-tuning a copy when `eval.federated.personalize_steps` asks. The client's
+/// strategy state is not touched.
+async fn evaluate(
+    rt: &Arc<Runtime>,
+    id: ClientId,
+    round: u64,
+    model: Payload,
+) -> Result<fedsim_engine::fedeval::ClientEval, String> {
+    let _permit = rt.cpu.acquire().await.map_err(|e| e.to_string())?;
+    let rt2 = rt.clone();
+    tokio::task::spawn_blocking(move || {
+        let global = model.dense("global", rt2.model.num_params())?;
+        let steps = rt2
+            .scenario
+            .eval
+            .federated
+            .as_ref()
+            .map_or(0, |f| f.personalize_steps);
+        let mut scratch = Scratch::default();
+        Ok(fedsim_engine::engine::run_evaluation(
+            rt2.model.as_ref(),
+            global,
+            rt2.data.client(id),
+            rt2.data.client_test(id),
+            &rt2.scenario.train,
+            steps,
+            rt2.scenario.seed,
+            round,
+            id,
+            rt2.scenario.eval.batch_size,
+            &mut scratch,
+        ))
+    })
+    .await
+    .map_err(|e| format!("evaluation task failed: {e}"))?
+}
+
+/// Submits a federated evaluation result (a header with `eval`, no payload). A refusal is logged; the
+/// evaluation changes no state, so there is nothing to undo.
+async fn submit_evaluation(
+    rt: &Runtime,
+    id: ClientId,
+    round: u64,
+    token: &str,
+    result: Result<fedsim_engine::fedeval::ClientEval, String>,
+) {
+    let (mut c, run_id, session) = {
+        let s = rt.session.read().await;
+        (s.client.clone(), s.run_id.clone(), s.session.clone())
+    };
+    let (eval, error) = match result {
+        Ok(e) => (
+            Some(fedsim_proto::v1::EvalResult {
+                samples: e.samples,
+                accuracy: e.accuracy,
+                loss: e.loss,
+            }),
+            String::new(),
+        ),
+        Err(e) => (None, e),
+    };
+    let header = ResultHeader {
+        run_id,
+        session,
+        client_id: id,
+        round,
+        round_token: token.to_string(),
+        num_samples: rt.data.client_test(id).len() as u64,
+        payload_len: 0,
+        error,
+        eval,
+    };
+    let msgs = vec![ResultChunk {
+        part: Some(result_chunk::Part::Header(header)),
+    }];
+    if let Err(s) = c.submit_result(tokio_stream::iter(msgs)).await {
+        tracing::warn!(client = id, round = round + 1, code = ?s.code(), msg = s.message(), "evaluation result not accepted");
+    }
+}
+
 async fn submit(
     rt: &Runtime,
     id: ClientId,
@@ -581,6 +694,7 @@ async fn submit(
         num_samples: rt.data.client(id).len() as u64,
         payload_len: bytes.len() as u64,
         error,
+        eval: None,
     };
     let mut msgs = vec![ResultChunk {
         part: Some(result_chunk::Part::Header(header)),

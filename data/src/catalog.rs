@@ -295,6 +295,7 @@ pub fn for_spec(spec: &DataSpec) -> Option<&'static DataSet> {
             return GROUPS[0].1.contains(&stem).then(|| find(stem)).flatten();
         }
         DataSpec::Synthetic { .. }
+        | DataSpec::External { .. }
         | DataSpec::Csv { .. }
         | DataSpec::ImageFolder { .. }
         | DataSpec::Leaf { .. } => return None,

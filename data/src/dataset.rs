@@ -125,8 +125,11 @@ pub struct FederatedData {
     pub train: Dataset,
     /// Held-out test samples.
     pub test: Dataset,
-    /// Which training samples each client holds.
+    /// Which training samples each client trains on.
     pub partition: Partition,
+    /// Each client's local test samples (indices into `train`, disjoint from `partition`) when
+    /// `partition.local_test_fraction` is set; `None` otherwise.
+    pub local_test: Option<Partition>,
     /// The training set's channel statistics that `normalize = "per_channel"` applied to both sets
     /// (`None` without normalisation): for the run summary.
     pub normalization: Option<crate::ChannelStats>,

@@ -21,6 +21,8 @@ pub struct HostedPartitions {
     clients: Vec<usize>,
     /// Indices into `train` of each entry of `clients`.
     partition: Partition,
+    /// Indices into `train` of each entry's local test samples (`partition.local_test_fraction`).
+    local_test: Option<Partition>,
     /// Number of clients of the full partition.
     num_clients: usize,
 }
@@ -34,6 +36,7 @@ impl HostedPartitions {
     /// returns.
     pub(crate) fn build(
         partition: &Partition,
+        local_test: Option<&Partition>,
         clients: &[usize],
         read_rows: impl FnOnce(&[u32]) -> Result<Dataset, DataError>,
     ) -> Result<Self, DataError> {
@@ -44,6 +47,11 @@ impl HostedPartitions {
         let mut rows: Vec<u32> = hosted
             .iter()
             .flat_map(|&k| partition.client(k).iter().copied())
+            .chain(
+                local_test
+                    .iter()
+                    .flat_map(|t| hosted.iter().flat_map(|&k| t.client(k).iter().copied())),
+            )
             .collect();
         rows.sort_unstable();
         rows.dedup();
@@ -56,14 +64,19 @@ impl HostedPartitions {
             )));
         }
         let local = |i: &u32| rows.binary_search(i).unwrap_or_default() as u32;
-        let lists = hosted
-            .iter()
-            .map(|&k| partition.client(k).iter().map(local).collect())
-            .collect();
+        let lists = |p: &Partition| {
+            Partition::from_lists(
+                hosted
+                    .iter()
+                    .map(|&k| p.client(k).iter().map(local).collect())
+                    .collect(),
+            )
+        };
         Ok(Self {
             train,
+            partition: lists(partition),
+            local_test: local_test.map(lists),
             clients: hosted,
-            partition: Partition::from_lists(lists),
             num_clients: partition.num_clients(),
         })
     }
@@ -73,6 +86,13 @@ impl HostedPartitions {
     pub fn client(&self, k: usize) -> Option<&[u32]> {
         let j = self.clients.binary_search(&k).ok()?;
         Some(self.partition.client(j))
+    }
+
+    /// Indices into [`Self::train`] of the local test samples of partition `k`
+    /// (`partition.local_test_fraction`); `None` when `k` is not hosted or there is no local test split.
+    pub fn client_test(&self, k: usize) -> Option<&[u32]> {
+        let j = self.clients.binary_search(&k).ok()?;
+        Some(self.local_test.as_ref()?.client(j))
     }
 
     /// The hosted partition indices, ascending.
@@ -115,7 +135,9 @@ impl FederatedData {
     ///
     /// Errors: [`DataError::Spec`] when a client index is not in the partition.
     pub fn hosted(&self, clients: &[usize]) -> Result<HostedPartitions, DataError> {
-        HostedPartitions::build(&self.partition, clients, |rows| Ok(self.train.select(rows)))
+        HostedPartitions::build(&self.partition, self.local_test.as_ref(), clients, |rows| {
+            Ok(self.train.select(rows))
+        })
     }
 }
 

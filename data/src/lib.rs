@@ -45,8 +45,8 @@ pub use leaf::{LeafData, LeafOptions, read_leaf};
 pub use libsvm::{read_libsvm, read_libsvm_pair};
 pub use normalize::ChannelStats;
 pub use partition::{
-    PartitionCapabilities, PartitionInput, PartitionSpec, Partitioners, RowOrder, partition,
-    partition_labels,
+    PartitionCapabilities, PartitionInput, PartitionSpec, PartitionSpecExt, Partitioners, RowOrder,
+    partition, partition_labels,
 };
 pub use root::{DATA_ENV, DataRoot, RootSource};
 pub use spec::{Cifar100Labels, DataSpec, Normalize, load_federated, load_hosted};

@@ -5,7 +5,7 @@ use crate::hosted::check_clients;
 use crate::idx::{
     MNIST_CLASSES, TRAIN_IMAGES, TRAIN_LABELS, read_idx_images_rows, read_idx_labels,
 };
-use crate::partition::{PartitionInput, no_natural_split};
+use crate::partition::{PartitionInput, PartitionSpecExt, no_natural_split, split_local_test};
 use crate::sources::{TrainSource, read_files};
 use crate::synthetic::{SyntheticParams, generate_synthetic};
 use crate::util::{derive_seed, find_gz_or_raw, format_err};
@@ -25,7 +25,27 @@ use crate::{DataError, DataSpec, Dataset, FederatedData, HostedPartitions, Parti
 ///   empty test set. Giving both a test file and a non-zero `test_fraction` is an error.
 /// - `normalize = "per_channel"` standardises training and test sets with the training set's channel
 ///   statistics ([`FederatedData::normalization`]) before partitioning.
+///
+/// With `partition.local_test_fraction` set, every client's samples are split into its training and
+/// local test samples ([`crate::partition::split_local_test`]) after partitioning.
 pub(crate) fn load_federated(
+    data: &DataSpec,
+    spec: &PartitionSpec,
+    num_clients: usize,
+    seed: u64,
+) -> Result<FederatedData, DataError> {
+    let fraction = spec.local_test_fraction()?;
+    let mut fed = load_unsplit(data, spec, num_clients, seed)?;
+    if fraction > 0.0 {
+        let (train, test) = split_local_test(&fed.partition, &fed.train.y, fraction, seed);
+        fed.partition = train;
+        fed.local_test = Some(test);
+    }
+    Ok(fed)
+}
+
+/// [`load_federated`] without the local test split.
+fn load_unsplit(
     data: &DataSpec,
     spec: &PartitionSpec,
     num_clients: usize,
@@ -35,6 +55,17 @@ pub(crate) fn load_federated(
         return Err(DataError::Spec(
             "num_clients must be at least 1, got 0".into(),
         ));
+    }
+    if let Some(empty) = data.external_input() {
+        // No samples here: every client's partition is empty, and so is the test set.
+        let empty = empty?;
+        return Ok(FederatedData {
+            train: empty.clone(),
+            test: empty,
+            partition: crate::Partition::from_lists(vec![Vec::new(); num_clients]),
+            local_test: None,
+            normalization: None,
+        });
     }
     let valid = spec.validate()?;
     let seed_partition = derive_seed(seed, "partition");
@@ -76,6 +107,7 @@ pub(crate) fn load_federated(
         train,
         test,
         partition,
+        local_test: None,
         normalization,
     })
 }
@@ -112,13 +144,17 @@ pub(crate) fn load_hosted(
                 return whole();
             };
             check_clients(clients, num_clients)?;
+            let labels = source.labels();
             let partition = valid.build(PartitionInput::from_labels(
-                &source.labels(),
+                &labels,
                 source.num_classes(),
                 num_clients,
                 derive_seed(seed, "partition"),
             ))?;
-            return HostedPartitions::build(&partition, clients, |rows| source.rows(rows));
+            let (partition, local_test) = split_if_asked(partition, &labels, spec, seed)?;
+            return HostedPartitions::build(&partition, local_test.as_ref(), clients, |rows| {
+                source.rows(rows)
+            });
         }
     };
     check_clients(clients, num_clients)?;
@@ -134,7 +170,8 @@ pub(crate) fn load_hosted(
         num_clients,
         derive_seed(seed, "partition"),
     ))?;
-    HostedPartitions::build(&partition, clients, |rows| {
+    let (partition, local_test) = split_if_asked(partition, &y, spec, seed)?;
+    HostedPartitions::build(&partition, local_test.as_ref(), clients, |rows| {
         let (x, shape, count) = read_idx_images_rows(&images, rows)?;
         if count != y.len() {
             return Err(format_err(
@@ -153,6 +190,22 @@ pub(crate) fn load_hosted(
             image: Some(shape),
         })
     })
+}
+
+/// The (training, local test) partitions of `partition` when `partition.local_test_fraction` is set,
+/// as [`load_federated`] splits them.
+fn split_if_asked(
+    partition: crate::Partition,
+    labels: &[u32],
+    spec: &PartitionSpec,
+    seed: u64,
+) -> Result<(crate::Partition, Option<crate::Partition>), DataError> {
+    let fraction = spec.local_test_fraction()?;
+    if fraction == 0.0 {
+        return Ok((partition, None));
+    }
+    let (train, test) = split_local_test(&partition, labels, fraction, seed);
+    Ok((train, Some(test)))
 }
 
 #[cfg(test)]

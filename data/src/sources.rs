@@ -37,9 +37,9 @@ impl From<(Dataset, Dataset)> for Loaded {
 /// its writers from it).
 pub(crate) fn read_files(data: &DataSpec, seed: u64) -> Result<Loaded, DataError> {
     Ok(match data {
-        DataSpec::Synthetic { .. } => {
+        DataSpec::Synthetic { .. } | DataSpec::External { .. } => {
             return Err(DataError::Spec(
-                "internal error: synthetic data has no files".into(),
+                "internal error: synthetic and external data have no files".into(),
             ));
         }
         DataSpec::Mnist { dir, .. } | DataSpec::FashionMnist { dir, .. } => {

@@ -131,6 +131,20 @@ pub enum DataSpec {
         #[serde(default)]
         features: Option<usize>,
     },
+    /// No samples on this side: the data lives on the clients (`fedsim client --data FILE
+    /// [--test-data FILE]`) and a coordinator holds none (with `eval.central = false` and
+    /// `deploy.sample_counts = "declared"`). States the input the model is built for; a client checks its
+    /// own data against it.
+    External {
+        /// Features per sample (flat vectors); leave out when `shape` is given.
+        #[serde(default)]
+        features: Option<usize>,
+        /// Image shape `[channels, height, width]` of the rows.
+        #[serde(default)]
+        shape: Option<[usize; 3]>,
+        /// Number of classes.
+        classes: usize,
+    },
     /// CSV with a header row and a label column; every other column is a numeric feature.
     Csv {
         /// Training file.
@@ -189,10 +203,67 @@ impl DataSpec {
             | DataSpec::ImageFolder { normalize, .. }
             | DataSpec::Svhn { normalize, .. }
             | DataSpec::Leaf { normalize, .. } => *normalize,
-            DataSpec::Synthetic { .. } | DataSpec::Libsvm { .. } | DataSpec::Csv { .. } => {
-                Normalize::None
-            }
+            DataSpec::Synthetic { .. }
+            | DataSpec::Libsvm { .. }
+            | DataSpec::Csv { .. }
+            | DataSpec::External { .. } => Normalize::None,
         }
+    }
+
+    /// Whether the samples live on the clients (`kind = "external"`): this side holds none.
+    pub fn is_external(&self) -> bool {
+        matches!(self, DataSpec::External { .. })
+    }
+
+    /// The input of `kind = "external"`: an empty data set with its columns, classes and image shape;
+    /// `None` for the other kinds. A stated shape must have as many features as `features`, when both
+    /// are given.
+    pub fn external_input(&self) -> Option<Result<crate::Dataset, DataError>> {
+        let DataSpec::External {
+            features,
+            shape,
+            classes,
+        } = self
+        else {
+            return None;
+        };
+        Some((|| {
+            if *classes < 2 {
+                return Err(DataError::Spec(format!(
+                    "data.classes must be at least 2, got {classes}"
+                )));
+            }
+            let image = shape.map(|[channels, height, width]| fedsim_types::ImageShape {
+                channels,
+                height,
+                width,
+            });
+            let n = match (features, shape) {
+                (Some(f), Some([c, h, w])) if *f != c * h * w => {
+                    return Err(DataError::Spec(format!(
+                        "data.features = {f} but data.shape = [{c}, {h}, {w}] has {} features",
+                        c * h * w
+                    )));
+                }
+                (_, Some([c, h, w])) => c * h * w,
+                (Some(f), None) => *f,
+                (None, None) => {
+                    return Err(DataError::Spec(
+                        "data.kind = \"external\" needs data.features (flat rows) or data.shape = [c, h, w]"
+                            .into(),
+                    ));
+                }
+            };
+            if n == 0 {
+                return Err(DataError::Spec("data.features must be at least 1".into()));
+            }
+            Ok(crate::Dataset {
+                x: ndarray::Array2::zeros((0, n)),
+                y: Vec::new(),
+                num_classes: *classes,
+                image,
+            })
+        })())
     }
 
     /// Whether the data set has its own split into clients (`partition.scheme = "natural"`): synthetic
@@ -204,7 +275,7 @@ impl DataSpec {
     /// The files and folders the data set is read from (`dir`, `path`, `test_path`), as written.
     pub fn paths(&self) -> Vec<&Path> {
         let (first, test) = match self {
-            DataSpec::Synthetic { .. } => return Vec::new(),
+            DataSpec::Synthetic { .. } | DataSpec::External { .. } => return Vec::new(),
             DataSpec::Mnist { dir, .. }
             | DataSpec::FashionMnist { dir, .. }
             | DataSpec::Cifar10 { dir, .. }
@@ -238,7 +309,7 @@ impl DataSpec {
     /// The path fields of [`DataSpec::paths`], for rewriting them.
     fn paths_mut(&mut self) -> Vec<&mut PathBuf> {
         match self {
-            DataSpec::Synthetic { .. } => Vec::new(),
+            DataSpec::Synthetic { .. } | DataSpec::External { .. } => Vec::new(),
             DataSpec::Mnist { dir, .. }
             | DataSpec::FashionMnist { dir, .. }
             | DataSpec::Cifar10 { dir, .. }

@@ -259,6 +259,7 @@ pub fn generate_synthetic(
         train,
         test,
         partition,
+        local_test: None,
         normalization: None,
     })
 }

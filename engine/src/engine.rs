@@ -23,7 +23,6 @@ use std::time::{Duration, Instant};
 use fedsim_data::FederatedData;
 use fedsim_nn::{Model, ModelSpecExt};
 use fedsim_types::ConfigError;
-use rand::seq::index;
 
 use crate::participation::{ParticipationSpecExt, Population, Scheduler};
 use crate::report::{InitFrom, RoundRecord, RunWriter, Summary, model_hash, peak_rss_mib};
@@ -31,10 +30,15 @@ use crate::scenario::SampleCounts;
 use crate::{ClientId, EngineError, Payload, Scenario, Strategy, StrategyError};
 use fedsim_algorithms::strategy::Reporter;
 use fedsim_algorithms::train::ClientData;
-use fedsim_types::rng::{Purpose, stream};
+use fedsim_types::rng::Purpose;
 
-pub use crate::local::run_client;
-pub use crate::protocol::{ClientOutcome, PayloadSource, Refusal, RoundIo, RoundTask, Verdict};
+mod central;
+mod federated;
+
+pub use crate::local::{run_client, run_evaluation};
+pub use crate::protocol::{
+    ClientOutcome, EvalTask, PayloadSource, Refusal, RoundEnd, RoundIo, RoundTask, Verdict,
+};
 
 #[derive(Debug)]
 struct RoundState {
@@ -92,6 +96,9 @@ pub struct Engine {
     verdicts: Vec<Verdict>,
     started: Instant,
     runtime: String,
+    /// The closed round's record while its federated evaluation runs.
+    awaiting_record: Option<RoundRecord>,
+    evaluation: Option<federated::OpenEvaluation>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -130,6 +137,15 @@ impl Engine {
             )));
         }
         let model = build_model(&scenario, &data)?;
+        if scenario.eval.federated.is_some()
+            && data.local_test.is_none()
+            && !scenario.data.is_external()
+        {
+            return Err(EngineError::from(ConfigError::new(
+                "eval.federated",
+                "the clients have no local test sets: set partition.local_test_fraction (e.g. 0.2)",
+            )));
+        }
         if let Some(a) = scenario.train.augment {
             a.check(data.train.image)?;
         }
@@ -188,7 +204,7 @@ impl Engine {
             data: Some(&data),
         });
         let update_tensors = strategy.update_tensors();
-        let train_eval_indices = train_eval_indices(&scenario, &data);
+        let train_eval_indices = central::train_eval_indices(&scenario, &data);
         let summary = Summary {
             scenario: scenario.name.clone(),
             strategy: strategy.name(),
@@ -216,6 +232,8 @@ impl Engine {
             verdicts: Vec::new(),
             started: Instant::now(),
             runtime: runtime.to_string(),
+            awaiting_record: None,
+            evaluation: None,
         })
     }
 
@@ -295,14 +313,26 @@ impl Engine {
         }
     }
 
+    /// A client's local test samples (`partition.local_test_fraction`; none without a split).
+    pub fn client_test_data(&self, client: ClientId) -> ClientData<'_> {
+        ClientData {
+            dataset: &self.data.train,
+            indices: self
+                .data
+                .local_test
+                .as_ref()
+                .map_or(&[][..], |p| p.client(client as usize)),
+        }
+    }
+
     /// Starts the next round: selects clients among `available` (ascending) and builds their task.
     ///
     /// # Panics
     /// If a round is already open.
     pub fn begin_round(&mut self, available: &[ClientId]) -> RoundTask {
         assert!(
-            self.current.is_none(),
-            "begin_round called twice without end_round"
+            self.current.is_none() && self.awaiting_record.is_none(),
+            "begin_round called twice without end_round, or before end_evaluation"
         );
         let round = self.next_round;
         let (data, train) = (&self.data, &self.scenario.train);
@@ -542,8 +572,10 @@ impl Engine {
     }
 
     /// Closes the round: clients that have not reported are dropped, the strategy updates the global
-    /// model, the model is evaluated when due, and the round's record is written and returned.
-    pub fn end_round(&mut self, io: RoundIo) -> Result<RoundRecord, EngineError> {
+    /// model, the model is evaluated centrally when due, and the round's record is written and
+    /// returned; when a federated evaluation is due, the record waits for it
+    /// ([`RoundEnd::EvaluationDue`]).
+    pub fn end_round(&mut self, io: RoundIo) -> Result<RoundEnd, EngineError> {
         self.drain(true);
         let Some(mut state) = self.current.take() else {
             return Err(EngineError::Protocol(
@@ -616,8 +648,9 @@ impl Engine {
                 .insert("dropped".into(), state.dropped.len() as f64);
         }
 
-        let due = self.next_round.is_multiple_of(self.scenario.eval.every) || self.is_done();
-        if due {
+        let last = self.is_done();
+        let due = self.next_round.is_multiple_of(self.scenario.eval.every) || last;
+        if due && self.scenario.eval.central {
             let t = Instant::now();
             self.evaluate_into(&mut rec);
             let train_eval = if self.scenario.eval.train_loss {
@@ -635,49 +668,11 @@ impl Engine {
         }
         rec.time_round_s = state.started.elapsed().as_secs_f64();
         rec.wall_s = self.started.elapsed().as_secs_f64();
-        self.summary.observe(&rec, &self.scenario.eval.targets);
-        if let Some(w) = self.writer.as_mut() {
-            w.round(&rec)?;
+        if self.federated_due(last) {
+            self.awaiting_record = Some(rec);
+            return Ok(RoundEnd::EvaluationDue);
         }
-        Ok(rec)
-    }
-
-    fn evaluate_into(&self, rec: &mut RoundRecord) {
-        let chunk = self.scenario.eval.batch_size;
-        let test = crate::eval::evaluate(
-            self.model.as_ref(),
-            &self.global,
-            &self.data.test,
-            None,
-            chunk,
-        );
-        if test.count > 0 {
-            rec.test_accuracy = Some(test.accuracy());
-            rec.test_loss = Some(test.mean_loss());
-            let per_class = test.class_accuracy();
-            rec.worst_class_accuracy = per_class.iter().flatten().copied().reduce(f64::min);
-            rec.class_accuracy = Some(per_class);
-        }
-        if self.scenario.eval.grad_norm {
-            rec.extra.insert(
-                "grad_norm_sq".into(),
-                crate::eval::full_gradient_norm_sq(self.model.as_ref(), &self.global, &self.data),
-            );
-        }
-        if self.scenario.eval.train_loss {
-            let ix = self.train_eval_indices.as_deref();
-            let train = crate::eval::evaluate(
-                self.model.as_ref(),
-                &self.global,
-                &self.data.train,
-                ix,
-                chunk,
-            );
-            if train.count > 0 {
-                rec.train_loss = Some(train.mean_loss());
-                rec.train_accuracy = Some(train.accuracy());
-            }
-        }
+        Ok(RoundEnd::Recorded(Box::new(self.record(rec)?)))
     }
 
     /// The state between rounds, for a checkpoint.
@@ -685,7 +680,10 @@ impl Engine {
     /// # Panics
     /// If a round is open.
     pub fn snapshot(&self) -> Snapshot {
-        assert!(self.current.is_none(), "snapshot during a round");
+        assert!(
+            self.current.is_none() && self.awaiting_record.is_none(),
+            "snapshot during a round"
+        );
         Snapshot {
             next_round: self.next_round,
             global: self.global.clone(),
@@ -841,28 +839,4 @@ impl Engine {
     pub fn participation_probabilities(&self) -> Option<&[f64]> {
         self.participation.model().probabilities()
     }
-}
-
-/// The training samples used for the global training loss: `None` means every row of the training set.
-fn train_eval_indices(scenario: &Scenario, data: &FederatedData) -> Option<Vec<u32>> {
-    let p = &data.partition;
-    let covers_all = p.total() == data.train.len();
-    let cap = scenario.eval.train_loss_samples;
-    if covers_all && (cap == 0 || cap >= data.train.len()) {
-        return None;
-    }
-    let mut union: Vec<u32> = (0..p.num_clients())
-        .flat_map(|k| p.client(k).iter().copied())
-        .collect();
-    union.sort_unstable();
-    if cap > 0 && cap < union.len() {
-        let mut rng = stream(scenario.seed, Purpose::Data, u64::MAX, 0);
-        let mut pick: Vec<u32> = index::sample(&mut rng, union.len(), cap)
-            .into_iter()
-            .map(|i| union[i])
-            .collect();
-        pick.sort_unstable();
-        union = pick;
-    }
-    Some(union)
 }

@@ -6,6 +6,74 @@ use fedsim_data::Dataset;
 use fedsim_nn::{EvalStats, Model, Scratch};
 use ndarray::Array2;
 use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+/// The scenario's `[eval]` section: how often and on what the global model is evaluated.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvalConfig {
+    /// Evaluate every this many rounds (the last round is always evaluated).
+    #[serde(default = "one")]
+    pub every: u64,
+    /// Also compute the global training loss on the union of all clients' data.
+    #[serde(default = "yes")]
+    pub train_loss: bool,
+    /// Cap on the samples used for the training loss (0 = all); a fixed, seed-derived subset.
+    #[serde(default)]
+    pub train_loss_samples: usize,
+    /// Target test accuracies (in [0, 1]); `summary.json` reports the first round reaching each.
+    #[serde(default)]
+    pub targets: Vec<f64>,
+    /// End the run at the first round by which every target has been reached (`rounds` stays the
+    /// cap), for rounds-to-accuracy experiments.
+    #[serde(default)]
+    pub stop_at_targets: bool,
+    /// Samples per evaluation chunk (the unit of parallel work; does not change results).
+    #[serde(default = "default_eval_batch")]
+    pub batch_size: usize,
+    /// Also compute `grad_norm_sq`, the squared norm of the full objective's gradient
+    /// `∇f = (1/n) Σ_i ∇f_i` (mean of the clients' local mean gradients; in f64 where the model can).
+    #[serde(default)]
+    pub grad_norm: bool,
+    /// Evaluate the global model on the scenario's test set (and the training loss) at this side:
+    /// the default. `false` leaves evaluation to the clients (`federated`), so a coordinator needs no
+    /// data set. Left out of the resolved scenario when `true` (scenario hashes stay as they were).
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub central: bool,
+    /// Federated (client-side) evaluation on the clients' local test sets; off when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub federated: Option<crate::fedeval::FederatedEvalConfig>,
+}
+
+fn is_true(v: &bool) -> bool {
+    *v
+}
+
+fn one() -> u64 {
+    1
+}
+fn yes() -> bool {
+    true
+}
+fn default_eval_batch() -> usize {
+    500
+}
+
+impl Default for EvalConfig {
+    fn default() -> Self {
+        Self {
+            every: 1,
+            train_loss: true,
+            train_loss_samples: 0,
+            targets: Vec::new(),
+            stop_at_targets: false,
+            batch_size: default_eval_batch(),
+            grad_norm: false,
+            central: true,
+            federated: None,
+        }
+    }
+}
 
 /// Evaluates `params` on the rows `indices` of `data` (all rows when `None`), `chunk` samples at a time.
 pub fn evaluate(

@@ -4,6 +4,83 @@
 
 use serde::{Deserialize, Serialize};
 
+use fedsim_types::ConfigError;
+
+/// `[eval] federated = { every, clients, personalize_steps }`: every `every` rounds the global model is
+/// evaluated by some clients on their local test sets (both runtimes).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FederatedEvalConfig {
+    /// Evaluate after every this many rounds (the last round is always evaluated).
+    #[serde(default = "one")]
+    pub every: u64,
+    /// Which available clients evaluate: `"all"`, a fraction in (0, 1] or a count.
+    #[serde(default)]
+    pub clients: EvalClients,
+    /// Local SGD steps each client fine-tunes a copy of the model for before evaluating it
+    /// (personalised accuracy); 0 evaluates the global model as it is.
+    #[serde(default)]
+    pub personalize_steps: usize,
+}
+
+fn one() -> u64 {
+    1
+}
+
+/// How many of the available clients evaluate: `"all"`, a fraction (a float) or a count (an integer).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum EvalClients {
+    /// This many clients (fewer when fewer are available).
+    Count(u64),
+    /// This fraction of the available clients, rounded, at least one.
+    Fraction(f64),
+    /// `"all"`: every available client.
+    Named(String),
+}
+
+impl Default for EvalClients {
+    fn default() -> Self {
+        EvalClients::Named("all".into())
+    }
+}
+
+impl FederatedEvalConfig {
+    /// Checks the settings, naming the bad key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.every == 0 {
+            return Err(ConfigError::new(
+                "eval.federated.every",
+                "must be at least 1",
+            ));
+        }
+        let key = "eval.federated.clients";
+        match &self.clients {
+            EvalClients::Count(0) => Err(ConfigError::new(key, "a count must be at least 1")),
+            EvalClients::Fraction(f) if !(*f > 0.0 && *f <= 1.0) => Err(ConfigError::new(
+                key,
+                format!("a fraction must be in (0, 1], got {f}"),
+            )),
+            EvalClients::Named(n) if n != "all" => Err(ConfigError::new(
+                key,
+                format!("must be \"all\", a fraction in (0, 1] or a count, got \"{n}\""),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// How many of `available` clients evaluate.
+    pub fn how_many(&self, available: usize) -> usize {
+        match &self.clients {
+            EvalClients::Count(c) => (*c as usize).min(available),
+            EvalClients::Fraction(f) => ((f * available as f64).round() as usize)
+                .clamp(1, available.max(1))
+                .min(available),
+            EvalClients::Named(_) => available,
+        }
+    }
+}
+
 /// One client's evaluation of the global model on its local test set.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct ClientEval {

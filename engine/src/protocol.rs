@@ -23,6 +23,39 @@ pub struct RoundTask {
     pub broadcast: Arc<Payload>,
 }
 
+/// What the runtime must run for a federated evaluation ([`crate::Engine::begin_evaluation`]): the
+/// chosen clients evaluate `model` on their local test sets ([`crate::engine::run_evaluation`]).
+#[derive(Debug, Clone)]
+pub struct EvalTask {
+    /// The round just closed, 0-based (the evaluation is recorded with it).
+    pub round: u64,
+    /// Clients that evaluate, ascending.
+    pub clients: Vec<ClientId>,
+    /// The global model to evaluate: one dense tensor `global`.
+    pub model: Arc<Payload>,
+}
+
+/// What closing a round leaves to do ([`crate::Engine::end_round`]).
+#[derive(Debug)]
+pub enum RoundEnd {
+    /// The round is recorded (and written).
+    Recorded(Box<crate::report::RoundRecord>),
+    /// A federated evaluation is due: the runtime runs [`crate::Engine::begin_evaluation`], hands the
+    /// results to [`crate::Engine::submit_evaluation`] and gets the round's record from
+    /// [`crate::Engine::end_evaluation`].
+    EvaluationDue,
+}
+
+impl RoundEnd {
+    /// The record, when the round is recorded.
+    pub fn into_record(self) -> Option<crate::report::RoundRecord> {
+        match self {
+            RoundEnd::Recorded(r) => Some(*r),
+            RoundEnd::EvaluationDue => None,
+        }
+    }
+}
+
 /// Where a client's update waits until the engine folds it into the round: in memory, or wherever the
 /// runtime keeps it (the coordinator spools large updates to disk and decodes them only then).
 pub trait PayloadSource: Send + Sync + std::fmt::Debug {
@@ -94,6 +127,15 @@ pub enum Refusal {
     /// The strategy refused the update (malformed, wrong shapes, non-finite values, …).
     #[error(transparent)]
     Invalid(#[from] StrategyError),
+    /// A federated evaluation result is impossible (accuracy outside [0, 1], a negative or non-finite
+    /// loss, a sample count other than the client's local test size).
+    #[error("evaluation result of client {client} refused: {msg}")]
+    InvalidEvaluation {
+        /// The client.
+        client: ClientId,
+        /// What is wrong.
+        msg: String,
+    },
 }
 
 /// What became of one client's update: folded into the round's aggregate, or refused.

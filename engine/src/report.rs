@@ -103,6 +103,10 @@ pub struct Summary {
     /// Per-client participation counts (index = client id), when tracked.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub participation_counts: Vec<u32>,
+    /// The last federated evaluation's per-client results (client, samples, accuracy, loss), in
+    /// client order, when the run has at most 100,000 clients.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub client_evals: Vec<crate::fedeval::ClientEval>,
     /// Extra figures from the strategy or runtime.
     #[serde(flatten)]
     pub extra: BTreeMap<String, f64>,

@@ -10,63 +10,11 @@ use serde::{Deserialize, Serialize};
 use fedsim_types::ConfigError;
 
 use crate::EngineError;
+pub use crate::eval::EvalConfig;
 
 use crate::participation::{EventsConfig, ParticipationSpec, ParticipationSpecExt};
 use fedsim_algorithms::strategy::StrategySpec;
 use fedsim_algorithms::train::TrainConfig;
-
-/// The scenario's `[eval]` section: how often and on what the global model is evaluated.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EvalConfig {
-    /// Evaluate every this many rounds (the last round is always evaluated).
-    #[serde(default = "one")]
-    pub every: u64,
-    /// Also compute the global training loss on the union of all clients' data.
-    #[serde(default = "yes")]
-    pub train_loss: bool,
-    /// Cap on the samples used for the training loss (0 = all); a fixed, seed-derived subset.
-    #[serde(default)]
-    pub train_loss_samples: usize,
-    /// Target test accuracies (in [0, 1]); `summary.json` reports the first round reaching each.
-    #[serde(default)]
-    pub targets: Vec<f64>,
-    /// End the run at the first round by which every target has been reached (`rounds` stays the
-    /// cap), for rounds-to-accuracy experiments.
-    #[serde(default)]
-    pub stop_at_targets: bool,
-    /// Samples per evaluation chunk (the unit of parallel work; does not change results).
-    #[serde(default = "default_eval_batch")]
-    pub batch_size: usize,
-    /// Also compute `grad_norm_sq`, the squared norm of the full objective's gradient
-    /// `∇f = (1/n) Σ_i ∇f_i` (mean of the clients' local mean gradients; in f64 where the model can).
-    #[serde(default)]
-    pub grad_norm: bool,
-}
-
-fn one() -> u64 {
-    1
-}
-fn yes() -> bool {
-    true
-}
-fn default_eval_batch() -> usize {
-    500
-}
-
-impl Default for EvalConfig {
-    fn default() -> Self {
-        Self {
-            every: 1,
-            train_loss: true,
-            train_loss_samples: 0,
-            targets: Vec::new(),
-            stop_at_targets: false,
-            batch_size: default_eval_batch(),
-            grad_norm: false,
-        }
-    }
-}
 
 /// The scenario's `[round]` section: when a round closes. The same policy in both runtimes.
 ///
@@ -364,6 +312,34 @@ impl Scenario {
         if let Some(a) = &self.attack {
             a.validate(self.clients, &self.strategy)?;
         }
+        self.validate_external()?;
+        Ok(())
+    }
+
+    /// `data.kind = "external"` (the samples live on the clients): this side can neither evaluate
+    /// centrally nor know the clients' sample counts or labels.
+    fn validate_external(&self) -> Result<(), ConfigError> {
+        if !self.data.is_external() {
+            return Ok(());
+        }
+        if self.eval.central {
+            return Err(ConfigError::new(
+                "eval.central",
+                "must be false with data.kind = \"external\": the coordinator has no test set (evaluate with eval.federated)",
+            ));
+        }
+        if self.deploy.sample_counts == SampleCounts::Partition {
+            return Err(ConfigError::new(
+                "deploy.sample_counts",
+                "must be \"declared\" with data.kind = \"external\": the coordinator has no partition to count samples in",
+            ));
+        }
+        if self.participation.needs_labels() {
+            return Err(ConfigError::new(
+                "participation.kind",
+                "ties participation to labels, which the coordinator does not have with data.kind = \"external\"",
+            ));
+        }
         Ok(())
     }
 
@@ -398,6 +374,21 @@ impl Scenario {
         self.events.validate(self.clients)?;
         if self.eval.every == 0 {
             return Err(ConfigError::new("eval.every", "must be at least 1"));
+        }
+        if let Some(f) = &self.eval.federated {
+            f.validate()?;
+        }
+        if !self.eval.central && self.eval.federated.is_none() {
+            return Err(ConfigError::new(
+                "eval.central",
+                "is false but eval.federated is not set: nothing would evaluate the model",
+            ));
+        }
+        if !self.eval.central && (self.eval.stop_at_targets || !self.eval.targets.is_empty()) {
+            return Err(ConfigError::new(
+                "eval.targets",
+                "target accuracies are central test accuracies; they need eval.central = true",
+            ));
         }
         if self.eval.batch_size == 0 {
             return Err(ConfigError::new("eval.batch_size", "must be at least 1"));

@@ -54,6 +54,7 @@ fn synthetic(n: usize, per: usize, d: usize, hetero: bool, seed: u64) -> Arc<Fed
         train,
         test,
         partition,
+        local_test: None,
         normalization: None,
     })
 }
@@ -141,7 +142,11 @@ impl Run {
             let outcome = ClientOutcome::update(out, data.len() as u64);
             self.engine.submit(task.round, c, outcome).unwrap();
         }
-        self.engine.end_round(RoundIo::default()).unwrap()
+        self.engine
+            .end_round(RoundIo::default())
+            .unwrap()
+            .into_record()
+            .unwrap()
     }
 
     fn rounds(&mut self, k: usize) -> Vec<RoundRecord> {

@@ -97,7 +97,11 @@ fn updates_are_folded_in_client_order_and_each_gets_a_verdict() {
     let v: Vec<ClientId> = e.take_verdicts().iter().map(|v| v.client).collect();
     assert_eq!(v, vec![2], "1 dropped, so 2 is folded in next");
     // Client 3 never reports: it is dropped when the round closes.
-    let rec = e.end_round(RoundIo::default()).unwrap();
+    let rec = e
+        .end_round(RoundIo::default())
+        .unwrap()
+        .into_record()
+        .unwrap();
     assert_eq!(rec.participant_ids, vec![0, 2]);
     assert!(e.take_verdicts().is_empty());
 }
@@ -152,7 +156,11 @@ fn a_round_whose_aggregate_is_not_finite_is_rejected_and_the_model_kept() {
         e.submit(task.round, c, ClientOutcome::update(delta(&e, 0.0), 10))
             .unwrap();
     }
-    let rec = e.end_round(RoundIo::default()).unwrap();
+    let rec = e
+        .end_round(RoundIo::default())
+        .unwrap()
+        .into_record()
+        .unwrap();
     assert_eq!(rec.extra.get("round_rejected"), Some(&1.0));
     assert!(rec.participant_ids.is_empty());
     assert_eq!(e.global(), &before[..], "the previous model is kept");
@@ -163,7 +171,11 @@ fn a_round_whose_aggregate_is_not_finite_is_rejected_and_the_model_kept() {
         e.submit(task.round, c, ClientOutcome::update(delta(&e, 0.125), 10))
             .unwrap();
     }
-    let rec = e.end_round(RoundIo::default()).unwrap();
+    let rec = e
+        .end_round(RoundIo::default())
+        .unwrap()
+        .into_record()
+        .unwrap();
     assert_eq!(rec.participant_ids, ALL.to_vec());
     assert!(
         e.global()
@@ -190,7 +202,10 @@ fn attacker_shift(mut e: Engine) -> f32 {
         e.submit(task.round, c, ClientOutcome::update(delta(&e, 0.0), 10))
             .unwrap();
     }
-    e.end_round(RoundIo::default()).unwrap();
+    e.end_round(RoundIo::default())
+        .unwrap()
+        .into_record()
+        .unwrap();
     e.global()[0] - before
 }
 
@@ -290,7 +305,11 @@ fn updates_over_the_norm_bound_are_refused() {
     );
     e.submit(task.round, 3, ClientOutcome::update(delta(&e, small), 10))
         .unwrap();
-    let rec = e.end_round(RoundIo::default()).unwrap();
+    let rec = e
+        .end_round(RoundIo::default())
+        .unwrap()
+        .into_record()
+        .unwrap();
     assert_eq!(rec.participant_ids, vec![0, 3]);
     let e = Scenario::parse(SCENARIO, &["round.max_update_norm=-1".into()]).unwrap_err();
     assert!(e.to_string().contains("round.max_update_norm"), "{e}");

@@ -333,12 +333,7 @@ mod tests {
         let m = Mlp::new(784, &[200, 200], 10);
         assert_eq!(m.num_params(), 199_210);
         assert_eq!(m.name(), "mlp(784-200-200-10)");
-        let names: Vec<&str> = m
-            .layout()
-            .tensors()
-            .iter()
-            .map(|t| t.name.as_str())
-            .collect();
+        let names = crate::testutil::tensor_names(&m);
         assert_eq!(
             names,
             [

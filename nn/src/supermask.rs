@@ -483,12 +483,7 @@ mod tests {
         .unwrap();
         // Bias-free: 784·200 + 200·200 + 200·10 edges.
         assert_eq!(m.num_params(), 198_800);
-        let names: Vec<&str> = m
-            .layout()
-            .tensors()
-            .iter()
-            .map(|t| t.name.as_str())
-            .collect();
+        let names = crate::testutil::tensor_names(&m);
         assert_eq!(names, ["fc1.scores", "fc2.scores", "fc3.scores"]);
         let s = m.init_params(0);
         assert_eq!(s, m.init_params(12345), "scores come from the model seed");
@@ -685,12 +680,7 @@ mod tests {
         let stack =
             crate::Sequential::new(&layers.resolve().unwrap(), &input, layers.init).unwrap();
         let m = Supermask::new(Box::new(stack), 0.5, MaskBy::Signed, 9).unwrap();
-        let names: Vec<&str> = m
-            .layout()
-            .tensors()
-            .iter()
-            .map(|t| t.name.as_str())
-            .collect();
+        let names = crate::testutil::tensor_names(&m);
         assert_eq!(
             names,
             [

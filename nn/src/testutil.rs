@@ -178,3 +178,13 @@ pub(crate) fn train_toy(
     model.evaluate(&params, x.view(), y, &mut scratch, &mut stats);
     stats.accuracy()
 }
+
+/// The names of a model's parameter tensors, in layout order.
+pub(crate) fn tensor_names(model: &dyn Model) -> Vec<String> {
+    model
+        .layout()
+        .tensors()
+        .iter()
+        .map(|t| t.name.clone())
+        .collect()
+}

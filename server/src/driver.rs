@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use fedsim_engine::engine::{Refusal, RoundIo, Verdict};
+use fedsim_engine::engine::{Refusal, RoundEnd, RoundIo, Verdict};
 use fedsim_engine::report::Summary;
 use fedsim_engine::report::peak_rss_mib;
 use fedsim_engine::scenario::QuorumOrder;
@@ -24,7 +24,7 @@ use tokio::sync::{mpsc, oneshot};
 use tonic::Status;
 
 use crate::budget::Received;
-use crate::service::{self, OpenRound, Phase, Shared, Submission};
+use crate::service::{self, OpenRound, Outcome, Phase, Shared, Submission, TaskKind};
 use crate::{ServerError, ServerOptions, checkpoint};
 
 /// How often the driver checks for disconnected clients while a round is open.
@@ -158,7 +158,9 @@ fn refusal_status(e: &Refusal) -> Status {
         Refusal::Stale { .. } => Status::failed_precondition(e.to_string()),
         Refusal::NotSelected { .. } => Status::failed_precondition(e.to_string()),
         Refusal::Duplicate { .. } => Status::already_exists(e.to_string()),
-        Refusal::Invalid(_) => Status::invalid_argument(e.to_string()),
+        Refusal::Invalid(_) | Refusal::InvalidEvaluation { .. } => {
+            Status::invalid_argument(e.to_string())
+        }
     }
 }
 
@@ -187,6 +189,7 @@ async fn run_round(
     let deadline = (scenario.round.deadline_s > 0.0)
         .then(|| Instant::now() + Duration::from_secs_f64(scenario.round.deadline_s));
     let open = Arc::new(OpenRound {
+        kind: TaskKind::Train,
         round: task.round,
         token: format!(
             "{}-{}-{}",
@@ -244,7 +247,11 @@ async fn run_round(
         tokio::select! {
             sub = results.recv() => {
                 let Some(sub) = sub else { break };
-                let Submission { client, round: sub_round, num_samples, update, wire_bytes, reply } = sub;
+                let Submission { client, round: sub_round, num_samples, result, wire_bytes, reply } = sub;
+                let Outcome::Update(update) = result else {
+                    let _ = reply.send(Err(Status::failed_precondition(format!("round {} is a training round: submit an update", round + 1))));
+                    continue;
+                };
                 let outcome = match update {
                     Ok(received) => {
                         let is_spooled = matches!(received, Received::Spooled(_));
@@ -284,7 +291,7 @@ async fn run_round(
                             Refusal::Duplicate { .. } => tracing::warn!(round = round + 1, client, error = %e, "duplicate result refused"),
                             Refusal::Stale { .. } => tracing::warn!(round = round + 1, client, error = %e, "stale result refused"),
                             Refusal::NotSelected { .. } => tracing::warn!(round = round + 1, client, error = %e, "result of an unselected client refused"),
-                            Refusal::Invalid(_) => tracing::warn!(round = round + 1, client, error = %e, "invalid update refused; client dropped from the round"),
+                            Refusal::Invalid(_) | Refusal::InvalidEvaluation { .. } => tracing::warn!(round = round + 1, client, error = %e, "invalid update refused; client dropped from the round"),
                         }
                         let _ = reply.send(Err(refusal_status(&e)));
                     }
@@ -332,8 +339,12 @@ async fn run_round(
         wire_bytes_down: Some(open.bytes_down.load(Ordering::Relaxed)),
         extra,
     };
-    let rec = tokio::task::block_in_place(|| engine.end_round(io))?;
+    let end = tokio::task::block_in_place(|| engine.end_round(io))?;
     answer_verdicts(engine, &mut replies);
+    let rec = match end {
+        RoundEnd::Recorded(rec) => *rec,
+        RoundEnd::EvaluationDue => evaluate(engine, shared, results, scenario).await?,
+    };
     tracing::info!(
         round = rec.round,
         participants = rec.participants,
@@ -342,4 +353,95 @@ async fn run_round(
         "round closed"
     );
     Ok(())
+}
+
+/// Runs a due federated evaluation over the connected clients: the chosen ones fetch an EVALUATE
+/// task (the global model), evaluate on their local test sets and submit their results, which the
+/// engine validates. Closes at the last result, at `round.deadline_s` when set, or when the clients
+/// that have not reported are gone. Returns the round's record.
+async fn evaluate(
+    engine: &mut Engine,
+    shared: &Shared,
+    results: &mut mpsc::Receiver<Submission>,
+    scenario: &Scenario,
+) -> Result<fedsim_engine::report::RoundRecord, ServerError> {
+    let available = shared.registry().available();
+    let task = engine.begin_evaluation(&available)?;
+    let round = task.round;
+    let open = Arc::new(OpenRound {
+        kind: TaskKind::Evaluate,
+        round,
+        token: format!("{}-e{}-{}", shared.run_id, round, crate::ids::random_hex(8)),
+        selected: task.clients.clone(),
+        max_steps: Default::default(),
+        payload: wire::encode(&task.model),
+        deadline: (scenario.round.deadline_s > 0.0)
+            .then(|| Instant::now() + Duration::from_secs_f64(scenario.round.deadline_s)),
+        submitted: Default::default(),
+        uploading: Default::default(),
+        bytes_down: Default::default(),
+    });
+    shared.phase.send_replace(Phase::Open(open.clone()));
+    tracing::info!(
+        round = round + 1,
+        clients = task.clients.len(),
+        "federated evaluation open"
+    );
+    let mut tick = tokio::time::interval(TICK);
+    while !engine.awaiting_evaluation().is_empty() {
+        if open.deadline.is_some_and(|d| Instant::now() >= d) {
+            tracing::info!(
+                round = round + 1,
+                missing = engine.awaiting_evaluation().len(),
+                "deadline passed; closing the federated evaluation"
+            );
+            break;
+        }
+        tokio::select! {
+            sub = results.recv() => {
+                let Some(sub) = sub else { break };
+                let Outcome::Evaluation(result) = sub.result else {
+                    let _ = sub.reply.send(Err(Status::failed_precondition(
+                        "a federated evaluation is open: submit an evaluation result",
+                    )));
+                    continue;
+                };
+                let verdict = engine.submit_evaluation(sub.round, sub.client, result);
+                if verdict.is_ok()
+                    && let Ok(mut set) = open.submitted.lock()
+                {
+                    set.insert(sub.client);
+                }
+                let _ = sub.reply.send(verdict.map_err(|e| match e {
+                    Refusal::Duplicate { .. } => Status::already_exists(e.to_string()),
+                    Refusal::InvalidEvaluation { .. } | Refusal::Invalid(_) => {
+                        Status::invalid_argument(e.to_string())
+                    }
+                    Refusal::Stale { .. } | Refusal::NotSelected { .. } => {
+                        Status::failed_precondition(e.to_string())
+                    }
+                }));
+            }
+            _ = tick.tick() => {
+                let gone: Vec<_> = {
+                    let reg = shared.registry();
+                    engine.awaiting_evaluation().into_iter().filter(|&c| !reg.is_alive(c)).collect()
+                };
+                for c in gone {
+                    tracing::warn!(round = round + 1, client = c, "client disconnected or timed out; left out of the evaluation");
+                    let _ = engine.submit_evaluation(round, c, Err("disconnected".into()));
+                }
+            }
+        }
+    }
+    shared.phase.send_replace(Phase::Waiting);
+    let rec = engine.end_evaluation()?;
+    tracing::info!(
+        round = rec.round,
+        clients = ?rec.extra.get("fed_clients"),
+        accuracy = ?rec.extra.get("fed_accuracy"),
+        p10 = ?rec.extra.get("fed_p10_accuracy"),
+        "federated evaluation closed"
+    );
+    Ok(rec)
 }

@@ -10,6 +10,7 @@ use fedsim_types::ClientId;
 struct Entry {
     session: String,
     num_samples: u64,
+    num_test_samples: u64,
     last_seen: Instant,
 }
 
@@ -68,6 +69,7 @@ impl Registry {
                 Entry {
                     session: session.to_string(),
                     num_samples,
+                    num_test_samples: 0,
                     last_seen: now,
                 },
             );
@@ -140,6 +142,20 @@ impl Registry {
     /// The number of samples client `id` declared.
     pub fn num_samples(&self, id: ClientId) -> Option<u64> {
         self.clients.get(&id).map(|e| e.num_samples)
+    }
+
+    /// Records the local test sizes the clients declared at join (after [`Registry::join`]).
+    pub fn declare_test_samples(&mut self, sizes: &[(ClientId, u64)]) {
+        for &(id, n) in sizes {
+            if let Some(e) = self.clients.get_mut(&id) {
+                e.num_test_samples = n;
+            }
+        }
+    }
+
+    /// The local test size `id` declared at join (federated evaluation).
+    pub fn num_test_samples(&self, id: ClientId) -> Option<u64> {
+        self.clients.get(&id).map(|e| e.num_test_samples)
     }
 
     /// Live clients, ascending.

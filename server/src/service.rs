@@ -56,10 +56,21 @@ pub const SPOOL_DIR: &str = "spool";
 /// The driver's answer to a submission: accepted, or the status the client receives.
 pub type Verdict = Result<(), Status>;
 
-/// A round that is open for results.
+/// What the clients of an open round do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskKind {
+    /// Train and submit an update.
+    Train,
+    /// Evaluate the global model on the local test set and submit the result (federated evaluation).
+    Evaluate,
+}
+
+/// A round (of training or of federated evaluation) that is open for results.
 #[derive(Debug)]
 pub struct OpenRound {
-    /// Round index, 0-based.
+    /// Training or evaluation.
+    pub kind: TaskKind,
+    /// Round index, 0-based (an evaluation has the index of the training round it follows).
     pub round: u64,
     /// Token that results must carry.
     pub token: String,
@@ -146,6 +157,16 @@ pub enum Phase {
     Done,
 }
 
+/// What a client submitted.
+#[derive(Debug)]
+pub enum Outcome {
+    /// A training result: the update (decoded in memory, or spooled to a file), or the client's own
+    /// error.
+    Update(Result<Received, String>),
+    /// A federated evaluation result, or the client's own error.
+    Evaluation(Result<fedsim_engine::fedeval::ClientEval, String>),
+}
+
 /// One client's result, on its way to the driver.
 #[derive(Debug)]
 pub struct Submission {
@@ -155,8 +176,8 @@ pub struct Submission {
     pub round: u64,
     /// Its samples.
     pub num_samples: u64,
-    /// The update (decoded in memory, or spooled to a file), or the client's own error.
-    pub update: Result<Received, String>,
+    /// What it submitted.
+    pub result: Outcome,
     /// Bytes received (gRPC messages, see [`wire::grpc_message_len`]).
     pub wire_bytes: u64,
     /// The driver's verdict; it may come only once the update has been folded in (client-id order).
@@ -364,6 +385,85 @@ impl Shared {
         Ok(spool)
     }
 
+    /// Sends a submission to the driver and answers with its verdict (`sub.reply` is replaced).
+    async fn hand_to_driver(&self, mut sub: Submission) -> Result<Response<SubmitReply>, Status> {
+        let (reply, verdict) = oneshot::channel();
+        sub.reply = reply;
+        self.results_tx
+            .send(sub)
+            .await
+            .map_err(|_| Status::unavailable("the coordinator is shutting down"))?;
+        match verdict.await {
+            Ok(Ok(())) => Ok(Response::new(SubmitReply {
+                accepted: true,
+                message: String::new(),
+            })),
+            Ok(Err(status)) => Err(status),
+            Err(_) => Err(Status::unavailable("the coordinator is shutting down")),
+        }
+    }
+
+    /// Receives a federated evaluation result (a header with `eval` set, no payload) for the open
+    /// evaluation `open`: its sample count must be the local test size the client declared at join.
+    /// The values themselves are checked by the engine.
+    async fn submit_evaluation(
+        &self,
+        h: ResultHeader,
+        open: &OpenRound,
+        stream: &mut Streaming<ResultChunk>,
+        wire_bytes: u64,
+    ) -> Result<Response<SubmitReply>, Status> {
+        if open.kind != TaskKind::Evaluate {
+            return Err(refuse(
+                &h,
+                format!(
+                    "round {} is a training round: submit an update, not an evaluation",
+                    h.round
+                ),
+            ));
+        }
+        if h.payload_len != 0 {
+            return Err(refuse(&h, "an evaluation result carries no payload".into()));
+        }
+        let _upload = claim_upload(open, h.client_id, h.round)?;
+        if self.next_chunk(stream).await?.is_some() {
+            return Err(refuse(&h, "an evaluation result carries no payload".into()));
+        }
+        let result = match (&h.eval, h.error.is_empty()) {
+            (_, false) => Err(format!("client reported an error: {}", h.error)),
+            (None, true) => {
+                return Err(refuse(&h, "an evaluation result without `eval`".into()));
+            }
+            (Some(e), true) => {
+                let declared = self.registry().num_test_samples(h.client_id).unwrap_or(0);
+                if e.samples != declared || h.num_samples != declared {
+                    return Err(refuse(
+                        &h,
+                        format!(
+                            "evaluated {} samples but the client declared a local test set of {declared} at join",
+                            e.samples
+                        ),
+                    ));
+                }
+                Ok(fedsim_engine::fedeval::ClientEval {
+                    client: h.client_id,
+                    samples: e.samples,
+                    accuracy: e.accuracy,
+                    loss: e.loss,
+                })
+            }
+        };
+        self.hand_to_driver(Submission {
+            client: h.client_id,
+            round: h.round,
+            num_samples: h.num_samples,
+            result: Outcome::Evaluation(result),
+            wire_bytes,
+            reply: oneshot::channel().0,
+        })
+        .await
+    }
+
     /// Reads the next message of a result stream, giving up after the idle timeout.
     async fn next_chunk(
         &self,
@@ -481,10 +581,20 @@ impl Coordinator for CoordinatorService {
         let session = random_hex(12);
         let entries: Vec<(ClientId, u64)> =
             r.clients.iter().map(|c| (c.id, c.num_samples)).collect();
-        if let Err(held) =
-            s.registry()
-                .join(&session, &entries, &r.previous_session, verified, peer_addr)
-        {
+        let test_sizes: Vec<(ClientId, u64)> = r
+            .clients
+            .iter()
+            .map(|c| (c.id, c.num_test_samples))
+            .collect();
+        let joined = {
+            let mut reg = s.registry();
+            let joined = reg.join(&session, &entries, &r.previous_session, verified, peer_addr);
+            if joined.is_ok() {
+                reg.declare_test_samples(&test_sizes);
+            }
+            joined
+        };
+        if let Err(held) = joined {
             return refuse(Status::already_exists(format!(
                 "client id {held} is held by a live session; it is released when that session leaves \
                  or stops heartbeating for deploy.heartbeat_timeout_s"
@@ -544,8 +654,12 @@ impl Coordinator for CoordinatorService {
                         let Ok(_permit) = s.downloads.acquire().await else {
                             return;
                         };
+                        let kind = match o.kind {
+                            TaskKind::Train => v1::task_header::Kind::Train,
+                            TaskKind::Evaluate => v1::task_header::Kind::Evaluate,
+                        };
                         let h = TaskHeader {
-                            kind: v1::task_header::Kind::Train as i32,
+                            kind: kind as i32,
                             round: o.round,
                             round_token: o.token.clone(),
                             payload_len: o.payload.len() as u64,
@@ -642,6 +756,9 @@ impl Coordinator for CoordinatorService {
                 h.client_id, h.round
             )));
         }
+        if open.kind == TaskKind::Evaluate || h.eval.is_some() {
+            return s.submit_evaluation(h, &open, &mut stream, wire_bytes).await;
+        }
         // Checked on every path, a zero declared at join included; what weights the update is the
         // engine's policy (`deploy.sample_counts`), never this number alone.
         let declared = s.registry().num_samples(h.client_id).unwrap_or(0);
@@ -693,27 +810,15 @@ impl Coordinator for CoordinatorService {
             );
             Ok(received)
         };
-        let (reply, verdict) = oneshot::channel();
-        let sub = Submission {
+        s.hand_to_driver(Submission {
             client: h.client_id,
             round: h.round,
             num_samples: h.num_samples,
-            update,
+            result: Outcome::Update(update),
             wire_bytes,
-            reply,
-        };
-        s.results_tx
-            .send(sub)
-            .await
-            .map_err(|_| Status::unavailable("the coordinator is shutting down"))?;
-        match verdict.await {
-            Ok(Ok(())) => Ok(Response::new(SubmitReply {
-                accepted: true,
-                message: String::new(),
-            })),
-            Ok(Err(status)) => Err(status),
-            Err(_) => Err(Status::unavailable("the coordinator is shutting down")),
-        }
+            reply: oneshot::channel().0,
+        })
+        .await
     }
 
     async fn heartbeat(

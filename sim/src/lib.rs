@@ -10,7 +10,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use fedsim_algorithms::ClientState;
-use fedsim_engine::engine::{RoundIo, run_client};
+use fedsim_engine::engine::{RoundEnd, RoundIo, run_client, run_evaluation};
+use fedsim_engine::fedeval::ClientEval;
 use fedsim_engine::report::{RoundRecord, Summary};
 use fedsim_engine::{ClientOutcome, Engine, EngineError, Scenario};
 use fedsim_nn::Scratch;
@@ -75,6 +76,14 @@ pub fn run(scenario: Scenario, out: Option<&Path>, opts: &SimOptions) -> Result<
     let pool = builder
         .build()
         .map_err(|e| SimError::ThreadPool(e.to_string()))?;
+    if scenario.data.is_external() {
+        return Err(SimError::Core(EngineError::from(
+            fedsim_types::ConfigError::new(
+                "data.kind",
+                "\"external\" data lives on client processes (fedsim server + fedsim client --data FILE); fedsim sim needs a data set",
+            ),
+        )));
+    }
     pool.install(|| {
         let t = Instant::now();
         let data = scenario.load_data()?;
@@ -206,7 +215,7 @@ pub fn run_round(
         }
     }
     let extra = vec![("client_state_bytes".to_string(), states.bytes() as f64)];
-    let rec = engine.end_round(RoundIo {
+    let end = engine.end_round(RoundIo {
         train_time,
         extra,
         ..RoundIo::default()
@@ -215,7 +224,55 @@ pub fn run_round(
     for (c, (before, _)) in waiting {
         states.put(c, before);
     }
-    Ok(rec)
+    match end {
+        RoundEnd::Recorded(rec) => Ok(*rec),
+        RoundEnd::EvaluationDue => Ok(run_federated_evaluation(engine, available)?),
+    }
+}
+
+/// Runs a due federated evaluation in this process: the chosen clients evaluate the global model on
+/// their local test sets in parallel (after fine-tuning a copy when `personalize_steps` asks), and
+/// their results are submitted in ascending client id. Returns the round's record. Client strategy
+/// state is not touched.
+pub fn run_federated_evaluation(
+    engine: &mut Engine,
+    available: &[ClientId],
+) -> Result<RoundRecord, SimError> {
+    let task = engine.begin_evaluation(available)?;
+    let scenario = engine.scenario();
+    let (seed, train, eval_batch) = (scenario.seed, &scenario.train, scenario.eval.batch_size);
+    let steps = scenario
+        .eval
+        .federated
+        .as_ref()
+        .map_or(0, |f| f.personalize_steps);
+    let results: Vec<(ClientId, ClientEval)> = {
+        let engine_ref = &*engine;
+        task.clients
+            .par_iter()
+            .map_init(Scratch::default, |scratch, &c| {
+                let eval = run_evaluation(
+                    engine_ref.model(),
+                    engine_ref.global(),
+                    engine_ref.client_data(c),
+                    engine_ref.client_test_data(c),
+                    train,
+                    steps,
+                    seed,
+                    task.round,
+                    c,
+                    eval_batch,
+                    scratch,
+                );
+                (c, eval)
+            })
+            .collect()
+    };
+    for (c, eval) in results {
+        // An impossible result is logged by the engine and left out; the run goes on.
+        let _ = engine.submit_evaluation(task.round, c, Ok(eval));
+    }
+    Ok(engine.end_evaluation()?)
 }
 
 /// A client keeps the state its update came from only once the update is folded into the round (as a

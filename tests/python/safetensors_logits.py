@@ -118,6 +118,9 @@ class NumpyNet:
             return y * self.p(f"{name}.weight").reshape(shape) + self.p(f"{name}.bias").reshape(shape)
         if kind == "residual":
             body = self.run(o["layers"], x, f"{name}.body.")
+            if "shortcut" in o:
+                # The block's own shortcut layers, e.g. conv1x1 stride 2 -> group_norm.
+                return body + self.run(o["shortcut"], x, f"{name}.shortcut.")
             key = f"{name}.shortcut.weight"
             if key not in self.params:
                 return body + x
@@ -182,7 +185,9 @@ def torch_net(layers, input_shape):
                 body = build(o["layers"], shape)
                 out = shape_after(body, shape)
                 shortcut = None
-                if out != shape:
+                if "shortcut" in o:
+                    shortcut = build(o["shortcut"], shape)
+                elif out != shape:
                     if len(shape) == 3:
                         stride = shape[1] // out[1]
                         shortcut = nn.Conv2d(shape[0], out[0], 1, stride=stride, bias=False)

@@ -30,6 +30,11 @@ pub enum Purpose {
     /// Data augmentation in local training (crops and flips), apart from the training stream for the
     /// same reason.
     Augmentation = 9,
+    /// Which clients take part in a federated evaluation.
+    EvalSelection = 10,
+    /// A client's fine-tuning before a personalised evaluation (`eval.federated.personalize_steps`):
+    /// its minibatches, dropout masks and augmentation.
+    Personalization = 11,
 }
 
 /// SplitMix64 finaliser: a bijective 64-bit mixer.

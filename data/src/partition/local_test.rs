@@ -29,15 +29,18 @@ pub fn split_local_test(
     let k = partition.num_clients();
     let (mut train, mut test) = (Vec::with_capacity(k), Vec::with_capacity(k));
     for c in 0..k {
-        let (tr, te) = split_client(partition.client(c), labels, fraction, seed, c as u64);
+        let (tr, te) =
+            split_local_test_client(partition.client(c), labels, fraction, seed, c as u64);
         train.push(tr);
         test.push(te);
     }
     (Partition::from_lists(train), Partition::from_lists(test))
 }
 
-/// One client's split: (training indices in partition order, test indices ascending).
-fn split_client(
+/// One client's split of [`split_local_test`] (`own` are the indices of partition index `client`):
+/// (training indices in partition order, test indices ascending). A process that holds some clients'
+/// samples only (or its own data file) splits them with this, and gets the simulator's split.
+pub fn split_local_test_client(
     own: &[u32],
     labels: &[u32],
     fraction: f64,

@@ -35,7 +35,7 @@ pub use dirichlet::{
     DirichletClassConfig, DirichletClientConfig, dirichlet_class, dirichlet_client,
 };
 pub use iid::{IidConfig, iid};
-pub use local_test::split_local_test;
+pub use local_test::{split_local_test, split_local_test_client};
 pub use natural::NaturalConfig;
 pub use quantity_skew::{QuantitySkewConfig, quantity_skew};
 pub use shards::{ShardsConfig, shards};
@@ -68,6 +68,33 @@ impl Family for Partitioners {
 
     fn default_spec() -> Spec<Self> {
         Spec::new(NaturalConfig {})
+    }
+
+    /// `local_test_fraction = f`: every client keeps a fraction of its samples apart as its own test
+    /// set (any scheme; see [`PartitionSpecExt::local_test_fraction`]).
+    const COMMON_KEYS: &'static [&'static str] = &["local_test_fraction"];
+}
+
+/// What the scenario asks of a [`PartitionSpec`] besides its scheme.
+pub trait PartitionSpecExt {
+    /// `partition.local_test_fraction`, in `[0, 1)` (0 when unset): the fraction of every client's
+    /// samples held out as its local test set ([`split_local_test`]) for federated evaluation.
+    fn local_test_fraction(&self) -> Result<f64, fedsim_types::ConfigError>;
+}
+
+impl PartitionSpecExt for PartitionSpec {
+    fn local_test_fraction(&self) -> Result<f64, fedsim_types::ConfigError> {
+        let key = "partition.local_test_fraction";
+        let Some(f) = self.common_as::<f64>("local_test_fraction")? else {
+            return Ok(0.0);
+        };
+        if !(0.0..1.0).contains(&f) {
+            return Err(fedsim_types::ConfigError::new(
+                key,
+                format!("must be in [0, 1) (a fraction of every client's samples), got {f}"),
+            ));
+        }
+        Ok(f)
     }
 }
 

@@ -409,6 +409,16 @@ impl Scheduler {
     }
 
     /// Whether scripted events make client `c` unavailable in 1-based round `r`.
+    /// The clients of `available` that the scripted events leave reachable in `round` (0-based):
+    /// neither in an outage, nor not yet joined, nor gone.
+    pub fn reachable(&self, round: u64, available: &[ClientId]) -> Vec<ClientId> {
+        available
+            .iter()
+            .copied()
+            .filter(|&c| !self.hidden(c, round + 1))
+            .collect()
+    }
+
     fn hidden(&self, c: ClientId, r: u64) -> bool {
         self.outages
             .iter()

@@ -33,12 +33,7 @@ fn small_grouped(chunk: usize) -> Cnn {
 fn mcmahan_cnn_has_1663370_parameters() {
     let m = Cnn::new(shape(1, 28, 28), [32, 64], 512, 10).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(m.num_params(), 1_663_370);
-    let names: Vec<&str> = m
-        .layout()
-        .tensors()
-        .iter()
-        .map(|t| t.name.as_str())
-        .collect();
+    let names = crate::testutil::tensor_names(&m);
     assert_eq!(
         names,
         [

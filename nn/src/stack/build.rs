@@ -63,6 +63,10 @@ pub(super) enum Shortcut {
     Identity,
     Conv(Conv),
     Dense(Dense),
+    /// The block's own layers (`shortcut = [...]`, not empty), run on the block's input. The first
+    /// writes its input gradient to a slot of its own (added into the block input's gradient); the
+    /// last one's output gradient slot is the block output's.
+    Layers(Vec<Node>),
 }
 
 /// A residual block: its body, its shortcut (with the projection's output), and its output.
@@ -70,7 +74,7 @@ pub(super) enum Shortcut {
 pub(super) struct Residual {
     pub(super) body: Vec<Node>,
     pub(super) shortcut: Shortcut,
-    /// The projection's output (its gradient slot is the block output's).
+    /// The output of a `Conv` or `Dense` projection (its gradient slot is the block output's).
     pub(super) proj: Option<Tensor>,
 }
 
@@ -257,6 +261,69 @@ impl Builder {
         Ok((nodes, cur))
     }
 
+    /// The shortcut layers `specs` of the residual block at `key` (parameters `{name}.shortcut.{j}.…`)
+    /// on the block's `input`; their output must have the body's output `y`, whose gradient slot
+    /// becomes theirs too.
+    fn shortcut_layers(
+        &mut self,
+        specs: &[LayerSpec],
+        input: Tensor,
+        y: Tensor,
+        key: &str,
+        name: &str,
+    ) -> Result<Shortcut, NodeError> {
+        let (x, y_grad, y) = (input.shape, y.grad, y.shape);
+        if specs.is_empty() {
+            return if x == y {
+                Ok(Shortcut::Identity)
+            } else {
+                Err(format!(
+                    "the shortcut (empty: the identity) gives {x}, the body's output is {y}"
+                )
+                .into())
+            };
+        }
+        // The block's input values, with an input gradient of the shortcut's own.
+        let sc_in = Tensor {
+            shape: x,
+            act: input.act,
+            grad: self.slot(x.len(), true),
+        };
+        let sc_key = format!("{key}.residual.shortcut");
+        let (mut nodes, out) = self.seq(specs, sc_in, &sc_key, &format!("{name}.shortcut."))?;
+        if out.shape != y {
+            return Err(format!(
+                "the shortcut maps the input {x} to {}, the body's output is {y} (they must be equal)",
+                out.shape
+            )
+            .into());
+        }
+        if let Some(last) = nodes.last_mut() {
+            self.share_grad(last, y_grad);
+        }
+        Ok(Shortcut::Layers(nodes))
+    }
+
+    /// Makes `g` the output gradient slot of `node` and of the layers inside it that share that slot
+    /// (a residual block's last body layer, projection or last shortcut layer); frees the old slot.
+    fn share_grad(&mut self, node: &mut Node, g: usize) {
+        self.slots[node.output.grad].0 = 0;
+        node.output.grad = g;
+        if let Op::Residual(r) = &mut node.op {
+            if let Some(last) = r.body.last_mut() {
+                self.share_grad(last, g);
+            }
+            if let Some(t) = &mut r.proj {
+                t.grad = g;
+            }
+            if let Shortcut::Layers(sc) = &mut r.shortcut
+                && let Some(last) = sc.last_mut()
+            {
+                self.share_grad(last, g);
+            }
+        }
+    }
+
     fn node(
         &mut self,
         spec: &LayerSpec,
@@ -348,11 +415,14 @@ impl Builder {
                 self.dropouts += 1;
                 (Op::Dropout(*p as f32, self.dropouts), x)
             }
-            LayerSpec::Residual(body) => {
+            LayerSpec::Residual(spec) => {
                 let inner = format!("{key}.residual.layers");
-                let (nodes, last) = self.seq(body, input, &inner, &format!("{name}.body."))?;
+                let (nodes, last) =
+                    self.seq(&spec.layers, input, &inner, &format!("{name}.body."))?;
                 let y = last.shape;
-                let (shortcut, proj) = if y == x {
+                let (shortcut, proj) = if let Some(layers) = &spec.shortcut {
+                    (self.shortcut_layers(layers, input, last, key, name)?, None)
+                } else if y == x {
                     (Shortcut::Identity, None)
                 } else {
                     let sc = match (x, y) {

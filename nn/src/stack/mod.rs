@@ -22,6 +22,8 @@ mod norm;
 mod pool;
 mod presets;
 mod raw;
+#[cfg(test)]
+mod shortcut_tests;
 mod spec;
 #[cfg(test)]
 mod tests;
@@ -36,7 +38,7 @@ use dense::DropMask;
 
 pub use raw::Raw;
 pub use spec::{
-    Conv2d, Dense, GroupNorm, InitScheme, LayerEntry, LayerSpec, PRESETS, Padding, Pool,
+    Conv2d, Dense, GroupNorm, InitScheme, LayerEntry, LayerSpec, PRESETS, Padding, Pool, Residual,
     SequentialConfig,
 };
 
@@ -56,7 +58,8 @@ const EVAL_BUDGET: usize = 1 << 20;
 /// A stack of layers (see the module documentation and the README's `[model]` section).
 ///
 /// Parameter names follow PyTorch's `nn.Sequential` numbering: `{i}.weight`, `{i}.bias` for layer
-/// `i`, `{i}.body.{j}.…` inside a residual block and `{i}.shortcut.weight` for its projection. Conv
+/// `i`, `{i}.body.{j}.…` inside a residual block, `{i}.shortcut.weight` for its automatic projection
+/// and `{i}.shortcut.{j}.…` for the layers of a shortcut it gives (`shortcut = [...]`). Conv
 /// weights are stored `[cin, k, k, cout]` and dense weights `[in, out]` (input-major, like the other
 /// models: the transposes of PyTorch's).
 #[derive(Debug, Clone)]
@@ -95,7 +98,8 @@ enum Mode {
 
 impl Sequential {
     /// Builds `layers` for `input`. Shape errors name the layer's key (`layers[3]`, or
-    /// `layers[3].residual.layers[1]` inside a residual block), its kind and the shapes.
+    /// `layers[3].residual.layers[1]` inside a residual block, `layers[3].residual.shortcut[0]` in its
+    /// shortcut), its kind and the shapes.
     pub fn new(
         layers: &[LayerSpec],
         input: &InputSpec,
@@ -182,6 +186,9 @@ impl Sequential {
                 ));
                 if let Op::Residual(r) = &n.op {
                     walk(&r.body, depth + 1, out);
+                    if let Shortcut::Layers(sc) = &r.shortcut {
+                        walk(sc, depth + 1, out);
+                    }
                 }
             }
         }
@@ -246,6 +253,9 @@ impl Sequential {
         let (xl, yl) = (rows * n.input.shape.len(), rows * n.output.shape.len());
         if let Op::Residual(r) = &n.op {
             self.forward_seq(&r.body, params, rows, a, mode);
+            if let Shortcut::Layers(sc) = &r.shortcut {
+                self.forward_seq(sc, params, rows, a, mode);
+            }
             let _s = Section::new("stack residual fwd");
             let last = r.body.last().map_or(n.input, |b| b.output);
             if let (Some(t), Shortcut::Conv(c)) = (&r.proj, &r.shortcut) {
@@ -258,7 +268,10 @@ impl Sequential {
                 d.forward(params, &a[n.input.act][..xl], &mut p[..yl], rows);
                 put(a, t.act, p);
             }
-            let other = r.proj.map_or(n.input.act, |t| t.act);
+            let other = match &r.shortcut {
+                Shortcut::Layers(sc) => sc.last().map_or(n.input.act, |l| l.output.act),
+                _ => r.proj.map_or(n.input.act, |t| t.act),
+            };
             let mut y = take(a, n.output.act);
             for ((o, &u), &v) in y[..yl].iter_mut().zip(&a[last.act]).zip(&a[other]) {
                 *o = u + v;
@@ -359,6 +372,9 @@ impl Sequential {
         let (xl, yl) = (rows * n.input.shape.len(), rows * n.output.shape.len());
         if let Op::Residual(r) = &n.op {
             self.backward_seq(&r.body, params, grad, acc, need_dx, rows, a);
+            if let Shortcut::Layers(sc) = &r.shortcut {
+                self.backward_seq(sc, params, grad, acc, need_dx, rows, a);
+            }
             let _s = Section::new("stack residual bwd");
             let mut dx = take(a, if need_dx { n.input.grad } else { 0 });
             let dxv = need_dx.then(|| &mut dx[..xl]);
@@ -367,6 +383,14 @@ impl Sequential {
                 Shortcut::Identity => {
                     if let Some(dxv) = dxv {
                         for (o, &g) in dxv.iter_mut().zip(dy) {
+                            *o += g;
+                        }
+                    }
+                }
+                // The shortcut's input gradient, in its own slot.
+                Shortcut::Layers(sc) => {
+                    if let (Some(dxv), Some(first)) = (dxv, sc.first()) {
+                        for (o, &g) in dxv.iter_mut().zip(&a[first.input.grad][..xl]) {
                             *o += g;
                         }
                     }
@@ -489,8 +513,9 @@ impl Op {
     }
 }
 
-/// Fuses ReLUs into their neighbours in `nodes` (and in residual bodies), recording the choices in
-/// `in_producer` and `in_pool` (indexed by slot) and resizing the slots that are no longer used:
+/// Fuses ReLUs into their neighbours in `nodes` (and in residual bodies and shortcuts), recording
+/// the choices in `in_producer` and `in_pool` (indexed by slot) and resizing the slots that are no
+/// longer used:
 ///
 /// - conv, dense or group norm followed by a ReLU: the layer writes `max(·, 0)` straight into the
 ///   ReLU's output (the product's or normalisation's output pass does it), so the pre-activation is
@@ -511,7 +536,12 @@ fn fuse(
 ) {
     for n in nodes.iter_mut() {
         match &mut n.op {
-            Op::Residual(r) => fuse(&mut r.body, slots, in_producer, in_pool),
+            Op::Residual(r) => {
+                fuse(&mut r.body, slots, in_producer, in_pool);
+                if let Shortcut::Layers(sc) = &mut r.shortcut {
+                    fuse(sc, slots, in_producer, in_pool);
+                }
+            }
             // The arg-maxes serve the backward pass only (evaluation does not compute them).
             Op::MaxPool(_) => slots[n.aux[0]].1 = true,
             Op::GroupNorm(g) => {

@@ -2,7 +2,7 @@
 //! §2.7), FRL's Conv4/Conv8 (§5.2) and ResNets with GroupNorm(2) (§3.4). The last dense layer has as
 //! many units as the data has classes.
 
-use super::spec::{Conv2d, Dense, GroupNorm, LayerSpec, Padding, Pool};
+use super::spec::{Conv2d, Dense, GroupNorm, LayerSpec, Padding, Pool, Residual};
 
 fn conv(out: usize, kernel: usize, stride: usize, padding: Padding, bias: bool) -> LayerSpec {
     LayerSpec::Conv2d(Conv2d {
@@ -39,16 +39,23 @@ fn head(widths: &[usize], bias: bool) -> Vec<LayerSpec> {
     v
 }
 
-/// A ResNet basic block: conv3×3 (stride) → GN → ReLU → conv3×3 → GN, plus the shortcut, then ReLU.
-fn block(out: usize, stride: usize) -> [LayerSpec; 2] {
+/// A ResNet basic block on `cin` channels: conv3×3 (stride) → GN → ReLU → conv3×3 → GN, plus the
+/// shortcut, then ReLU. The shortcut is the identity when the shape is kept, else torchvision's
+/// `downsample` with GroupNorm: bias-free conv1×1 (stride) → GN.
+fn block(cin: usize, out: usize, stride: usize) -> [LayerSpec; 2] {
+    let shortcut = (cin != out || stride != 1)
+        .then(|| vec![conv(out, 1, stride, Padding::Size(0), false), gn2()]);
     [
-        LayerSpec::Residual(vec![
-            conv(out, 3, stride, Padding::Size(1), false),
-            gn2(),
-            LayerSpec::Relu,
-            conv(out, 3, 1, Padding::Size(1), false),
-            gn2(),
-        ]),
+        LayerSpec::Residual(Residual {
+            layers: vec![
+                conv(out, 3, stride, Padding::Size(1), false),
+                gn2(),
+                LayerSpec::Relu,
+                conv(out, 3, 1, Padding::Size(1), false),
+                gn2(),
+            ],
+            shortcut,
+        }),
         LayerSpec::Relu,
     ]
 }
@@ -62,10 +69,12 @@ fn resnet(stem: usize, widths: &[usize], blocks: usize) -> Vec<LayerSpec> {
         gn2(),
         LayerSpec::Relu,
     ];
+    let mut cin = stem;
     for (s, &w) in widths.iter().enumerate() {
         for b in 0..blocks {
             let stride = if s > 0 && b == 0 { 2 } else { 1 };
-            v.extend(block(w, stride));
+            v.extend(block(cin, w, stride));
+            cin = w;
         }
     }
     v.extend([LayerSpec::GlobalAvgPool, dense(None, true)]);

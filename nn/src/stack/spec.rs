@@ -57,6 +57,21 @@ pub struct GroupNorm {
     pub eps: f64,
 }
 
+/// `residual`: `body(x) + shortcut(x)`, written `{residual = {layers = [...]}}` or, with a shortcut of
+/// its own, `{residual = {layers = [...], shortcut = [...]}}`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Residual {
+    /// The body, input to output (not empty).
+    pub layers: Vec<LayerSpec>,
+    /// The shortcut as a layer list run on the block's input (`shortcut = [...]`), e.g. torchvision's
+    /// downsampling `[{conv2d = {out = 64, kernel = 1, stride = 2, bias = false}}, {group_norm =
+    /// {groups = 2}}]`; its output must have the body's output shape, and an empty list is the
+    /// identity. `None` (the key left out): the identity when the body keeps the shape, else a
+    /// bias-free projection (1×1 convolution with the stride that matches, or a dense layer on flat
+    /// tensors).
+    pub shortcut: Option<Vec<LayerSpec>>,
+}
+
 /// One layer of a stack.
 #[derive(Debug, Clone, PartialEq)]
 pub enum LayerSpec {
@@ -78,9 +93,9 @@ pub enum LayerSpec {
     GroupNorm(GroupNorm),
     /// Inverted dropout with drop probability `p` (active in local training only).
     Dropout(f64),
-    /// `body(x) + shortcut(x)`: identity shortcut when the body keeps the shape, else a bias-free
-    /// projection (1×1 convolution with the stride that matches, or a dense layer on flat tensors).
-    Residual(Vec<LayerSpec>),
+    /// `body(x) + shortcut(x)`: the block's own shortcut layers if given, else the identity when the
+    /// body keeps the shape, else a bias-free projection (see [`Residual`]).
+    Residual(Residual),
 }
 
 /// Every layer name, for error messages.
@@ -137,10 +152,14 @@ impl LayerSpec {
                 Raw::map([("groups", int(g.groups)), ("eps", Raw::Float(g.eps))])
             }
             LayerSpec::Dropout(p) => Raw::map([("p", Raw::Float(*p))]),
-            LayerSpec::Residual(body) => Raw::map([(
-                "layers",
-                Raw::List(body.iter().map(LayerSpec::to_raw).collect()),
-            )]),
+            LayerSpec::Residual(r) => {
+                let list = |l: &[LayerSpec]| Raw::List(l.iter().map(LayerSpec::to_raw).collect());
+                let mut pairs = vec![("layers", list(&r.layers))];
+                if let Some(sc) = &r.shortcut {
+                    pairs.push(("shortcut", list(sc)));
+                }
+                Raw::map(pairs)
+            }
         };
         Raw::map([(self.kind(), opts)])
     }
@@ -341,8 +360,8 @@ fn parse_layer(raw: &Raw, key: &str) -> Result<LayerSpec, ConfigError> {
             LayerSpec::Dropout(p)
         }
         "residual" => {
-            o.only(&["layers"])?;
-            let body = match o.get("layers") {
+            o.only(&["layers", "shortcut"])?;
+            let layers = match o.get("layers") {
                 Some(Raw::List(items)) if !items.is_empty() => {
                     parse_layers(items, &format!("{key}.residual.layers"))?
                 }
@@ -355,7 +374,19 @@ fn parse_layer(raw: &Raw, key: &str) -> Result<LayerSpec, ConfigError> {
                 }
                 None => return Err(o.err("missing `layers`")),
             };
-            LayerSpec::Residual(body)
+            let shortcut = match o.get("shortcut") {
+                None => None,
+                Some(Raw::List(items)) => {
+                    Some(parse_layers(items, &format!("{key}.residual.shortcut"))?)
+                }
+                Some(other) => {
+                    return Err(o.err(format_args!(
+                        "`shortcut` must be an array of layers, got {}",
+                        other.describe()
+                    )));
+                }
+            };
+            LayerSpec::Residual(Residual { layers, shortcut })
         }
         other => {
             return Err(ConfigError::new(
