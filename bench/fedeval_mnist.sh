@@ -5,7 +5,8 @@
 # all 250 clients evaluating the global model every 50 rounds. Reports the central test accuracy next
 # to the federated per-client distribution (weighted mean, 10th percentile, minimum).
 # Usage: bench/fedeval_mnist.sh [logreg|2nn] [SEEDS] [ROUNDS]
-# Results: runs/fedeval/<model>/<method>/seed<k>/, table in docs/fedeval_<model>.md, CDF plot in
+# Results: runs/fedeval/<model>/<method>/seed<k>/, tables in docs/fedeval_<model>.md (final figures;
+# accuracy of the least and most participating quarter of clients), CDF plot in
 # docs/img/fedeval_<model>_cdf.svg.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,7 +34,8 @@ for s in "${strategies[@]}"; do
     echo "done $name seed$seed"
   done
 done
-python3 bench/fedeval_table.py "$model" > "docs/fedeval_${model}.md.partial"
+{ python3 bench/fedeval_table.py "$model"; echo; python3 bench/fedeval_rare.py "$model"; } \
+  > "docs/fedeval_${model}.md.partial"
 mv "docs/fedeval_${model}.md.partial" "docs/fedeval_${model}.md"
 mkdir -p docs/img
 runs=(); labels=()

@@ -135,7 +135,8 @@ struct PlotArgs {
     /// Metric (any numeric key of metrics.jsonl), e.g. test_accuracy, train_loss, worst_class_accuracy.
     #[arg(long, default_value = "test_accuracy")]
     metric: String,
-    /// x axis: round, wall_s, bytes (cumulative up + down) or bytes_up.
+    /// x axis: round, wall_s, virtual_time_s (the [system] virtual clock), bytes (cumulative up + down)
+    /// or bytes_up.
     #[arg(long, default_value = "round")]
     x: String,
     /// Legend label for each run, in order (default: each run's path without the directories all runs share).

@@ -18,7 +18,8 @@ pub(crate) struct PlotSpec {
     pub(crate) labels: Vec<String>,
     /// Metric on the y axis: any numeric key of `metrics.jsonl`.
     pub(crate) metric: String,
-    /// x axis: `round`, `wall_s`, `bytes` (uplink + downlink, cumulative) or `bytes_up` (cumulative).
+    /// x axis: `round`, `wall_s`, `virtual_time_s` (the `[system]` clock), `bytes` (uplink + downlink,
+    /// cumulative) or `bytes_up` (cumulative).
     pub(crate) x: String,
     /// Logarithmic y axis.
     pub(crate) log_y: bool,
@@ -50,9 +51,12 @@ pub(crate) fn series(run: &Path, metric: &str, x: &str) -> Result<Vec<(f64, f64)
         let xv = match x {
             "round" => num("round"),
             "wall_s" => num("wall_s"),
+            "virtual_time_s" => num("virtual_time_s"),
             "bytes" => Some(up + down),
             "bytes_up" => Some(up),
-            other => bail!("--x must be round, wall_s, bytes or bytes_up, got `{other}`"),
+            other => {
+                bail!("--x must be round, wall_s, virtual_time_s, bytes or bytes_up, got `{other}`")
+            }
         };
         if let (Some(xv), Some(yv)) = (xv, num(metric))
             && yv.is_finite()
@@ -411,6 +415,7 @@ pub(crate) fn plot(spec: &PlotSpec) -> Result<()> {
         _ if spec.per_client => "client accuracy",
         "round" => "round",
         "wall_s" => "wall time (s)",
+        "virtual_time_s" => "virtual time (s)",
         "bytes" => "bytes sent (up + down)",
         _ => "bytes sent (up)",
     };

@@ -33,6 +33,7 @@ use fedsim_algorithms::train::ClientData;
 use fedsim_types::rng::Purpose;
 
 mod central;
+mod clock;
 mod federated;
 
 pub use crate::local::{run_client, run_evaluation};
@@ -58,6 +59,12 @@ struct RoundState {
     broadcast_len: u64,
     started: Instant,
     aggregate_time: Duration,
+    /// Step budgets of partially working stragglers (for their virtual finish times).
+    max_steps: BTreeMap<ClientId, usize>,
+    /// Whether the round lasts until the virtual deadline (see [`crate::participation::events::RoundPlan`]).
+    waits_for_deadline: bool,
+    /// Encoded size of every folded update, for the virtual clock.
+    up_bytes: Vec<(ClientId, u64)>,
 }
 
 /// Everything needed to continue a run after a crash: the state between two rounds.
@@ -204,6 +211,13 @@ impl Engine {
             data: Some(&data),
         });
         let update_tensors = strategy.update_tensors();
+        let mut participation = participation;
+        if let Some(system) = &scenario.system {
+            participation.set_system(system, scenario.clients)?;
+        }
+        // Until a round has measured them, plans time transfers with the dense model's size.
+        let dense = 4 * global.len() as u64;
+        participation.set_message_bytes(dense, dense);
         let train_eval_indices = central::train_eval_indices(&scenario, &data);
         let summary = Summary {
             scenario: scenario.name.clone(),
@@ -363,6 +377,9 @@ impl Engine {
             broadcast_len: broadcast.encoded_len() as u64,
             started: Instant::now(),
             aggregate_time: Duration::ZERO,
+            max_steps: plan.max_steps.clone(),
+            waits_for_deadline: plan.waits_for_deadline,
+            up_bytes: Vec::new(),
         });
         RoundTask {
             round,
@@ -543,10 +560,12 @@ impl Engine {
                     };
                     let folded = loaded.and_then(|p| {
                         let norm = crate::protocol::update_norm(&p);
+                        let len = p.encoded_len() as u64;
                         self.strategy
                             .accept(Reporter { id: c, num_samples }, p)
                             .map_err(|e| e.to_string())?;
                         state.norms.push((c, norm));
+                        state.up_bytes.push((c, len));
                         Ok(())
                     });
                     match &folded {
@@ -637,6 +656,7 @@ impl Engine {
             .sum();
         rec.extra
             .insert("train_samples".into(), train_samples as f64);
+        self.advance_virtual_clock(&state, &mut rec);
         rec.participant_ids = std::mem::take(&mut state.reported);
         if rejected.is_some() {
             rec.extra.insert("round_rejected".into(), 1.0);

@@ -103,6 +103,12 @@ pub struct Summary {
     /// Per-client participation counts (index = client id), when tracked.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub participation_counts: Vec<u32>,
+    /// Virtual seconds of the run so far (the `[system]` clock), when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub virtual_time_s: Option<f64>,
+    /// Virtual seconds until each `eval.targets` accuracy was first reached (the `[system]` clock).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub virtual_time_to_target: BTreeMap<String, Option<f64>>,
     /// The last federated evaluation's per-client results (client, samples, accuracy, loss), in
     /// client order, when the run has at most 100,000 clients.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -116,6 +122,9 @@ impl Summary {
     /// Folds one round's record into the running summary.
     pub fn observe(&mut self, r: &RoundRecord, targets: &[f64]) {
         self.rounds = r.round;
+        if let Some(&t) = r.extra.get("virtual_time_s") {
+            self.virtual_time_s = Some(t);
+        }
         self.total_wall_s = r.wall_s;
         self.bytes_up += r.bytes_up;
         self.bytes_down += r.bytes_down;
@@ -127,10 +136,20 @@ impl Summary {
                 self.best_test_accuracy = Some(acc);
                 self.best_round = Some(r.round);
             }
+            let clock = r.extra.get("virtual_time_s").copied();
             for t in targets {
                 let e = self.rounds_to_target.entry(target_key(*t)).or_insert(None);
                 if e.is_none() && acc >= *t {
                     *e = Some(r.round);
+                }
+                if let Some(now) = clock {
+                    let v = self
+                        .virtual_time_to_target
+                        .entry(target_key(*t))
+                        .or_insert(None);
+                    if v.is_none() && acc >= *t {
+                        *v = Some(now);
+                    }
                 }
             }
         }

@@ -213,6 +213,10 @@ pub struct Scenario {
     /// Scripted events on top of the participation model.
     #[serde(default)]
     pub events: EventsConfig,
+    /// System heterogeneity on a virtual clock: client compute speeds, bandwidths, latencies
+    /// (absent: no virtual clock, unless `events.stragglers` sets the compute part).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system: Option<crate::participation::system::SystemConfig>,
     /// Evaluation.
     #[serde(default)]
     pub eval: EvalConfig,
@@ -372,6 +376,15 @@ impl Scenario {
             ));
         }
         self.events.validate(self.clients)?;
+        if let Some(system) = &self.system {
+            if self.events.stragglers.is_some() {
+                return Err(ConfigError::new(
+                    "system",
+                    "give [system] or events.stragglers, not both ([system] is the general form: events.stragglers is [system] without transfers and latency)",
+                ));
+            }
+            system.validate("system", self.clients)?;
+        }
         if self.eval.every == 0 {
             return Err(ConfigError::new("eval.every", "must be at least 1"));
         }

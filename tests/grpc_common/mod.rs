@@ -204,6 +204,7 @@ pub(crate) fn assert_same_run(a: &Path, b: &Path, what: &str) {
             "test_accuracy",
             "test_loss",
             "train_loss",
+            "virtual_time_s",
         ] {
             assert_eq!(
                 ra[key], rb[key],

@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use fedsim_algorithms::Work;
 
 use super::Participation;
+use super::system::{Profile, SystemConfig};
 use crate::ClientId;
 use fedsim_types::ConfigError;
 use fedsim_types::rng::{Purpose, unit};
@@ -204,57 +205,46 @@ impl EventsConfig {
             check_window(&format!("events.drops[{i}]"), w, num_clients)?;
         }
         if let Some(s) = &self.stragglers {
-            if !(s.samples_per_s.is_finite() && s.samples_per_s > 0.0) {
-                return Err(ConfigError::new(
-                    "events.stragglers.samples_per_s",
-                    format!("must be positive, got {}", s.samples_per_s),
-                ));
-            }
-            if !(s.deadline_s.is_finite() && s.deadline_s >= 0.0) {
-                return Err(ConfigError::new(
-                    "events.stragglers.deadline_s",
-                    format!("must be non-negative, got {}", s.deadline_s),
-                ));
-            }
-            match &s.speed {
-                SpeedSpec::Constant(v) if !(v.is_finite() && *v > 0.0) => {
-                    return Err(ConfigError::new(
-                        "events.stragglers.speed",
-                        format!("must be positive, got {v}"),
-                    ));
-                }
-                SpeedSpec::List(v)
-                    if v.len() != num_clients || v.iter().any(|x| !(x.is_finite() && *x > 0.0)) =>
-                {
-                    return Err(ConfigError::new(
-                        "events.stragglers.speed",
-                        format!("must list {num_clients} positive factors"),
-                    ));
-                }
-                SpeedSpec::Dist(SpeedDist::Lognormal { sigma })
-                    if !(sigma.is_finite() && *sigma >= 0.0) =>
-                {
-                    return Err(ConfigError::new(
-                        "events.stragglers.speed.sigma",
-                        format!("must be non-negative, got {sigma}"),
-                    ));
-                }
-                SpeedSpec::Dist(SpeedDist::Uniform { low, high })
-                    if !(*low > 0.0 && low <= high) =>
-                {
-                    return Err(ConfigError::new(
-                        "events.stragglers.speed",
-                        "need 0 < low <= high",
-                    ));
-                }
-                _ => {}
-            }
+            SystemConfig::from(s).validate("events.stragglers", num_clients)?;
         }
         Ok(())
     }
 
     fn has_availability_events(&self) -> bool {
         !(self.outages.is_empty() && self.joins.is_empty() && self.leaves.is_empty())
+    }
+}
+
+/// Checks a speed specification (`key` names it in errors).
+pub(super) fn check_speed(
+    key: &str,
+    speed: &SpeedSpec,
+    num_clients: usize,
+) -> Result<(), ConfigError> {
+    match speed {
+        SpeedSpec::Constant(v) if !(v.is_finite() && *v > 0.0) => {
+            Err(ConfigError::new(key, format!("must be positive, got {v}")))
+        }
+        SpeedSpec::List(v)
+            if v.len() != num_clients || v.iter().any(|x| !(x.is_finite() && *x > 0.0)) =>
+        {
+            Err(ConfigError::new(
+                key,
+                format!("must list {num_clients} positive factors"),
+            ))
+        }
+        SpeedSpec::Dist(SpeedDist::Lognormal { sigma })
+            if !(sigma.is_finite() && *sigma >= 0.0) =>
+        {
+            Err(ConfigError::new(
+                format!("{key}.sigma"),
+                format!("must be non-negative, got {sigma}"),
+            ))
+        }
+        SpeedSpec::Dist(SpeedDist::Uniform { low, high }) if !(*low > 0.0 && low <= high) => {
+            Err(ConfigError::new(key, "need 0 < low <= high"))
+        }
+        _ => Ok(()),
     }
 }
 
@@ -293,6 +283,9 @@ pub struct RoundPlan {
     pub dropped: Vec<(ClientId, String)>,
     /// Step budgets of partially working stragglers.
     pub max_steps: BTreeMap<ClientId, usize>,
+    /// Whether the round lasts until the virtual deadline: a selected client is dropped or cut short
+    /// by it.
+    pub waits_for_deadline: bool,
 }
 
 impl RoundPlan {
@@ -318,7 +311,10 @@ pub struct Scheduler {
     joins: Vec<(u64, Members)>,
     leaves: Vec<(u64, Members)>,
     drops: Vec<(u64, Option<u64>, Members)>,
-    speeds: Option<Vec<f64>>,
+    /// The system model (`[system]`, or `[events] stragglers`) and every client's profile.
+    system: Option<(SystemConfig, Vec<Profile>)>,
+    /// Message sizes the plan times transfers with: the last round's broadcast and largest update.
+    bytes: (u64, u64),
 }
 
 impl std::fmt::Debug for Scheduler {
@@ -362,22 +358,11 @@ impl Scheduler {
             .enumerate()
             .map(|(i, w)| (w.start, w.end, Members::of(w, 400 + i as u64)))
             .collect();
-        let speeds = events.stragglers.as_ref().map(|s| match &s.speed {
-            SpeedSpec::Constant(v) => vec![*v; num_clients],
-            SpeedSpec::List(v) => v.clone(),
-            SpeedSpec::Dist(SpeedDist::Uniform { low, high }) => (0..num_clients)
-                .map(|c| low + (high - low) * unit(seed, Purpose::Events, u64::MAX, c as u64, 1))
-                .collect(),
-            SpeedSpec::Dist(SpeedDist::Lognormal { sigma }) => (0..num_clients)
-                .map(|c| {
-                    // Box-Muller from two counter-based uniforms.
-                    let u1 =
-                        unit(seed, Purpose::Events, u64::MAX, c as u64, 2).max(f64::MIN_POSITIVE);
-                    let u2 = unit(seed, Purpose::Events, u64::MAX, c as u64, 3);
-                    let z = (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos();
-                    (sigma * z).exp()
-                })
-                .collect(),
+        // Stragglers are the system model without transfers; their profiles cannot fail to build.
+        let system = events.stragglers.as_ref().map(|s| {
+            let cfg = SystemConfig::from(s);
+            let profiles = cfg.profiles(num_clients, seed).unwrap_or_default();
+            (cfg, profiles)
         });
         Self {
             model,
@@ -388,8 +373,50 @@ impl Scheduler {
             joins,
             leaves,
             drops,
-            speeds,
+            system,
+            bytes: (0, 0),
         }
+    }
+
+    /// Uses the `[system]` model: every client's profile is built (or read from its trace) here.
+    pub fn set_system(
+        &mut self,
+        cfg: &SystemConfig,
+        num_clients: usize,
+    ) -> Result<(), ConfigError> {
+        self.system = Some((cfg.clone(), cfg.profiles(num_clients, self.seed)?));
+        Ok(())
+    }
+
+    /// The message sizes the next plans time transfers with (the runtime's exact encoded sizes of the
+    /// last round: its broadcast and its largest update).
+    pub fn set_message_bytes(&mut self, down: u64, up: u64) {
+        self.bytes = (down, up);
+    }
+
+    /// Client `c`'s virtual finish time in `round` (0-based) for `samples` samples of local work and
+    /// the exact message sizes; `None` without a system model.
+    pub fn finish_s(
+        &self,
+        round: u64,
+        c: ClientId,
+        samples: usize,
+        down: u64,
+        up: u64,
+    ) -> Option<f64> {
+        let (cfg, profiles) = self.system.as_ref()?;
+        let jitter = cfg.jitter_factor(self.seed, round, c as u64);
+        Some(profiles[c as usize].finish_s(samples, jitter, down, up))
+    }
+
+    /// Whether a system model (`[system]` or `events.stragglers`) runs a virtual clock.
+    pub fn has_system(&self) -> bool {
+        self.system.is_some()
+    }
+
+    /// The system model's virtual round deadline in seconds (0 = none, or no model).
+    pub fn deadline_s(&self) -> f64 {
+        self.system.as_ref().map_or(0.0, |(cfg, _)| cfg.deadline_s)
     }
 
     /// Stops choosing a quorum when rounds are planned (every selected client runs; the caller closes
@@ -408,7 +435,6 @@ impl Scheduler {
         self.model.as_mut()
     }
 
-    /// Whether scripted events make client `c` unavailable in 1-based round `r`.
     /// The clients of `available` that the scripted events leave reachable in `round` (0-based):
     /// neither in an outage, nor not yet joined, nor gone.
     pub fn reachable(&self, round: u64, available: &[ClientId]) -> Vec<ClientId> {
@@ -419,6 +445,7 @@ impl Scheduler {
             .collect()
     }
 
+    /// Whether scripted events make client `c` unavailable in 1-based round `r`.
     fn hidden(&self, c: ClientId, r: u64) -> bool {
         self.outages
             .iter()
@@ -463,6 +490,7 @@ impl Scheduler {
                 && unit(self.seed, Purpose::Events, round, c as u64, 10) < self.events.dropout
             {
                 plan.dropped.push((c, "scripted dropout".into()));
+                plan.waits_for_deadline |= self.deadline_s() > 0.0;
                 continue;
             }
             let r = round + 1;
@@ -472,29 +500,37 @@ impl Scheduler {
                 .any(|(a, b, m)| r >= *a && b.is_none_or(|b| r < b) && m.contains(self.seed, c))
             {
                 plan.dropped.push((c, "scripted drop".into()));
+                plan.waits_for_deadline |= self.deadline_s() > 0.0;
                 continue;
             }
             let w = work(c);
-            let (rate, deadline, partial) = match (&self.events.stragglers, &self.speeds) {
-                (Some(s), Some(speeds)) => (
-                    s.samples_per_s * speeds[c as usize],
-                    s.deadline_s,
-                    s.partial_work,
-                ),
-                _ => (1.0, 0.0, false),
+            let (mut t, rate, net, deadline, partial) = match &self.system {
+                Some((cfg, profiles)) => {
+                    let p = &profiles[c as usize];
+                    let jitter = cfg.jitter_factor(self.seed, round, c as u64);
+                    let net = p.network_s(self.bytes.0, self.bytes.1);
+                    (
+                        p.compute_s(w.samples, jitter) + net,
+                        p.samples_per_s / jitter,
+                        net,
+                        cfg.deadline_s,
+                        cfg.partial_work,
+                    )
+                }
+                None => (w.samples as f64, 1.0, 0.0, 0.0, false),
             };
-            let mut t = w.samples as f64 / rate;
             if deadline > 0.0 && t > deadline {
                 let per_step = if w.steps == 0 {
                     0.0
                 } else {
                     w.samples as f64 / w.steps as f64
                 };
-                let fit = if per_step > 0.0 {
-                    (deadline * rate / per_step).floor() as usize
+                let fit = if per_step > 0.0 && deadline > net {
+                    ((deadline - net) * rate / per_step).floor() as usize
                 } else {
                     0
                 };
+                plan.waits_for_deadline = true;
                 if partial && fit > 0 {
                     plan.max_steps.insert(c, fit.min(w.steps));
                     t = deadline;

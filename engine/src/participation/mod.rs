@@ -15,6 +15,7 @@ pub mod events;
 pub mod models;
 pub mod probability;
 pub mod redraw;
+pub mod system;
 pub mod trace;
 
 use serde::{Deserialize, Serialize};
