@@ -143,3 +143,40 @@ fn launch_keeps_the_same_virtual_clock_as_sim() {
     // Heavy-tailed profiles against a 1.5 s deadline: some rounds run into it.
     assert!(cut > 0, "no round reached the deadline: {ma:?}");
 }
+
+/// Clients 50–99 are online for the first half virtual second only: in round 1 the selected ones go
+/// offline before they finish and do not report, and later rounds select among clients 0–49 alone.
+#[test]
+fn clients_go_offline_on_the_virtual_clock() {
+    let tmp = tempfile::tempdir().unwrap();
+    let online = tmp.path().join("online.csv");
+    let mut rows = String::from("client,start_s,end_s\n");
+    for c in 50..100 {
+        rows.push_str(&format!("{c},0,0.5\n"));
+    }
+    std::fs::write(&online, rows).unwrap();
+    let out = tmp.path().join("run");
+    let system = format!(
+        "system={{samples_per_s=100, online=\"{}\"}}",
+        online.display()
+    );
+    sim(&["rounds=4", &system], &out);
+    let m = metrics(&out);
+    for r in &m {
+        let ids: Vec<u64> = r["participant_ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap())
+            .collect();
+        assert!(ids.iter().all(|&c| c < 50), "round {}: {ids:?}", r["round"]);
+        assert!(num(r, "virtual_round_s") > 0.5);
+    }
+    // Round 1 selects from all 100 (some of 50–99 among them, then dropped); later rounds select
+    // among the 50 online ones only, so nobody is dropped.
+    assert!(num(&m[0], "dropped") > 0.0);
+    for r in &m[1..] {
+        assert!(r["dropped"].is_null(), "round {}", r["round"]);
+        assert_eq!(r["participants"], r["selected"]);
+    }
+}

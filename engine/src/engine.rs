@@ -65,6 +65,8 @@ struct RoundState {
     waits_for_deadline: bool,
     /// Encoded size of every folded update, for the virtual clock.
     up_bytes: Vec<(ClientId, u64)>,
+    /// Virtual seconds the round waits with nobody online.
+    idle_s: f64,
 }
 
 /// Everything needed to continue a run after a crash: the state between two rounds.
@@ -350,6 +352,8 @@ impl Engine {
         );
         let round = self.next_round;
         let (data, train) = (&self.data, &self.scenario.train);
+        self.participation
+            .set_clock(self.summary.virtual_time_s.unwrap_or(0.0));
         let plan = self.participation.plan(round, available, &|c| {
             train.work(data.partition.client_len(c as usize))
         });
@@ -379,6 +383,7 @@ impl Engine {
             aggregate_time: Duration::ZERO,
             max_steps: plan.max_steps.clone(),
             waits_for_deadline: plan.waits_for_deadline,
+            idle_s: plan.idle_s,
             up_bytes: Vec::new(),
         });
         RoundTask {

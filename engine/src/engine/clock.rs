@@ -37,6 +37,7 @@ impl Engine {
         if state.waits_for_deadline && deadline > 0.0 {
             last = last.max(deadline);
         }
+        last = last.max(state.idle_s);
         let total = self.summary.virtual_time_s.unwrap_or(0.0) + last;
         rec.extra.insert("virtual_round_s".into(), last);
         rec.extra.insert("virtual_time_s".into(), total);

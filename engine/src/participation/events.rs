@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use fedsim_algorithms::Work;
 
 use super::Participation;
-use super::system::{Profile, SystemConfig};
+use super::system::{Online, Profile, SystemConfig};
 use crate::ClientId;
 use fedsim_types::ConfigError;
 use fedsim_types::rng::{Purpose, unit};
@@ -286,6 +286,8 @@ pub struct RoundPlan {
     /// Whether the round lasts until the virtual deadline: a selected client is dropped or cut short
     /// by it.
     pub waits_for_deadline: bool,
+    /// Virtual seconds the federation waits with nobody online (`[system] online`).
+    pub idle_s: f64,
 }
 
 impl RoundPlan {
@@ -315,6 +317,10 @@ pub struct Scheduler {
     system: Option<(SystemConfig, Vec<Profile>)>,
     /// Message sizes the plan times transfers with: the last round's broadcast and largest update.
     bytes: (u64, u64),
+    /// Online intervals in virtual seconds (`[system] online`).
+    online: Option<Online>,
+    /// The virtual clock at the start of the round being planned.
+    clock: f64,
 }
 
 impl std::fmt::Debug for Scheduler {
@@ -375,7 +381,14 @@ impl Scheduler {
             drops,
             system,
             bytes: (0, 0),
+            online: None,
+            clock: 0.0,
         }
+    }
+
+    /// The virtual clock at the start of the next round (online intervals are looked up at it).
+    pub fn set_clock(&mut self, t: f64) {
+        self.clock = t;
     }
 
     /// Uses the `[system]` model: every client's profile is built (or read from its trace) here.
@@ -385,6 +398,9 @@ impl Scheduler {
         num_clients: usize,
     ) -> Result<(), ConfigError> {
         self.system = Some((cfg.clone(), cfg.profiles(num_clients, self.seed)?));
+        if let Some(path) = &cfg.online {
+            self.online = Some(Online::read(path, num_clients)?);
+        }
         Ok(())
     }
 
@@ -441,8 +457,15 @@ impl Scheduler {
         available
             .iter()
             .copied()
-            .filter(|&c| !self.hidden(c, round + 1))
+            .filter(|&c| !self.hidden(c, round + 1) && self.is_online(c))
             .collect()
+    }
+
+    /// Whether client `c` is online at the current virtual clock (always, without online intervals).
+    fn is_online(&self, c: ClientId) -> bool {
+        self.online
+            .as_ref()
+            .is_none_or(|o| o.online_until(c as usize, self.clock).is_some())
     }
 
     /// Whether scripted events make client `c` unavailable in 1-based round `r`.
@@ -469,12 +492,8 @@ impl Scheduler {
         work: &dyn Fn(ClientId) -> Work,
     ) -> RoundPlan {
         let filtered;
-        let available = if self.events.has_availability_events() {
-            filtered = available
-                .iter()
-                .copied()
-                .filter(|&c| !self.hidden(c, round + 1))
-                .collect::<Vec<_>>();
+        let available = if self.events.has_availability_events() || self.online.is_some() {
+            filtered = self.reachable(round, available);
             &filtered[..]
         } else {
             available
@@ -484,6 +503,12 @@ impl Scheduler {
             selected,
             ..RoundPlan::default()
         };
+        if let (Some(online), true) = (&self.online, available.is_empty()) {
+            // Nobody is online: the federation waits for the next client to come online.
+            plan.idle_s = online
+                .next_start_after(self.clock)
+                .map_or(0.0, |t| t - self.clock);
+        }
         let mut finish: Vec<(f64, ClientId)> = Vec::new();
         for &c in &plan.selected {
             if self.events.dropout > 0.0
@@ -541,6 +566,19 @@ impl Scheduler {
                     ));
                     continue;
                 }
+            }
+            if let Some(end) = self
+                .online
+                .as_ref()
+                .and_then(|o| o.online_until(c as usize, self.clock))
+                .filter(|&end| self.clock + t > end)
+            {
+                plan.dropped.push((
+                    c,
+                    format!("went offline at {end} virtual s before it finished"),
+                ));
+                plan.max_steps.remove(&c);
+                continue;
             }
             finish.push((t, c));
         }

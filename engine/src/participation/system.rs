@@ -74,6 +74,12 @@ pub struct SystemConfig {
     /// 0 bandwidth = unlimited), replacing the other profile keys.
     #[serde(default)]
     pub trace: Option<PathBuf>,
+    /// Online intervals in virtual seconds (FedScale-style availability): a CSV with a header and rows
+    /// `client,start_s,end_s` (any number per client). A listed client is available only while the
+    /// virtual clock is inside one of its intervals, and a client whose round would end after its
+    /// interval does not report; clients without rows are always online.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub online: Option<PathBuf>,
     /// Virtual deadline of every round, seconds (0 = none).
     #[serde(default)]
     pub deadline_s: f64,
@@ -100,6 +106,7 @@ impl From<&Stragglers> for SystemConfig {
             latency_s: 0.0,
             jitter: 0.0,
             trace: None,
+            online: None,
             deadline_s: s.deadline_s,
             partial_work: s.partial_work,
         }
@@ -252,6 +259,87 @@ impl SystemConfig {
     }
 }
 
+/// Per-client online intervals in virtual seconds (`[system] online`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Online {
+    /// Per client, its intervals `[start, end)` sorted by start; `None` = always online.
+    intervals: Vec<Option<Vec<(f64, f64)>>>,
+}
+
+impl Online {
+    /// Reads `client,start_s,end_s` rows (after a header) for `n` clients.
+    pub fn read(path: &std::path::Path, n: usize) -> Result<Self, ConfigError> {
+        let err =
+            |msg: String| ConfigError::new("system.online", format!("{}: {msg}", path.display()));
+        let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+        let mut intervals: Vec<Option<Vec<(f64, f64)>>> = vec![None; n];
+        for (i, line) in text.lines().enumerate().skip(1) {
+            if line.trim().is_empty() {
+                continue;
+            }
+            let at = |msg: String| err(format!("line {}: {msg}", i + 1));
+            let f: Vec<&str> = line.split(',').map(str::trim).collect();
+            if f.len() != 3 {
+                return Err(at(format!(
+                    "{} fields, expected client,start_s,end_s",
+                    f.len()
+                )));
+            }
+            let client: usize = f[0]
+                .parse()
+                .ok()
+                .filter(|&c| c < n)
+                .ok_or_else(|| at(format!("`{}` is not a client id below {n}", f[0])))?;
+            let time = |j: usize| {
+                f[j].parse::<f64>()
+                    .ok()
+                    .filter(|v| v.is_finite() && *v >= 0.0)
+                    .ok_or_else(|| {
+                        at(format!(
+                            "`{}` is not a non-negative number of seconds",
+                            f[j]
+                        ))
+                    })
+            };
+            let (start, end) = (time(1)?, time(2)?);
+            if end <= start {
+                return Err(at(format!(
+                    "the interval ends ({end}) before it starts ({start})"
+                )));
+            }
+            intervals[client]
+                .get_or_insert_with(Vec::new)
+                .push((start, end));
+        }
+        for list in intervals.iter_mut().flatten() {
+            list.sort_by(|a, b| a.0.total_cmp(&b.0));
+        }
+        Ok(Self { intervals })
+    }
+
+    /// When client `c`, online at virtual time `t`, goes offline (infinite for a client that is
+    /// always online); `None` when it is offline at `t`.
+    pub fn online_until(&self, c: usize, t: f64) -> Option<f64> {
+        match &self.intervals[c] {
+            None => Some(f64::INFINITY),
+            Some(list) => list
+                .iter()
+                .find(|&&(a, b)| a <= t && t < b)
+                .map(|&(_, b)| b),
+        }
+    }
+
+    /// The earliest time after `t` at which a listed client comes online.
+    pub fn next_start_after(&self, t: f64) -> Option<f64> {
+        self.intervals
+            .iter()
+            .flatten()
+            .flat_map(|list| list.iter().map(|&(a, _)| a))
+            .filter(|&a| a > t)
+            .min_by(f64::total_cmp)
+    }
+}
+
 /// Reads a profile trace: a header line, then `client,samples_per_s,download_bps,upload_bps,latency_s`
 /// for every client (0 bandwidth = unlimited).
 fn read_trace(path: &std::path::Path, n: usize) -> Result<Vec<Profile>, ConfigError> {
@@ -362,5 +450,27 @@ mod tests {
         std::fs::write(&path, "h\n0,10,1000,50\n").unwrap();
         let e = traced.profiles(1, 7).unwrap_err().to_string();
         assert!(e.contains("line 2") && e.contains("4 fields"), "{e}");
+    }
+
+    #[test]
+    fn online_intervals_say_who_is_reachable_and_until_when() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("online.csv");
+        std::fs::write(&path, "client,start_s,end_s\n0,10,20\n0,0,5\n1,3,4\n").unwrap();
+        let on = Online::read(&path, 3).unwrap();
+        assert_eq!(on.online_until(0, 0.0), Some(5.0));
+        assert_eq!(on.online_until(0, 5.0), None, "intervals are half-open");
+        assert_eq!(on.online_until(0, 12.0), Some(20.0));
+        assert_eq!(
+            on.online_until(2, 1e9),
+            Some(f64::INFINITY),
+            "no rows: always online"
+        );
+        assert_eq!(on.next_start_after(5.0), Some(10.0));
+        assert_eq!(on.next_start_after(2.0), Some(3.0));
+        assert_eq!(on.next_start_after(20.0), None);
+        std::fs::write(&path, "h\n0,5,5\n").unwrap();
+        let e = Online::read(&path, 1).unwrap_err().to_string();
+        assert!(e.contains("line 2") && e.contains("ends"), "{e}");
     }
 }
