@@ -407,9 +407,10 @@ async fn evaluate(
                     continue;
                 };
                 let verdict = engine.submit_evaluation(sub.round, sub.client, result);
-                if verdict.is_ok()
-                    && let Ok(mut set) = open.submitted.lock()
-                {
+                // An accepted or refused result ends the client's part: it is not handed the task
+                // again (a stale or unchosen one never had a part).
+                let answered = !matches!(verdict, Err(Refusal::Stale { .. } | Refusal::NotSelected { .. }));
+                if answered && let Ok(mut set) = open.submitted.lock() {
                     set.insert(sub.client);
                 }
                 let _ = sub.reply.send(verdict.map_err(|e| match e {
