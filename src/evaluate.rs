@@ -76,8 +76,13 @@ pub(crate) fn render(r: &EvalReport) -> String {
 /// `output`: safetensors in PyTorch's layout, or `model.bin` when `output` ends in `.bin`. Returns the
 /// number of parameters written.
 pub(crate) fn export_model(scenario: &Scenario, input: &Path, output: &Path) -> Result<usize> {
-    let data = scenario.load_data()?;
-    let net = build_model(scenario, &data)?;
+    // Only the architecture is needed: no sample is decoded where the loader can avoid it.
+    let net = scenario
+        .model
+        .validate()
+        .map_err(fedsim_engine::EngineError::from)?
+        .build(&scenario.input_spec()?)
+        .map_err(fedsim_engine::EngineError::from)?;
     let params = if input.file_name().is_some_and(|n| n == "checkpoint.bin") {
         let dir = input.parent().unwrap_or(Path::new("."));
         let snap = fedsim_server::checkpoint::load(dir, &scenario.hash())

@@ -568,6 +568,17 @@ impl Scenario {
             .map_err(|e| root.explain(&self.data, e).into())
     }
 
+    /// The input the model is built for, read as cheaply as the data allows: the stated input of
+    /// `data.kind = "external"`, else the columns, classes and image shape of the training set with no
+    /// client's rows decoded (MNIST, CIFAR, SVHN and image folders then read labels and headers only;
+    /// other data sets are loaded and dropped). For commands that need the architecture, not the data.
+    pub fn input_spec(&self) -> Result<fedsim_types::InputSpec, EngineError> {
+        if let Some(external) = self.data.external_input() {
+            return Ok(external?.input_spec());
+        }
+        Ok(self.load_hosted_data(&[])?.train.input_spec())
+    }
+
     /// Clients that must join before the first round (the gRPC runtime).
     pub fn min_clients(&self) -> usize {
         if self.deploy.min_clients == 0 {
