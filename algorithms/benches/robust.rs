@@ -64,6 +64,7 @@ fn bench_vote(c: &mut Criterion) {
                     Reporter {
                         id: i as u32,
                         num_samples: 1,
+                        staleness: 0,
                     },
                     p.clone(),
                 )

@@ -579,6 +579,7 @@ mod tests {
                 Reporter {
                     id: i as u32,
                     num_samples: 1,
+                    staleness: 0,
                 },
                 p,
             )

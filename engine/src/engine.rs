@@ -28,13 +28,16 @@ use crate::participation::{ParticipationSpecExt, Population, Scheduler};
 use crate::report::{InitFrom, RoundRecord, RunWriter, Summary, model_hash, peak_rss_mib};
 use crate::scenario::SampleCounts;
 use crate::{ClientId, EngineError, Payload, Scenario, Strategy, StrategyError};
-use fedsim_algorithms::strategy::Reporter;
+use fedsim_algorithms::strategy::{Reporter, Schedule};
 use fedsim_algorithms::train::ClientData;
 use fedsim_types::rng::Purpose;
 
+mod asynchronous;
 mod central;
 mod clock;
 mod federated;
+
+pub use asynchronous::AsyncStep;
 
 pub use crate::local::{run_client, run_evaluation};
 pub use crate::protocol::{
@@ -108,6 +111,8 @@ pub struct Engine {
     /// The closed round's record while its federated evaluation runs.
     awaiting_record: Option<RoundRecord>,
     evaluation: Option<federated::OpenEvaluation>,
+    /// The event queue of an asynchronous strategy (FedBuff, FedAsync); `None` for rounds.
+    asynchronous: Option<asynchronous::AsyncRun>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -213,6 +218,21 @@ impl Engine {
             data: Some(&data),
         });
         let update_tensors = strategy.update_tensors();
+        let asynchronous = match strategy.schedule() {
+            Schedule::Rounds => None,
+            Schedule::Asynchronous {
+                concurrency,
+                buffer_size,
+            } => {
+                if scenario.eval.federated.is_some() {
+                    return Err(EngineError::from(ConfigError::new(
+                        "eval.federated",
+                        "federated evaluation is not available with an asynchronous strategy (fedbuff, fedasync) yet; use central evaluation",
+                    )));
+                }
+                Some(asynchronous::AsyncRun::new(concurrency, buffer_size))
+            }
+        };
         let mut participation = participation;
         if let Some(system) = &scenario.system {
             participation.set_system(system, scenario.clients)?;
@@ -250,6 +270,7 @@ impl Engine {
             runtime: runtime.to_string(),
             awaiting_record: None,
             evaluation: None,
+            asynchronous,
         })
     }
 
@@ -347,6 +368,10 @@ impl Engine {
     /// If a round is already open.
     pub fn begin_round(&mut self, available: &[ClientId]) -> RoundTask {
         assert!(
+            self.asynchronous.is_none(),
+            "begin_round on an asynchronous run: use step"
+        );
+        assert!(
             self.current.is_none() && self.awaiting_record.is_none(),
             "begin_round called twice without end_round, or before end_evaluation"
         );
@@ -406,6 +431,9 @@ impl Engine {
         client: ClientId,
         outcome: ClientOutcome,
     ) -> Result<(), Refusal> {
+        if self.asynchronous.is_some() {
+            return self.submit_async(round, client, outcome);
+        }
         let num_params = self.global.len();
         let state = match self.current.as_mut() {
             Some(s) if s.round == round => s,
@@ -555,19 +583,19 @@ impl Engine {
                         }
                         Ok(p)
                     });
-                    let num_samples = match self.scenario.deploy.sample_counts {
-                        SampleCounts::Partition => {
-                            self.data.partition.client_len(c as usize) as u64
-                        }
-                        SampleCounts::Declared => {
-                            num_samples.min(self.scenario.deploy.max_declared_samples)
-                        }
-                    };
+                    let num_samples = weight_samples(&self.scenario, &self.data, c, num_samples);
                     let folded = loaded.and_then(|p| {
                         let norm = crate::protocol::update_norm(&p);
                         let len = p.encoded_len() as u64;
                         self.strategy
-                            .accept(Reporter { id: c, num_samples }, p)
+                            .accept(
+                                Reporter {
+                                    id: c,
+                                    num_samples,
+                                    staleness: 0,
+                                },
+                                p,
+                            )
                             .map_err(|e| e.to_string())?;
                         state.norms.push((c, norm));
                         state.up_bytes.push((c, len));
@@ -673,6 +701,16 @@ impl Engine {
                 .insert("dropped".into(), state.dropped.len() as f64);
         }
 
+        self.conclude(rec, state.started)
+    }
+
+    /// Evaluates centrally when due, and writes the record of the server update just made (or keeps
+    /// it for a due federated evaluation).
+    fn conclude(
+        &mut self,
+        mut rec: RoundRecord,
+        started: Instant,
+    ) -> Result<RoundEnd, EngineError> {
         let last = self.is_done();
         let due = self.next_round.is_multiple_of(self.scenario.eval.every) || last;
         if due && self.scenario.eval.central {
@@ -691,7 +729,7 @@ impl Engine {
             );
             rec.time_eval_s = t.elapsed().as_secs_f64();
         }
-        rec.time_round_s = state.started.elapsed().as_secs_f64();
+        rec.time_round_s = started.elapsed().as_secs_f64();
         rec.wall_s = self.started.elapsed().as_secs_f64();
         if self.federated_due(last) {
             self.awaiting_record = Some(rec);
@@ -843,6 +881,15 @@ fn check_norm(client: ClientId, update: &Payload, bound: f64) -> Result<(), Stra
         }
     }
     Ok(())
+}
+
+/// The sample count that weights client `c`'s update under `deploy.sample_counts`: its partition's
+/// size, or the count it declared capped at `deploy.max_declared_samples`.
+fn weight_samples(scenario: &Scenario, data: &FederatedData, c: ClientId, declared: u64) -> u64 {
+    match scenario.deploy.sample_counts {
+        SampleCounts::Partition => data.partition.client_len(c as usize) as u64,
+        SampleCounts::Declared => declared.min(scenario.deploy.max_declared_samples),
+    }
 }
 
 /// Per-client label counts, row-major `clients × classes`.

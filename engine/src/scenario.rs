@@ -143,6 +143,27 @@ pub struct DeployConfig {
     /// Faults the launcher injects.
     #[serde(default)]
     pub faults: Vec<FaultSpec>,
+    /// In which order an asynchronous run (FedBuff, FedAsync) applies finished updates.
+    #[serde(default, skip_serializing_if = "ApplyOrder::is_virtual")]
+    pub order: ApplyOrder,
+}
+
+/// In which order the coordinator of an asynchronous run applies finished updates (`deploy.order`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApplyOrder {
+    /// By virtual finish time (computed by the coordinator from the `[system]` profiles and the exact
+    /// message sizes, never claimed by a client): a deployment gives the simulator's model bit for bit.
+    #[default]
+    Virtual,
+    /// As updates arrive (real deployments): not reproducible, and the summary says so.
+    Arrival,
+}
+
+impl ApplyOrder {
+    fn is_virtual(&self) -> bool {
+        *self == ApplyOrder::Virtual
+    }
 }
 
 fn default_wait() -> f64 {
@@ -177,6 +198,7 @@ impl Default for DeployConfig {
             request_timeout_s: default_request_timeout(),
             idle_connection_s: default_idle_connection(),
             faults: Vec::new(),
+            order: ApplyOrder::Virtual,
         }
     }
 }

@@ -616,6 +616,7 @@ fn malformed_updates_are_rejected_without_touching_g() {
     let rep = |id| Reporter {
         id,
         num_samples: 10,
+        staleness: 0,
     };
     let comp = CompressorSpec::new(TopKConfig {
         k: Some(2),

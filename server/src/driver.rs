@@ -13,10 +13,11 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use fedsim_engine::engine::AsyncStep;
 use fedsim_engine::engine::{Refusal, RoundEnd, RoundIo, Verdict};
 use fedsim_engine::report::Summary;
 use fedsim_engine::report::peak_rss_mib;
-use fedsim_engine::scenario::QuorumOrder;
+use fedsim_engine::scenario::{ApplyOrder, QuorumOrder};
 use fedsim_engine::{ClientOutcome, Engine, Scenario};
 use fedsim_proto::wire;
 use fedsim_types::ClientId;
@@ -55,6 +56,17 @@ pub async fn drive(
             "rounds close at the first quorum results to arrive (round.quorum_order = \"arrival\"; not reproducible)"
         );
     }
+    if engine.is_asynchronous() && scenario.deploy.order == ApplyOrder::Arrival {
+        engine.apply_in_arrival_order();
+        tracing::info!(
+            "updates are applied as they arrive (deploy.order = \"arrival\"; not reproducible)"
+        );
+    }
+    if opts.resume && engine.is_asynchronous() {
+        return Err(ServerError::Core(fedsim_engine::EngineError::Checkpoint(
+            "asynchronous runs (fedbuff, fedasync) keep no checkpoints yet: tasks in flight are not saved; start the run again without --resume".into(),
+        )));
+    }
     if opts.resume {
         let snap = checkpoint::load(&opts.out, &hash)?;
         tracing::info!(round = snap.next_round, "resuming from checkpoint");
@@ -74,6 +86,9 @@ pub async fn drive(
     .await?;
 
     let _ = std::fs::remove_dir_all(&shared.spool); // leftovers of a crashed run
+    if engine.is_asynchronous() {
+        drive_asynchronous(&mut engine, &shared, &mut results, &scenario).await?;
+    }
     while !engine.is_done() {
         if shared.registry().available().is_empty() {
             wait_for_clients(&shared, 1, scenario.deploy.wait_timeout_s).await?;
@@ -445,4 +460,162 @@ async fn evaluate(
         "federated evaluation closed"
     );
     Ok(rec)
+}
+
+/// Runs an asynchronous strategy (FedBuff, FedAsync) over the connected clients: every dispatch the
+/// engine starts is published as an open task set (several at once), results go to the engine as
+/// they arrive, and each client's reply waits until its update is applied (or refused). A client that
+/// disconnects, or does not report within `round.deadline_s` of its dispatch, ends its task without an
+/// update. No checkpoints are written (tasks in flight are not saved).
+async fn drive_asynchronous(
+    engine: &mut Engine,
+    shared: &Shared,
+    results: &mut mpsc::Receiver<Submission>,
+    scenario: &Scenario,
+) -> Result<(), ServerError> {
+    let mut open: Vec<Arc<OpenRound>> = Vec::new();
+    let mut replies = HashMap::new();
+    let mut tick = tokio::time::interval(TICK);
+    let mut last_wait_log = Instant::now();
+    let deadline_s = scenario.round.deadline_s;
+    loop {
+        let available = shared.registry().available();
+        if available.is_empty() && engine.in_flight().is_empty() {
+            wait_for_clients(shared, 1, scenario.deploy.wait_timeout_s).await?;
+            continue;
+        }
+        match tokio::task::block_in_place(|| engine.step(&available))? {
+            AsyncStep::Start(task) => {
+                tracing::debug!(dispatch = task.round + 1, clients = ?task.selected, "tasks started");
+                open.push(Arc::new(OpenRound {
+                    kind: TaskKind::Train,
+                    round: task.round,
+                    token: format!(
+                        "{}-a{}-{}",
+                        shared.run_id,
+                        task.round,
+                        crate::ids::random_hex(8)
+                    ),
+                    selected: task.selected,
+                    max_steps: task.max_steps,
+                    payload: wire::encode(&task.broadcast),
+                    deadline: (deadline_s > 0.0)
+                        .then(|| Instant::now() + Duration::from_secs_f64(deadline_s)),
+                    submitted: Default::default(),
+                    uploading: Default::default(),
+                    bytes_down: Default::default(),
+                }));
+                shared
+                    .phase
+                    .send_replace(Phase::Tasks(Arc::new(open.clone())));
+                continue;
+            }
+            AsyncStep::Ended(end) => {
+                answer_verdicts(engine, &mut replies);
+                let rec = match end {
+                    RoundEnd::Recorded(rec) => *rec,
+                    RoundEnd::EvaluationDue => {
+                        return Err(ServerError::Transport(
+                            "federated evaluation is not available with asynchronous strategies"
+                                .into(),
+                        ));
+                    }
+                };
+                tracing::info!(
+                    round = rec.round,
+                    participants = rec.participants,
+                    acc = ?rec.test_accuracy,
+                    virtual_time_s = ?rec.extra.get("virtual_time_s"),
+                    "server update"
+                );
+                continue;
+            }
+            AsyncStep::Done => break,
+            AsyncStep::Wait => {}
+        }
+        answer_verdicts(engine, &mut replies);
+        tokio::select! {
+            sub = results.recv() => {
+                let Some(sub) = sub else { break };
+                let Submission { client, round: dispatch, num_samples, result, reply, .. } = sub;
+                let Outcome::Update(update) = result else {
+                    let _ = reply.send(Err(Status::failed_precondition("this run trains only: submit an update")));
+                    continue;
+                };
+                let outcome = match update {
+                    Ok(received) => ClientOutcome::update(received, num_samples),
+                    Err(reason) => ClientOutcome::Dropped(reason),
+                };
+                let is_update = matches!(outcome, ClientOutcome::Update { .. });
+                let submitted = tokio::task::block_in_place(|| engine.submit(dispatch, client, outcome));
+                let counted = submitted.is_ok() || matches!(submitted, Err(Refusal::Invalid(_)));
+                if counted && let Some(o) = open.iter().find(|o| o.round == dispatch) && let Ok(mut set) = o.submitted.lock() {
+                    set.insert(client);
+                }
+                match submitted {
+                    Ok(()) if is_update => {
+                        replies.insert(client, reply);
+                    }
+                    Ok(()) => {
+                        let _ = reply.send(Ok(()));
+                    }
+                    Err(e) => {
+                        tracing::warn!(dispatch = dispatch + 1, client, error = %e, "result refused");
+                        let _ = reply.send(Err(refusal_status(&e)));
+                    }
+                }
+            }
+            _ = tick.tick() => {
+                let in_flight = engine.in_flight();
+                let now = Instant::now();
+                let ended: Vec<(u64, ClientId, &str)> = {
+                    let reg = shared.registry();
+                    in_flight
+                        .iter()
+                        .filter_map(|&c| {
+                            let o = open.iter().find(|o| o.hands_task_to(c))?;
+                            if !reg.is_alive(c) {
+                                Some((o.round, c, "disconnected"))
+                            } else if o.deadline.is_some_and(|d| now >= d) {
+                                Some((o.round, c, "did not report within round.deadline_s of its start"))
+                            } else {
+                                None
+                            }
+                        })
+                        .collect()
+                };
+                for (dispatch, c, why) in ended {
+                    tracing::warn!(dispatch = dispatch + 1, client = c, why, "task ended without an update");
+                    if let Some(o) = open.iter().find(|o| o.round == dispatch) && let Ok(mut set) = o.submitted.lock() {
+                        set.insert(c);
+                    }
+                    let _ = engine.submit(dispatch, c, ClientOutcome::Dropped(why.to_string()));
+                }
+                if last_wait_log.elapsed() >= WAIT_LOG {
+                    last_wait_log = Instant::now();
+                    tracing::info!(
+                        in_flight = in_flight.len(),
+                        clients = ?&in_flight[..in_flight.len().min(10)],
+                        "waiting on clients"
+                    );
+                }
+            }
+        }
+        // Dispatches whose clients have all reported are closed.
+        let before = open.len();
+        open.retain(|o| o.selected.iter().any(|&c| o.hands_task_to(c)));
+        if open.len() != before {
+            shared
+                .phase
+                .send_replace(Phase::Tasks(Arc::new(open.clone())));
+        }
+    }
+    shared.phase.send_replace(Phase::Waiting);
+    answer_verdicts(engine, &mut replies);
+    for (_, reply) in replies {
+        let _ = reply.send(Err(Status::failed_precondition(
+            "the run ended before this update was applied",
+        )));
+    }
+    Ok(())
 }

@@ -90,6 +90,14 @@ pub struct OpenRound {
     pub bytes_down: AtomicU64,
 }
 
+impl OpenRound {
+    /// Whether `client` is to be handed this task: selected, and no result received yet.
+    pub fn hands_task_to(&self, client: ClientId) -> bool {
+        self.selected.binary_search(&client).is_ok()
+            && !self.submitted.lock().is_ok_and(|set| set.contains(&client))
+    }
+}
+
 /// Clients that each hold one slot (an upload, a task request). A slot is freed when its [`Claim`] is
 /// dropped, however the request ends.
 #[derive(Debug, Default)]
@@ -153,6 +161,9 @@ pub enum Phase {
     Waiting,
     /// A round is open.
     Open(Arc<OpenRound>),
+    /// Training tasks of several dispatches are open at once (asynchronous strategies: each dispatch
+    /// is an [`OpenRound`] whose `round` is the dispatch number).
+    Tasks(Arc<Vec<Arc<OpenRound>>>),
     /// The run is over.
     Done,
 }
@@ -641,14 +652,16 @@ impl Coordinator for CoordinatorService {
             let until = tokio::time::Instant::now() + LONG_POLL;
             loop {
                 let phase = rx.borrow_and_update().clone();
-                match phase {
+                let task = match phase {
                     Phase::Done => {
                         send_chunk(&tx, header(v1::task_header::Kind::Done), client).await;
                         return;
                     }
-                    Phase::Open(o)
-                        if o.selected.binary_search(&client).is_ok()
-                            && !o.submitted.lock().is_ok_and(|set| set.contains(&client)) =>
+                    Phase::Open(o) => o.hands_task_to(client).then_some(o),
+                    Phase::Tasks(list) => list.iter().find(|o| o.hands_task_to(client)).cloned(),
+                    Phase::Waiting => None,
+                };
+                if let Some(o) = task {
                     {
                         // Bounded concurrent downloads: each holds send buffers of a chunk or two.
                         let Ok(_permit) = s.downloads.acquire().await else {
@@ -687,7 +700,6 @@ impl Coordinator for CoordinatorService {
                         o.bytes_down.fetch_add(sent, Ordering::Relaxed);
                         return;
                     }
-                    _ => {}
                 }
                 tokio::select! {
                     changed = tokio::time::timeout_at(until, rx.changed()) => match changed {
@@ -726,6 +738,16 @@ impl Coordinator for CoordinatorService {
         s.check_owner(&h.session, h.client_id)?;
         let open = match &*s.phase.borrow() {
             Phase::Open(o) => o.clone(),
+            // The dispatch the result names; a wrong one fails the token check below.
+            Phase::Tasks(list) => match list.iter().find(|o| o.round == h.round) {
+                Some(o) => o.clone(),
+                None => list.first().cloned().ok_or_else(|| {
+                    Status::failed_precondition(format!(
+                        "no task is open (result for dispatch {})",
+                        h.round
+                    ))
+                })?,
+            },
             _ => {
                 return Err(Status::failed_precondition(format!(
                     "no round is open (result for round {})",

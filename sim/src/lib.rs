@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use fedsim_algorithms::ClientState;
-use fedsim_engine::engine::{RoundEnd, RoundIo, run_client, run_evaluation};
+use fedsim_engine::engine::{AsyncStep, RoundEnd, RoundIo, run_client, run_evaluation};
 use fedsim_engine::fedeval::ClientEval;
 use fedsim_engine::report::{RoundRecord, Summary};
 use fedsim_engine::{ClientOutcome, Engine, EngineError, Scenario};
@@ -131,8 +131,7 @@ pub fn run_engine(
         threads = rayon::current_num_threads(),
         "simulation started"
     );
-    while !engine.is_done() {
-        let rec = run_round(engine, &mut states, &all)?;
+    let mut observe = |rec: &RoundRecord| -> Result<(), SimError> {
         if let Some(b) = &bar {
             b.inc(1);
             if let Some(acc) = rec.test_accuracy {
@@ -147,7 +146,16 @@ pub fn run_engine(
                     source,
                 })?;
         }
-        on_round(&rec);
+        on_round(rec);
+        Ok(())
+    };
+    if engine.is_asynchronous() {
+        run_asynchronous(engine, &all, &mut observe)?;
+    } else {
+        while !engine.is_done() {
+            let rec = run_round(engine, &mut states, &all)?;
+            observe(&rec)?;
+        }
     }
     if let Some(b) = bar {
         b.finish();
@@ -227,6 +235,75 @@ pub fn run_round(
     match end {
         RoundEnd::Recorded(rec) => Ok(*rec),
         RoundEnd::EvaluationDue => Ok(run_federated_evaluation(engine, available)?),
+    }
+}
+
+/// Runs an asynchronous strategy (FedBuff, FedAsync) to the end in this process. Tasks the engine
+/// starts are queued; when the engine waits for outcomes, every queued task trains in parallel and
+/// their outcomes are submitted in (dispatch, client) order. The engine applies updates in virtual
+/// time order whatever the batching, so the result does not depend on the thread count.
+pub fn run_asynchronous(
+    engine: &mut Engine,
+    available: &[ClientId],
+    observe: &mut dyn FnMut(&RoundRecord) -> Result<(), SimError>,
+) -> Result<(), SimError> {
+    let (seed, train) = (engine.scenario().seed, engine.scenario().train.clone());
+    let mut queued: Vec<(u64, ClientId, Arc<Payload>)> = Vec::new();
+    loop {
+        match engine.step(available)? {
+            AsyncStep::Start(task) => queued.extend(
+                task.selected
+                    .iter()
+                    .map(|&c| (task.round, c, task.broadcast.clone())),
+            ),
+            AsyncStep::Wait => {
+                if queued.is_empty() {
+                    return Err(SimError::Core(EngineError::Protocol(
+                        "the asynchronous engine waits with no task to run".into(),
+                    )));
+                }
+                let t = Instant::now();
+                let results: Vec<(u64, ClientId, ClientOutcome)> = {
+                    let engine_ref = &*engine;
+                    let (strategy, model, train) = (engine.strategy(), engine.model(), &train);
+                    queued
+                        .par_drain(..)
+                        .map_init(Scratch::default, |scratch, (batch, c, broadcast)| {
+                            // Asynchronous strategies keep no client state.
+                            let mut state = ClientState::default();
+                            let data = engine_ref.client_data(c);
+                            let outcome = match run_client(
+                                strategy, model, data, train, seed, batch, c, &mut state,
+                                &broadcast, None, scratch,
+                            ) {
+                                Ok(payload) => ClientOutcome::update(payload, data.len() as u64),
+                                Err(e) => ClientOutcome::Dropped(e.to_string()),
+                            };
+                            (batch, c, outcome)
+                        })
+                        .collect()
+                };
+                tracing::trace!(
+                    tasks = results.len(),
+                    secs = t.elapsed().as_secs_f64(),
+                    "trained a batch of asynchronous tasks"
+                );
+                for (batch, c, outcome) in results {
+                    // A refused update is logged by the engine; its slot frees as if it had failed.
+                    let _ = engine.submit(batch, c, outcome);
+                }
+                engine.take_verdicts();
+            }
+            AsyncStep::Ended(end) => {
+                engine.take_verdicts();
+                let rec = match end {
+                    RoundEnd::Recorded(rec) => *rec,
+                    RoundEnd::EvaluationDue => run_federated_evaluation(engine, available)?,
+                };
+                observe(&rec)?;
+            }
+            AsyncStep::Done => return Ok(()),
+        }
     }
 }
 

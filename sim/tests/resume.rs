@@ -61,8 +61,14 @@ fn drive(engine: &mut Engine, states: &mut ClientStates, until: u64) {
 #[test]
 fn every_strategy_resumes_to_the_same_model() {
     // Every registered strategy (its registry example), then the variants.
-    let cases = registry::all()
-        .iter()
+    // Asynchronous strategies keep no checkpoints (tasks in flight are not saved; `--resume` refuses
+    // them), so they are left out.
+    let synchronous = registry::all().iter().filter(|e| {
+        !e.example_spec()
+            .is_ok_and(|spec| spec.capabilities().asynchronous)
+    });
+    let skipped = registry::all().len() - synchronous.clone().count();
+    let cases = synchronous
         .map(|e| (e.example_table(), e.example_settings))
         .chain(VARIANTS.iter().map(|t| (t.to_string(), &[][..])));
     let mut covered = 0;
@@ -96,5 +102,6 @@ fn every_strategy_resumes_to_the_same_model() {
             "{table}: the resumed run ended with a different model"
         );
     }
-    assert_eq!(covered, registry::all().len() + VARIANTS.len());
+    assert_eq!(covered + skipped, registry::all().len() + VARIANTS.len());
+    assert_eq!(skipped, 2, "fedbuff and fedasync");
 }

@@ -142,7 +142,7 @@ mod tests {
             let ids: Vec<ClientId> = (0..clients as u32).collect();
             s.begin_round(0, &ids, &global);
             for &id in &ids {
-                s.accept(Reporter { id, num_samples: 7 }, update(&delta)).unwrap();
+                s.accept(Reporter { id, num_samples: 7, staleness: 0 }, update(&delta)).unwrap();
             }
             s.finish_round(0, &mut global, &ids);
             for ((g, b), d) in global.iter().zip(&before).zip(&delta) {
@@ -160,6 +160,7 @@ mod tests {
             Reporter {
                 id: 0,
                 num_samples: 1,
+                staleness: 0,
             },
             update(&[1.0, 2.0]),
         );

@@ -321,6 +321,7 @@ mod tests {
                         Reporter {
                             id: i as u32,
                             num_samples: 10,
+                            staleness: 0,
                         },
                         p,
                     )

@@ -414,6 +414,7 @@ mod tests {
                 Reporter {
                     id: i as u32,
                     num_samples: *n,
+                    staleness: 0,
                 },
                 p,
             )
@@ -499,6 +500,7 @@ mod tests {
                 Reporter {
                     id: 0,
                     num_samples: 1,
+                    staleness: 0,
                 },
                 p,
             )

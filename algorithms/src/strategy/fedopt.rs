@@ -283,6 +283,7 @@ mod tests {
                 Reporter {
                     id: 0,
                     num_samples: 1,
+                    staleness: 0,
                 },
                 Payload::new().with(dense::DELTA, TensorData::vector(vec![d])),
             )

@@ -532,6 +532,7 @@ mod tests {
                 Reporter {
                     id: i as u32,
                     num_samples: 1,
+                    staleness: 0,
                 },
                 update(r),
             )
@@ -660,6 +661,7 @@ mod tests {
         let who = Reporter {
             id: 7,
             num_samples: 1,
+            staleness: 0,
         };
         // A repeated edge.
         let e = s.accept(who, update(&[0, 1, 1, 3, 4])).unwrap_err();

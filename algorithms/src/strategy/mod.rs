@@ -12,6 +12,7 @@
 use crate::{ClientId, LocalTrainer, Payload};
 
 pub mod registry;
+pub mod staleness;
 #[cfg(test)]
 pub(crate) mod testutil;
 
@@ -30,6 +31,8 @@ macro_rules! strategies {
 
 strategies! {
     fedavg => [fedavg::FedAvgConfig],
+    fedbuff => [fedbuff::FedBuffConfig],
+    fedasync => [fedasync::FedAsyncConfig],
     fedau => [fedau::FedAuConfig],
     mifa => [mifa::MifaConfig],
     fedvarp => [fedvarp::FedVarpConfig],
@@ -88,13 +91,34 @@ pub struct Reporter {
     pub id: ClientId,
     /// Its number of local training samples.
     pub num_samples: u64,
+    /// How many server updates happened since the model it trained from (τ): 0 in synchronous rounds,
+    /// the version gap of asynchronous runs ([`Schedule::Asynchronous`]).
+    pub staleness: u64,
+}
+
+/// How the engine runs a strategy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Schedule {
+    /// Synchronous rounds: select, train, aggregate, repeat.
+    Rounds,
+    /// Asynchronous aggregation: `concurrency` clients train at all times, each from the model version
+    /// current when it started; finished updates are folded in in virtual-finish-time order (with their
+    /// staleness), and every `buffer_size` of them make one server update (one "round" of the metrics).
+    Asynchronous {
+        /// Clients training at once.
+        concurrency: usize,
+        /// Updates per server update.
+        buffer_size: usize,
+    },
 }
 
 /// One federated algorithm: client half and server half.
 ///
 /// Round protocol, driven by [`crate::Engine`]: `begin_round` with the selected clients, then
 /// `accept` once per reporting client **in ascending client id** (the engine reorders arrivals, so the
-/// result never depends on arrival order), then `finish_round` with the global model to update.
+/// result never depends on arrival order), then `finish_round` with the global model to update. An
+/// asynchronous strategy ([`Strategy::schedule`]) sees the same calls per server update, with `accept`
+/// in virtual-finish-time order and each [`Reporter`] carrying its staleness.
 pub trait Strategy: Send + Sync {
     /// Name used in logs and results.
     fn name(&self) -> String;
@@ -109,7 +133,13 @@ pub trait Strategy: Send + Sync {
     /// The task every selected client receives in `round` (typically the global model).
     fn broadcast(&self, round: u64, global: &[f32]) -> Payload;
 
-    /// Starts aggregation for `round`.
+    /// Synchronous rounds (the default) or asynchronous aggregation.
+    fn schedule(&self) -> Schedule {
+        Schedule::Rounds
+    }
+
+    /// Starts aggregation for `round` (in an asynchronous run: server update `round`, with `selected`
+    /// empty since its contributors are known only as they finish).
     fn begin_round(&mut self, round: u64, selected: &[ClientId], global: &[f32]);
 
     /// Checks an update without using it (shapes, finiteness). The default checks finiteness and shapes,

@@ -36,6 +36,9 @@ pub struct Capabilities {
     pub needs_probabilities: bool,
     /// Keeps per-client state on the clients across rounds (a client must keep it between rounds).
     pub client_state: bool,
+    /// Runs asynchronously ([`super::Schedule::Asynchronous`]): no rounds, a server update per
+    /// `buffer_size` finished clients (FedBuff, FedAsync).
+    pub asynchronous: bool,
 }
 
 impl Capabilities {
@@ -46,6 +49,7 @@ impl Capabilities {
         needs_smoothness: false,
         needs_probabilities: false,
         client_state: false,
+        asynchronous: false,
     };
 }
 

@@ -128,6 +128,7 @@ pub(crate) fn two_clients(strategy: &mut dyn Strategy, rounds: u64) -> f32 {
                     Reporter {
                         id: i as u32,
                         num_samples: 1,
+                        staleness: 0,
                     },
                     up,
                 )
@@ -196,7 +197,11 @@ pub(crate) fn init_plain(strategy: &mut dyn Strategy, global: &[f32], num_client
 pub(crate) fn send_delta(strategy: &mut dyn Strategy, id: u32, delta: Vec<f32>) {
     strategy
         .accept(
-            Reporter { id, num_samples: 1 },
+            Reporter {
+                id,
+                num_samples: 1,
+                staleness: 0,
+            },
             Payload::new().with(dense::DELTA, TensorData::vector(delta)),
         )
         .unwrap();

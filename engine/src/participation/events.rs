@@ -425,6 +425,19 @@ impl Scheduler {
         Some(profiles[c as usize].finish_s(samples, jitter, down, up))
     }
 
+    /// When client `c`, online at virtual time `t`, goes offline (`[system] online`; infinite without
+    /// online intervals or for a client that is always online).
+    pub fn offline_at(&self, c: ClientId, t: f64) -> f64 {
+        self.online.as_ref().map_or(f64::INFINITY, |o| {
+            o.online_until(c as usize, t).unwrap_or(t)
+        })
+    }
+
+    /// The first virtual time after `t` at which a client comes online (`[system] online`), if any.
+    pub fn next_online_after(&self, t: f64) -> Option<f64> {
+        self.online.as_ref()?.next_start_after(t)
+    }
+
     /// Whether a system model (`[system]` or `events.stragglers`) runs a virtual clock.
     pub fn has_system(&self) -> bool {
         self.system.is_some()
