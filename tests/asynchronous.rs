@@ -49,15 +49,14 @@ fn fedbuff_and_fedasync_give_the_same_model_in_sim_and_launch() {
     .enumerate()
     {
         let sets = ["rounds=10", "eval.every=5", SYSTEM, strategy];
-        let (one, two, grpc) = (
-            tmp.path().join(format!("sim1_{i}")),
-            tmp.path().join(format!("sim2_{i}")),
-            tmp.path().join(format!("grpc_{i}")),
-        );
+        let one = tmp.path().join(format!("sim1_{i}"));
+        let grpc = tmp.path().join(format!("grpc_{i}"));
         let log = tmp.path().join(format!("{i}.log"));
-        run_ok(&sim_args(&sets, &one, &["--threads", "1"]), &log, Duration::from_secs(120));
-        run_ok(&sim_args(&sets, &two, &["--threads", "2"]), &log, Duration::from_secs(120));
-        assert_same_run(&one, &two, &format!("{strategy}: 1 vs 2 threads"));
+        for threads in ["1", "2", "4"] {
+            let out = tmp.path().join(format!("sim{threads}_{i}"));
+            run_ok(&sim_args(&sets, &out, &["--threads", threads]), &log, Duration::from_secs(120));
+            assert_same_run(&one, &out, &format!("{strategy}: 1 vs {threads} threads"));
+        }
         let mut args = vec!["launch", QUICK, "--quiet", "--processes", "4", "--out", s(&grpc)];
         for o in &sets {
             args.extend(["--set", o]);
@@ -137,4 +136,86 @@ fn unsupported_combinations_are_refused_with_the_key_named() {
         &[],
     ));
     assert!(err.contains("strategy.buffer_size"), "{err}");
+}
+
+/// A FedBuff run over real processes survives losing clients mid-run: one client process is killed
+/// (SIGKILL) and another stopped (SIGSTOP, so its connection stays open but it neither heartbeats
+/// nor reports). Their tasks end without updates (on disconnection, or after the heartbeat timeout)
+/// and the run completes with the other processes.
+#[test]
+fn an_asynchronous_run_survives_a_killed_and_a_stopped_client() {
+    let _serial = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let out = dir.join("grpc");
+    let sets = [
+        "rounds=300",
+        "eval.every=50",
+        "train.epochs=3",
+        "strategy={kind=\"fedbuff\", concurrency=16, buffer_size=4}",
+        "participation={kind=\"full\"}",
+        "deploy.heartbeat_timeout_s=2",
+        SYSTEM,
+    ];
+    let mut cmd = fedsim();
+    cmd.args(["server", QUICK, "--listen", "127.0.0.1:0", "--out", s(&out)]);
+    for o in sets {
+        cmd.args(["--set", o]);
+    }
+    let mut server = Proc::spawn("server", cmd, &dir.join("server.log"));
+    let addr = listening_addr(&server, Duration::from_secs(30));
+    let url = format!("http://{addr}");
+    let mut clients: Vec<Proc> = ["0-24", "25-49", "50-74", "75-99"]
+        .iter()
+        .enumerate()
+        .map(|(i, ids)| {
+            let mut c = fedsim();
+            c.args(["client", "--server", &url, "--ids", ids, "--threads", "1"]);
+            Proc::spawn(
+                &format!("client{i}"),
+                c,
+                &dir.join(format!("client{i}.log")),
+            )
+        })
+        .collect();
+    let metrics_file = out.join("metrics.jsonl");
+    let progressed =
+        |n: usize| std::fs::read_to_string(&metrics_file).is_ok_and(|t| t.lines().count() >= n);
+    assert!(
+        wait_until(Duration::from_secs(60), || progressed(5)),
+        "no progress; server log:\n{}",
+        server.output()
+    );
+    clients[1].kill();
+    let stopped = clients[2].child.id().to_string();
+    let status = std::process::Command::new("kill")
+        .args(["-STOP", &stopped])
+        .status()
+        .expect("kill -STOP");
+    assert!(status.success());
+    assert!(
+        !progressed(250),
+        "the run was nearly over before the clients were lost"
+    );
+    server.wait_ok(Duration::from_secs(120));
+    let _ = std::process::Command::new("kill")
+        .args(["-CONT", &stopped])
+        .status();
+    let m = metrics(&out);
+    assert_eq!(m.len(), 300, "every server update was made");
+    let late: Vec<u64> = m[m.len() - 20..]
+        .iter()
+        .flat_map(|r| r["participant_ids"].as_array().unwrap().clone())
+        .map(|c| c.as_u64().unwrap())
+        .collect();
+    assert!(
+        late.iter().all(|&c| !(25..75).contains(&c)),
+        "a lost client was applied late in the run: {late:?}"
+    );
+    let log = server.output();
+    assert!(
+        log.contains("task ended without an update"),
+        "no lost task was logged:\n{}",
+        tail(&server.log, 40)
+    );
 }

@@ -25,6 +25,9 @@ use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 
 pub use auth::Credentials;
 
+/// How long a finished coordinator waits for open connections to close before it closes them.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Errors of the coordinator.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -168,7 +171,7 @@ pub async fn run(scenario: Scenario, opts: ServerOptions) -> Result<Summary, Ser
         Arc::new(move |peer| closed.registry().connection_closed(peer)),
     );
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(
+    let mut server = tokio::spawn(
         builder
             .layer(net::RequestTimeoutLayer {
                 timeout: limits.request_timeout,
@@ -183,6 +186,17 @@ pub async fn run(scenario: Scenario, opts: ServerOptions) -> Result<Summary, Ser
     shared.finish();
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     let _ = stop_tx.send(());
-    let _ = server.await;
+    // Graceful shutdown waits for open connections; a client that hangs (stopped, or a hostile one
+    // holding its connection) must not keep the finished coordinator alive.
+    if tokio::time::timeout(SHUTDOWN_GRACE, &mut server)
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            secs = SHUTDOWN_GRACE.as_secs(),
+            "connections still open after the run finished; closing them"
+        );
+        server.abort();
+    }
     result
 }

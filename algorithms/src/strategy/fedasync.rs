@@ -205,6 +205,34 @@ mod tests {
     }
 
     #[test]
+    fn every_staleness_function_scales_alpha_by_hand_computed_weights() {
+        // α = 0.8, τ = 3, global 0, client model 1: the new model is α·s(3).
+        for (staleness, s3) in [
+            (Staleness::Constant, 1.0),
+            (Staleness::Polynomial { a: 0.5 }, 0.5),
+            (Staleness::Polynomial { a: 1.0 }, 0.25),
+            (Staleness::Hinge { a: 2.0, b: 3 }, 1.0),
+            (Staleness::Hinge { a: 2.0, b: 1 }, 0.2),
+        ] {
+            let mut s = build(FedAsyncConfig {
+                alpha: 0.8,
+                staleness,
+                ..FedAsyncConfig::default()
+            });
+            let mut global = vec![0.0f32];
+            s.begin_round(7, &[], &global);
+            let r = Reporter {
+                id: 0,
+                num_samples: 1,
+                staleness: 3,
+            };
+            s.accept(r, model(&[1.0])).unwrap();
+            s.finish_round(7, &mut global, &[0]);
+            assert_eq!(global[0], (0.8 * s3) as f32, "{staleness:?}");
+        }
+    }
+
+    #[test]
     fn alpha_outside_the_unit_interval_is_refused() {
         let e = StrategySpec::new(FedAsyncConfig {
             alpha: 1.5,
