@@ -4,7 +4,7 @@
 # around 1000 samples/s, download and upload bandwidth lognormal sigma = 1 around 1 MB/s, 50 ms
 # latency), synchronous FedAvg three ways: waiting for all 10 selected clients, a 3 s deadline, and
 # over-selection (13 selected, the round closes at the first 10 to finish: round.quorum = 10); and
-# asynchronously: FedBuff (20 clients training at all times, a server update every 10 finished, weights
+# asynchronously: FedBuff (20, 50 or 100 clients training at all times, a server update every 10 finished, weights
 # 1/sqrt(1+staleness)) and FedAsync (10 training at all times, every update mixed in with
 # alpha = 0.6/sqrt(1+staleness)); for both, the participation model is "full" (any idle client may be
 # started) and a "round" is one server update.
@@ -28,6 +28,8 @@ variants=(
   "deadline_3s|${system}, deadline_s=3}|participation.fraction=0.1|round.quorum=0|rounds=$rounds|eval.every=1"
   "overselect_13_keep_10|${system}}|participation.fraction=0.13|round.quorum=10|rounds=$rounds|eval.every=1"
   "fedbuff_c20_k10|${system}}|participation={kind=\"full\"}|strategy={kind=\"fedbuff\", concurrency=20, buffer_size=10}|rounds=$rounds|eval.every=1"
+  "fedbuff_c50_k10|${system}}|participation={kind=\"full\"}|strategy={kind=\"fedbuff\", concurrency=50, buffer_size=10}|rounds=$rounds|eval.every=1"
+  "fedbuff_c100_k10|${system}}|participation={kind=\"full\"}|strategy={kind=\"fedbuff\", concurrency=100, buffer_size=10}|rounds=$rounds|eval.every=1"
   "fedasync_c10|${system}}|participation={kind=\"full\"}|strategy={kind=\"fedasync\", concurrency=10, alpha=0.6}|rounds=$((rounds * 10))|eval.every=10"
 )
 for v in "${variants[@]}"; do
@@ -46,7 +48,8 @@ from pathlib import Path
 root = Path("runs/virtual_clock")
 print("| variant | seeds | rounds (server updates) to 97% | virtual s to 97% | mean virtual s per round | client updates to 97% | final test acc |")
 print("|---|---|---|---|---|---|---|")
-for v in ["all", "deadline_3s", "overselect_13_keep_10", "fedbuff_c20_k10", "fedasync_c10"]:
+for v in ["all", "deadline_3s", "overselect_13_keep_10", "fedbuff_c20_k10", "fedbuff_c50_k10",
+          "fedbuff_c100_k10", "fedasync_c10"]:
     sums = [json.loads((d / "summary.json").read_text()) for d in sorted((root / v).glob("seed*"))]
     def f(xs, d=1):
         xs = [x for x in xs if x is not None]

@@ -183,6 +183,36 @@ impl AsyncRun {
     }
 }
 
+/// `free` clients drawn uniformly from the idle ones of `available` (ascending) by rejection, in
+/// O(free) expected time whatever the number of clients; `None` when idle clients are too few for
+/// rejection to pay (the caller then filters the whole list).
+fn pick_idle(
+    available: &[ClientId],
+    flights: &BTreeMap<ClientId, Flight>,
+    free: usize,
+    seed: u64,
+    batch: u64,
+) -> Option<Vec<ClientId>> {
+    use rand::RngExt;
+    let busy = flights
+        .keys()
+        .filter(|c| available.binary_search(c).is_ok())
+        .count();
+    let idle = available.len() - busy;
+    if idle < 2 * free.max(1) {
+        return None;
+    }
+    let mut rng = stream(seed, Purpose::Participation, batch, u64::MAX - 1);
+    let mut picked = std::collections::BTreeSet::new();
+    while picked.len() < free {
+        let c = available[rng.random_range(0..available.len())];
+        if !flights.contains_key(&c) {
+            picked.insert(c);
+        }
+    }
+    Some(picked.into_iter().collect())
+}
+
 /// A total order on finite non-negative virtual times.
 fn ordered(t: f64) -> u64 {
     t.max(0.0).to_bits()
@@ -275,22 +305,31 @@ impl Engine {
         run.next_batch += 1;
         let version = self.next_round;
         self.participation.set_clock(now);
-        let eligible: Vec<ClientId> = self
-            .participation
-            .reachable(version, available)
-            .into_iter()
-            .filter(|c| !run.flights.contains_key(c))
-            .collect();
-        let drawn = self.participation.model_mut().select(batch, &eligible);
-        let mut chosen: Vec<ClientId> = if drawn.len() <= free {
-            drawn
+        let mut chosen = if self.participation.model().selects_every_available()
+            && !self.participation.filters_availability()
+        {
+            pick_idle(available, &run.flights, free, self.scenario.seed, batch)
         } else {
-            let mut rng = stream(self.scenario.seed, Purpose::Participation, batch, u64::MAX);
-            index::sample(&mut rng, drawn.len(), free)
+            None
+        }
+        .unwrap_or_else(|| {
+            let eligible: Vec<ClientId> = self
+                .participation
+                .reachable(version, available)
                 .into_iter()
-                .map(|i| drawn[i])
-                .collect()
-        };
+                .filter(|c| !run.flights.contains_key(c))
+                .collect();
+            let drawn = self.participation.model_mut().select(batch, &eligible);
+            if drawn.len() <= free {
+                drawn
+            } else {
+                let mut rng = stream(self.scenario.seed, Purpose::Participation, batch, u64::MAX);
+                index::sample(&mut rng, drawn.len(), free)
+                    .into_iter()
+                    .map(|i| drawn[i])
+                    .collect()
+            }
+        });
         chosen.sort_unstable();
         if chosen.is_empty() {
             return None;

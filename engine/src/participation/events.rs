@@ -425,6 +425,11 @@ impl Scheduler {
         Some(profiles[c as usize].finish_s(samples, jitter, down, up))
     }
 
+    /// Whether scripted events or online intervals can make an available client unreachable.
+    pub fn filters_availability(&self) -> bool {
+        self.events.has_availability_events() || self.online.is_some()
+    }
+
     /// When client `c`, online at virtual time `t`, goes offline (`[system] online`; infinite without
     /// online intervals or for a client that is always online).
     pub fn offline_at(&self, c: ClientId, t: f64) -> f64 {

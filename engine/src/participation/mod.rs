@@ -44,6 +44,12 @@ pub trait Participation: Send + Sync {
         None
     }
 
+    /// Whether every call selects all of `available` (the `full` model): an asynchronous run then
+    /// picks among the idle clients directly instead of asking for a selection of all of them.
+    fn selects_every_available(&self) -> bool {
+        false
+    }
+
     /// Per-client participation probabilities, where the model has them (for the known-probability
     /// oracle baseline).
     fn probabilities(&self) -> Option<&[f64]> {

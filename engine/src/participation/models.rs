@@ -14,6 +14,10 @@ impl Participation for Full {
     fn select(&mut self, _round: u64, available: &[ClientId]) -> Vec<ClientId> {
         available.to_vec()
     }
+
+    fn selects_every_available(&self) -> bool {
+        true
+    }
 }
 
 /// A fixed number of clients per round, uniformly without replacement.
