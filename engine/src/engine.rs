@@ -419,7 +419,9 @@ impl Engine {
         }
     }
 
-    /// Hands in one selected client's outcome for `round` (0-based), in any order.
+    /// Hands in one selected client's outcome for `round` (0-based), in any order. In an asynchronous
+    /// run `round` is the dispatch number of the client's task, and the outcome is applied when its
+    /// turn on the virtual clock comes ([`Engine::step`]).
     ///
     /// A stale, unselected or duplicate submission, or an update the strategy refuses on arrival (or
     /// when it is folded in during this call), is refused with the reason; the round goes on without

@@ -13,7 +13,9 @@ use fedsim_types::{ClientId, Payload};
 /// What the runtime must deliver to the selected clients of a round.
 #[derive(Debug, Clone)]
 pub struct RoundTask {
-    /// Round index, 0-based.
+    /// Round index, 0-based (in an asynchronous run: the dispatch number, see
+    /// [`crate::engine::AsyncStep::Start`]); the key of the clients' training randomness and what their
+    /// results must carry.
     pub round: u64,
     /// Clients to run, ascending: selected and not dropped by a scripted event.
     pub selected: Vec<ClientId>,
