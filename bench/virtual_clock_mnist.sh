@@ -52,11 +52,14 @@ for v in ["all", "deadline_3s", "overselect_13_keep_10", "fedbuff_c20_k10", "fed
           "fedbuff_c100_k10", "fedasync_c10"]:
     sums = [json.loads((d / "summary.json").read_text()) for d in sorted((root / v).glob("seed*"))]
     def f(xs, d=1):
+        n = len(xs)
         xs = [x for x in xs if x is not None]
         if not xs:
             return "not reached"
         m = statistics.mean(xs)
-        return f"{m:.{d}f}" if len(xs) == 1 else f"{m:.{d}f} ± {statistics.stdev(xs):.{d}f}"
+        out = f"{m:.{d}f}" if len(xs) == 1 else f"{m:.{d}f} ± {statistics.stdev(xs):.{d}f}"
+        # Seeds that never reached the target are left out of the mean, and said so.
+        return out if len(xs) == n else f"{out} ({len(xs)} of {n} seeds)"
     r = [s["rounds_to_target"].get("0.97") for s in sums]
     t = [s.get("virtual_time_to_target", {}).get("0.97") for s in sums]
     per = [s["virtual_time_s"] / s["rounds"] for s in sums]
