@@ -1,7 +1,7 @@
 //! Asynchronous aggregation end to end: FedBuff and FedAsync on the virtual clock in `fedsim sim`
 //! (any thread count) and `fedsim launch` (real gRPC, one process per client group) give the same
-//! model bit for bit; staleness and the clock are recorded; online intervals end tasks; what is not
-//! supported yet is refused with a clear error.
+//! model bit for bit, federated evaluation included; staleness and the clock are recorded; online
+//! intervals end tasks; lost client processes free their slots.
 
 mod grpc_common;
 
@@ -48,7 +48,14 @@ fn fedbuff_and_fedasync_give_the_same_model_in_sim_and_launch() {
     .iter()
     .enumerate()
     {
-        let sets = ["rounds=10", "eval.every=5", SYSTEM, strategy];
+        let sets = [
+            "rounds=10",
+            "eval.every=5",
+            "partition.local_test_fraction=0.2",
+            "eval.federated={every=5}",
+            SYSTEM,
+            strategy,
+        ];
         let one = tmp.path().join(format!("sim1_{i}"));
         let grpc = tmp.path().join(format!("grpc_{i}"));
         let log = tmp.path().join(format!("{i}.log"));
@@ -76,6 +83,11 @@ fn fedbuff_and_fedasync_give_the_same_model_in_sim_and_launch() {
             assert_eq!(num(r, "participants"), k, "updates per server update");
         }
         assert!(stale > 0.0, "{strategy}: no update was stale");
+        // Federated evaluation every 5 server updates, by the clients on their local test sets.
+        for r in [&m[4], &m[9]] {
+            assert!(num(r, "fed_clients") > 0.0, "{r}");
+            assert!((0.0..=1.0).contains(&num(r, "fed_accuracy")));
+        }
         assert_eq!(num(&summary(&one), "virtual_time_s"), clock);
     }
 }
@@ -117,25 +129,21 @@ fn tasks_of_clients_that_go_offline_never_report() {
 }
 
 #[test]
-fn unsupported_combinations_are_refused_with_the_key_named() {
+fn bad_settings_are_refused_with_the_key_named() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("run");
-    let sets = [
-        "strategy={kind=\"fedbuff\"}",
-        "partition.local_test_fraction=0.2",
-        "eval.federated={every=5}",
-    ];
-    let err = run_err(&sim_args(&sets, &out, &[]));
-    assert!(
-        err.contains("eval.federated") && err.contains("asynchronous"),
-        "{err}"
-    );
     let err = run_err(&sim_args(
         &["strategy={kind=\"fedbuff\", buffer_size=0}"],
         &out,
         &[],
     ));
     assert!(err.contains("strategy.buffer_size"), "{err}");
+    let err = run_err(&sim_args(
+        &["strategy={kind=\"fedasync\", alpha=1.5}"],
+        &out,
+        &[],
+    ));
+    assert!(err.contains("strategy.alpha"), "{err}");
 }
 
 /// A FedBuff run over real processes survives losing clients mid-run: one client process is killed

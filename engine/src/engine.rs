@@ -223,15 +223,7 @@ impl Engine {
             Schedule::Asynchronous {
                 concurrency,
                 buffer_size,
-            } => {
-                if scenario.eval.federated.is_some() {
-                    return Err(EngineError::from(ConfigError::new(
-                        "eval.federated",
-                        "federated evaluation is not available with an asynchronous strategy (fedbuff, fedasync) yet; use central evaluation",
-                    )));
-                }
-                Some(asynchronous::AsyncRun::new(concurrency, buffer_size))
-            }
+            } => Some(asynchronous::AsyncRun::new(concurrency, buffer_size)),
         };
         let mut participation = participation;
         if let Some(system) = &scenario.system {

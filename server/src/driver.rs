@@ -358,7 +358,9 @@ async fn run_round(
     answer_verdicts(engine, &mut replies);
     let rec = match end {
         RoundEnd::Recorded(rec) => *rec,
-        RoundEnd::EvaluationDue => evaluate(engine, shared, results, scenario).await?,
+        RoundEnd::EvaluationDue => {
+            evaluate(engine, shared, results, scenario, Training::Between).await?
+        }
     };
     tracing::info!(
         round = rec.round,
@@ -370,103 +372,13 @@ async fn run_round(
     Ok(())
 }
 
-/// Runs a due federated evaluation over the connected clients: the chosen ones fetch an EVALUATE
-/// task (the global model), evaluate on their local test sets and submit their results, which the
-/// engine validates. Closes at the last result, at `round.deadline_s` when set, or when the clients
-/// that have not reported are gone. Returns the round's record.
-async fn evaluate(
-    engine: &mut Engine,
-    shared: &Shared,
-    results: &mut mpsc::Receiver<Submission>,
-    scenario: &Scenario,
-) -> Result<fedsim_engine::report::RoundRecord, ServerError> {
-    let available = shared.registry().available();
-    let task = engine.begin_evaluation(&available)?;
-    let round = task.round;
-    let open = Arc::new(OpenRound {
-        kind: TaskKind::Evaluate,
-        round,
-        token: format!("{}-e{}-{}", shared.run_id, round, crate::ids::random_hex(8)),
-        selected: task.clients.clone(),
-        max_steps: Default::default(),
-        payload: wire::encode(&task.model),
-        deadline: (scenario.round.deadline_s > 0.0)
-            .then(|| Instant::now() + Duration::from_secs_f64(scenario.round.deadline_s)),
-        submitted: Default::default(),
-        uploading: Default::default(),
-        bytes_down: Default::default(),
-    });
-    shared.phase.send_replace(Phase::Open(open.clone()));
-    tracing::info!(
-        round = round + 1,
-        clients = task.clients.len(),
-        "federated evaluation open"
-    );
-    let mut tick = tokio::time::interval(TICK);
-    while !engine.awaiting_evaluation().is_empty() {
-        if open.deadline.is_some_and(|d| Instant::now() >= d) {
-            tracing::info!(
-                round = round + 1,
-                missing = engine.awaiting_evaluation().len(),
-                "deadline passed; closing the federated evaluation"
-            );
-            break;
-        }
-        tokio::select! {
-            sub = results.recv() => {
-                let Some(sub) = sub else { break };
-                let Outcome::Evaluation(result) = sub.result else {
-                    let _ = sub.reply.send(Err(Status::failed_precondition(
-                        "a federated evaluation is open: submit an evaluation result",
-                    )));
-                    continue;
-                };
-                let verdict = engine.submit_evaluation(sub.round, sub.client, result);
-                // An accepted or refused result ends the client's part: it is not handed the task
-                // again (a stale or unchosen one never had a part).
-                let answered = !matches!(verdict, Err(Refusal::Stale { .. } | Refusal::NotSelected { .. }));
-                if answered && let Ok(mut set) = open.submitted.lock() {
-                    set.insert(sub.client);
-                }
-                let _ = sub.reply.send(verdict.map_err(|e| match e {
-                    Refusal::Duplicate { .. } => Status::already_exists(e.to_string()),
-                    Refusal::InvalidEvaluation { .. } | Refusal::Invalid(_) => {
-                        Status::invalid_argument(e.to_string())
-                    }
-                    Refusal::Stale { .. } | Refusal::NotSelected { .. } => {
-                        Status::failed_precondition(e.to_string())
-                    }
-                }));
-            }
-            _ = tick.tick() => {
-                let gone: Vec<_> = {
-                    let reg = shared.registry();
-                    engine.awaiting_evaluation().into_iter().filter(|&c| !reg.is_alive(c)).collect()
-                };
-                for c in gone {
-                    tracing::warn!(round = round + 1, client = c, "client disconnected or timed out; left out of the evaluation");
-                    let _ = engine.submit_evaluation(round, c, Err("disconnected".into()));
-                }
-            }
-        }
-    }
-    shared.phase.send_replace(Phase::Waiting);
-    let rec = engine.end_evaluation()?;
-    tracing::info!(
-        round = rec.round,
-        clients = ?rec.extra.get("fed_clients"),
-        accuracy = ?rec.extra.get("fed_accuracy"),
-        p10 = ?rec.extra.get("fed_p10_accuracy"),
-        "federated evaluation closed"
-    );
-    Ok(rec)
-}
-
 /// Runs an asynchronous strategy (FedBuff, FedAsync) over the connected clients: every dispatch the
-/// engine starts is published as an open task set (several at once), results go to the engine as
-/// they arrive, and each client's reply waits until its update is applied (or refused). A client that
-/// disconnects, or does not report within `round.deadline_s` of its dispatch, ends its task without an
-/// update. No checkpoints are written (tasks in flight are not saved).
+/// engine starts is published as an open task set (several at once), and results go to the engine as
+/// they arrive. An accepted upload is answered at once: asynchronous strategies keep no client state to
+/// commit, and a client waiting for its update to be applied could not evaluate in the meantime. A
+/// client that disconnects, or does not report within `round.deadline_s` of its dispatch, ends its task
+/// without an update. A due federated evaluation is one more open task set next to the training ones.
+/// No checkpoints are written (tasks in flight are not saved).
 async fn drive_asynchronous(
     engine: &mut Engine,
     shared: &Shared,
@@ -474,10 +386,16 @@ async fn drive_asynchronous(
     scenario: &Scenario,
 ) -> Result<(), ServerError> {
     let mut open: Vec<Arc<OpenRound>> = Vec::new();
-    let mut replies = HashMap::new();
     let mut tick = tokio::time::interval(TICK);
     let mut last_wait_log = Instant::now();
     let deadline_s = scenario.round.deadline_s;
+    let deadline =
+        || (deadline_s > 0.0).then(|| Instant::now() + Duration::from_secs_f64(deadline_s));
+    let publish = |open: &Vec<Arc<OpenRound>>| {
+        shared
+            .phase
+            .send_replace(Phase::Tasks(Arc::new(open.clone())));
+    };
     loop {
         let available = shared.registry().available();
         if available.is_empty() && engine.in_flight().is_empty() {
@@ -499,26 +417,27 @@ async fn drive_asynchronous(
                     selected: task.selected,
                     max_steps: task.max_steps,
                     payload: wire::encode(&task.broadcast),
-                    deadline: (deadline_s > 0.0)
-                        .then(|| Instant::now() + Duration::from_secs_f64(deadline_s)),
+                    deadline: deadline(),
                     submitted: Default::default(),
                     uploading: Default::default(),
                     bytes_down: Default::default(),
                 }));
-                shared
-                    .phase
-                    .send_replace(Phase::Tasks(Arc::new(open.clone())));
+                publish(&open);
                 continue;
             }
             AsyncStep::Ended(end) => {
-                answer_verdicts(engine, &mut replies);
+                engine.take_verdicts();
                 let rec = match end {
                     RoundEnd::Recorded(rec) => *rec,
                     RoundEnd::EvaluationDue => {
-                        return Err(ServerError::Transport(
-                            "federated evaluation is not available with asynchronous strategies"
-                                .into(),
-                        ));
+                        evaluate(
+                            engine,
+                            shared,
+                            results,
+                            scenario,
+                            Training::InFlight(&mut open),
+                        )
+                        .await?
                     }
                 };
                 tracing::info!(
@@ -533,66 +452,16 @@ async fn drive_asynchronous(
             AsyncStep::Done => break,
             AsyncStep::Wait => {}
         }
-        answer_verdicts(engine, &mut replies);
         tokio::select! {
             sub = results.recv() => {
                 let Some(sub) = sub else { break };
-                let Submission { client, round: dispatch, num_samples, result, reply, .. } = sub;
-                let Outcome::Update(update) = result else {
-                    let _ = reply.send(Err(Status::failed_precondition("this run trains only: submit an update")));
-                    continue;
-                };
-                let outcome = match update {
-                    Ok(received) => ClientOutcome::update(received, num_samples),
-                    Err(reason) => ClientOutcome::Dropped(reason),
-                };
-                let is_update = matches!(outcome, ClientOutcome::Update { .. });
-                let submitted = tokio::task::block_in_place(|| engine.submit(dispatch, client, outcome));
-                let counted = submitted.is_ok() || matches!(submitted, Err(Refusal::Invalid(_)));
-                if counted && let Some(o) = open.iter().find(|o| o.round == dispatch) && let Ok(mut set) = o.submitted.lock() {
-                    set.insert(client);
-                }
-                match submitted {
-                    Ok(()) if is_update => {
-                        replies.insert(client, reply);
-                    }
-                    Ok(()) => {
-                        let _ = reply.send(Ok(()));
-                    }
-                    Err(e) => {
-                        tracing::warn!(dispatch = dispatch + 1, client, error = %e, "result refused");
-                        let _ = reply.send(Err(refusal_status(&e)));
-                    }
-                }
+                take_training_result(engine, &open, sub);
             }
             _ = tick.tick() => {
-                let in_flight = engine.in_flight();
-                let now = Instant::now();
-                let ended: Vec<(u64, ClientId, &str)> = {
-                    let reg = shared.registry();
-                    in_flight
-                        .iter()
-                        .filter_map(|&c| {
-                            let o = open.iter().find(|o| o.hands_task_to(c))?;
-                            if !reg.is_alive(c) {
-                                Some((o.round, c, "disconnected"))
-                            } else if o.deadline.is_some_and(|d| now >= d) {
-                                Some((o.round, c, "did not report within round.deadline_s of its start"))
-                            } else {
-                                None
-                            }
-                        })
-                        .collect()
-                };
-                for (dispatch, c, why) in ended {
-                    tracing::warn!(dispatch = dispatch + 1, client = c, why, "task ended without an update");
-                    if let Some(o) = open.iter().find(|o| o.round == dispatch) && let Ok(mut set) = o.submitted.lock() {
-                        set.insert(c);
-                    }
-                    let _ = engine.submit(dispatch, c, ClientOutcome::Dropped(why.to_string()));
-                }
+                end_lost_tasks(engine, shared, &open);
                 if last_wait_log.elapsed() >= WAIT_LOG {
                     last_wait_log = Instant::now();
+                    let in_flight = engine.in_flight();
                     tracing::info!(
                         in_flight = in_flight.len(),
                         clients = ?&in_flight[..in_flight.len().min(10)],
@@ -601,21 +470,213 @@ async fn drive_asynchronous(
                 }
             }
         }
+        engine.take_verdicts();
         // Dispatches whose clients have all reported are closed.
         let before = open.len();
         open.retain(|o| o.selected.iter().any(|&c| o.hands_task_to(c)));
         if open.len() != before {
-            shared
-                .phase
-                .send_replace(Phase::Tasks(Arc::new(open.clone())));
+            publish(&open);
         }
     }
     shared.phase.send_replace(Phase::Waiting);
-    answer_verdicts(engine, &mut replies);
-    for (_, reply) in replies {
-        let _ = reply.send(Err(Status::failed_precondition(
-            "the run ended before this update was applied",
-        )));
-    }
     Ok(())
+}
+
+/// Hands one training result of an asynchronous run to the engine and answers it at once.
+fn take_training_result(engine: &mut Engine, open: &[Arc<OpenRound>], sub: Submission) {
+    let Submission {
+        client,
+        round: dispatch,
+        num_samples,
+        result,
+        reply,
+        ..
+    } = sub;
+    let Outcome::Update(update) = result else {
+        let _ = reply.send(Err(Status::failed_precondition(
+            "no federated evaluation is open: submit an update",
+        )));
+        return;
+    };
+    let outcome = match update {
+        Ok(received) => ClientOutcome::update(received, num_samples),
+        Err(reason) => ClientOutcome::Dropped(reason),
+    };
+    let submitted = tokio::task::block_in_place(|| engine.submit(dispatch, client, outcome));
+    let counted = submitted.is_ok() || matches!(submitted, Err(Refusal::Invalid(_)));
+    if counted
+        && let Some(o) = open
+            .iter()
+            .find(|o| o.kind == TaskKind::Train && o.round == dispatch)
+        && let Ok(mut set) = o.submitted.lock()
+    {
+        set.insert(client);
+    }
+    if let Err(e) = &submitted {
+        tracing::warn!(dispatch = dispatch + 1, client, error = %e, "result refused");
+    }
+    let _ = reply.send(submitted.map_err(|e| refusal_status(&e)));
+}
+
+/// Ends the training tasks of clients that disconnected or missed `round.deadline_s` (asynchronous runs).
+fn end_lost_tasks(engine: &mut Engine, shared: &Shared, open: &[Arc<OpenRound>]) {
+    let now = Instant::now();
+    let ended: Vec<(u64, ClientId, &str)> = {
+        let reg = shared.registry();
+        engine
+            .in_flight()
+            .into_iter()
+            .filter_map(|c| {
+                let o = open
+                    .iter()
+                    .find(|o| o.kind == TaskKind::Train && o.hands_task_to(c))?;
+                if !reg.is_alive(c) {
+                    Some((o.round, c, "disconnected"))
+                } else if o.deadline.is_some_and(|d| now >= d) {
+                    Some((
+                        o.round,
+                        c,
+                        "did not report within round.deadline_s of its start",
+                    ))
+                } else {
+                    None
+                }
+            })
+            .collect()
+    };
+    for (dispatch, c, why) in ended {
+        tracing::warn!(
+            dispatch = dispatch + 1,
+            client = c,
+            why,
+            "task ended without an update"
+        );
+        if let Some(o) = open
+            .iter()
+            .find(|o| o.kind == TaskKind::Train && o.round == dispatch)
+            && let Ok(mut set) = o.submitted.lock()
+        {
+            set.insert(c);
+        }
+        let _ = engine.submit(dispatch, c, ClientOutcome::Dropped(why.to_string()));
+    }
+}
+
+/// What else is open while a federated evaluation runs.
+enum Training<'a> {
+    /// Nothing: synchronous rounds evaluate between rounds.
+    Between,
+    /// The training dispatches of an asynchronous run, which keep taking results.
+    InFlight(&'a mut Vec<Arc<OpenRound>>),
+}
+
+impl Training<'_> {
+    /// Shows the clients the open tasks: `eval` alone between rounds, next to the dispatches otherwise.
+    fn publish(&self, shared: &Shared, eval: Option<&Arc<OpenRound>>) {
+        let phase = match (self, eval) {
+            (Training::Between, Some(e)) => Phase::Open(e.clone()),
+            (Training::Between, None) => Phase::Waiting,
+            (Training::InFlight(open), e) => {
+                let mut list: Vec<Arc<OpenRound>> = open.to_vec();
+                list.extend(e.cloned());
+                Phase::Tasks(Arc::new(list))
+            }
+        };
+        shared.phase.send_replace(phase);
+    }
+}
+
+/// Runs a due federated evaluation over the connected clients: the chosen ones fetch an EVALUATE
+/// task (the global model), evaluate on their local test sets and submit their results, which the
+/// engine validates. Closes at the last result, at `round.deadline_s` when set, or when the clients
+/// that have not reported are gone. In an asynchronous run the training tasks stay open meanwhile:
+/// their results keep arriving and are taken (and applied once the evaluation has ended). Returns
+/// the round's (server update's) record.
+async fn evaluate(
+    engine: &mut Engine,
+    shared: &Shared,
+    results: &mut mpsc::Receiver<Submission>,
+    scenario: &Scenario,
+    mut training: Training<'_>,
+) -> Result<fedsim_engine::report::RoundRecord, ServerError> {
+    let available = shared.registry().available();
+    let task = engine.begin_evaluation(&available)?;
+    let round = task.round;
+    let eval = Arc::new(OpenRound {
+        kind: TaskKind::Evaluate,
+        round,
+        token: format!("{}-e{}-{}", shared.run_id, round, crate::ids::random_hex(8)),
+        selected: task.clients.clone(),
+        max_steps: Default::default(),
+        payload: wire::encode(&task.model),
+        deadline: (scenario.round.deadline_s > 0.0)
+            .then(|| Instant::now() + Duration::from_secs_f64(scenario.round.deadline_s)),
+        submitted: Default::default(),
+        uploading: Default::default(),
+        bytes_down: Default::default(),
+    });
+    training.publish(shared, Some(&eval));
+    tracing::info!(
+        round = round + 1,
+        clients = task.clients.len(),
+        "federated evaluation open"
+    );
+    let mut tick = tokio::time::interval(TICK);
+    while !engine.awaiting_evaluation().is_empty() {
+        if eval.deadline.is_some_and(|d| Instant::now() >= d) {
+            tracing::info!(
+                round = round + 1,
+                missing = engine.awaiting_evaluation().len(),
+                "deadline passed; closing the federated evaluation"
+            );
+            break;
+        }
+        tokio::select! {
+            sub = results.recv() => {
+                let Some(sub) = sub else { break };
+                let Outcome::Evaluation(result) = sub.result else {
+                    match &mut training {
+                        Training::InFlight(open) => take_training_result(engine, open, sub),
+                        Training::Between => {
+                            let _ = sub.reply.send(Err(Status::failed_precondition(
+                                "a federated evaluation is open: submit an evaluation result",
+                            )));
+                        }
+                    }
+                    continue;
+                };
+                let verdict = engine.submit_evaluation(sub.round, sub.client, result);
+                // An accepted or refused result ends the client's part: it is not handed the task
+                // again (a stale or unchosen one never had a part).
+                let answered = !matches!(verdict, Err(Refusal::Stale { .. } | Refusal::NotSelected { .. }));
+                if answered && let Ok(mut set) = eval.submitted.lock() {
+                    set.insert(sub.client);
+                }
+                let _ = sub.reply.send(verdict.map_err(|e| refusal_status(&e)));
+            }
+            _ = tick.tick() => {
+                if let Training::InFlight(open) = &training {
+                    end_lost_tasks(engine, shared, open);
+                }
+                let gone: Vec<_> = {
+                    let reg = shared.registry();
+                    engine.awaiting_evaluation().into_iter().filter(|&c| !reg.is_alive(c)).collect()
+                };
+                for c in gone {
+                    tracing::warn!(round = round + 1, client = c, "client disconnected or timed out; left out of the evaluation");
+                    let _ = engine.submit_evaluation(round, c, Err("disconnected".into()));
+                }
+            }
+        }
+    }
+    training.publish(shared, None);
+    let rec = engine.end_evaluation()?;
+    tracing::info!(
+        round = rec.round,
+        clients = ?rec.extra.get("fed_clients"),
+        accuracy = ?rec.extra.get("fed_accuracy"),
+        p10 = ?rec.extra.get("fed_p10_accuracy"),
+        "federated evaluation closed"
+    );
+    Ok(rec)
 }

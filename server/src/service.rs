@@ -739,7 +739,10 @@ impl Coordinator for CoordinatorService {
         let open = match &*s.phase.borrow() {
             Phase::Open(o) => o.clone(),
             // The dispatch the result names; a wrong one fails the token check below.
-            Phase::Tasks(list) => match list.iter().find(|o| o.round == h.round) {
+            Phase::Tasks(list) => match list
+                .iter()
+                .find(|o| o.round == h.round && (o.kind == TaskKind::Evaluate) == h.eval.is_some())
+            {
                 Some(o) => o.clone(),
                 None => list.first().cloned().ok_or_else(|| {
                     Status::failed_precondition(format!(

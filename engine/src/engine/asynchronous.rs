@@ -251,6 +251,11 @@ impl Engine {
     /// When nobody can be started for a long time with nothing in flight, or the strategy's server
     /// state cannot be restored after a rejected update.
     pub fn step(&mut self, available: &[ClientId]) -> Result<AsyncStep, EngineError> {
+        if self.awaiting_record.is_some() {
+            return Err(EngineError::Protocol(
+                "step called while a federated evaluation is due: end it first".into(),
+            ));
+        }
         loop {
             if self.is_done() {
                 return Ok(AsyncStep::Done);
