@@ -204,7 +204,7 @@ fn to_dataset(path: &Path, t: Table, num_classes: usize) -> Result<Dataset, Data
     let x = Array2::from_shape_vec((t.y.len(), t.feature_names.len()), t.x)
         .map_err(|e| format_err(path, format!("cannot shape feature matrix: {e}")))?;
     Ok(Dataset {
-        x,
+        x: x.into(),
         y: t.y,
         num_classes,
         image: None,

@@ -1,12 +1,12 @@
 //! In-memory data sets and client partitions.
 
-use ndarray::{Array2, ArrayView2};
+use ndarray::ArrayView2;
 
 /// A dense labelled data set: one row of `x` per sample.
 #[derive(Debug, Clone)]
 pub struct Dataset {
     /// Features, shape `(samples, features)`, row-major.
-    pub x: Array2<f32>,
+    pub x: ndarray::CowArray<'static, f32, ndarray::Ix2>,
     /// Class label of every sample, each `< num_classes`.
     pub y: Vec<u32>,
     /// Number of classes.

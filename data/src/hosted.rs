@@ -121,7 +121,7 @@ impl Dataset {
     pub fn select(&self, rows: &[u32]) -> Dataset {
         let rows: Vec<usize> = rows.iter().map(|&r| r as usize).collect();
         Dataset {
-            x: self.x.select(Axis(0), &rows),
+            x: self.x.select(Axis(0), &rows).into(),
             y: rows.iter().map(|&r| self.y[r]).collect(),
             num_classes: self.num_classes,
             image: self.image,

@@ -419,7 +419,7 @@ pub fn read_idx_pair(images: &Path, labels: &Path) -> Result<Dataset, DataError>
         ));
     }
     Ok(Dataset {
-        x,
+        x: x.into(),
         y: lab.into_iter().map(u32::from).collect(),
         num_classes: MNIST_CLASSES,
         image: Some(shape),

@@ -338,7 +338,7 @@ fn stack(
     let x = Array2::from_shape_vec((n, width), x)
         .map_err(|e| DataError::Spec(format!("internal error: LEAF matrix shape: {e}")))?;
     Ok(Dataset {
-        x,
+        x: x.into(),
         y,
         num_classes,
         image: shape,

@@ -14,6 +14,7 @@
 //! Scenario paths are relative to the data root ([`root`]); [`catalog`] lists the data sets
 //! `fedsim data fetch` downloads.
 
+mod cache;
 pub mod catalog;
 pub mod cifar;
 pub mod csv;

@@ -169,7 +169,7 @@ fn densify(
     let x = Array2::from_shape_vec((n, features), data)
         .map_err(|e| format_err(path, format!("cannot shape feature matrix: {e}")))?;
     Ok(Dataset {
-        x,
+        x: x.into(),
         y,
         num_classes: classes.len(),
         image: None,

@@ -84,14 +84,31 @@ fn load_unsplit(
     if natural_wanted && !data.has_natural_split() {
         return Err(no_natural_split());
     }
-    let loaded = read_files(data, seed)?;
-    let (mut train, mut test) = (loaded.train, loaded.test);
-    let normalization = match data.normalize() {
-        Normalize::None => None,
-        Normalize::PerChannel => Some(crate::normalize::per_channel(&mut train, &mut test)?),
+    // Image data sets decoded (and normalised) before are mapped from the decoded-data cache.
+    let cache = crate::cache::locate(data);
+    let (train, test, normalization, natural) = match cache
+        .as_ref()
+        .and_then(|(path, key)| crate::cache::load(path, key))
+    {
+        Some((train, test, normalization)) => (train, test, normalization, None),
+        None => {
+            let loaded = read_files(data, seed)?;
+            let (mut train, mut test) = (loaded.train, loaded.test);
+            let normalization = match data.normalize() {
+                Normalize::None => None,
+                Normalize::PerChannel => {
+                    Some(crate::normalize::per_channel(&mut train, &mut test)?)
+                }
+            };
+            if let (Some((path, key)), None) = (&cache, &loaded.natural) {
+                // A cache that cannot be written only costs the next run the decoding.
+                let _ = crate::cache::store(path, key, &train, &test, normalization.as_ref());
+            }
+            (train, test, normalization, loaded.natural)
+        }
     };
     let input = PartitionInput::new(&train, num_clients, seed_partition);
-    let partition = match &loaded.natural {
+    let partition = match &natural {
         Some(natural) if natural_wanted && natural.num_clients() != num_clients => {
             return Err(DataError::Spec(format!(
                 "partition.scheme = \"natural\" makes each LEAF writer a client: {} writers are kept (after \
@@ -184,7 +201,7 @@ pub(crate) fn load_hosted(
             ));
         }
         Ok(Dataset {
-            x,
+            x: x.into(),
             y: rows.iter().map(|&r| y[r as usize]).collect(),
             num_classes: MNIST_CLASSES,
             image: Some(shape),

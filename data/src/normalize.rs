@@ -6,7 +6,6 @@
 //! rows combined in block order, so the statistics (and therefore every normalised value) are the same
 //! whatever the number of threads: the simulator and every client process compute identical data.
 
-use ndarray::Array2;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -30,7 +29,7 @@ impl ChannelStats {
     ///
     /// Errors: [`DataError::Spec`] when the rows are empty or their length is not a multiple of `channels`,
     /// or there are no rows.
-    pub fn compute(x: &Array2<f32>, channels: usize) -> Result<Self, DataError> {
+    pub fn compute(x: &ndarray::ArrayRef2<f32>, channels: usize) -> Result<Self, DataError> {
         let (rows, len) = x.dim();
         if channels == 0 || len == 0 || !len.is_multiple_of(channels) {
             return Err(DataError::Spec(format!(
@@ -141,12 +140,13 @@ pub(crate) fn per_channel(
 #[cfg(test)]
 mod tests {
     use fedsim_types::ImageShape;
+    use ndarray::Array2;
 
     use super::*;
 
     fn images(n: usize, f: impl Fn(usize, usize, usize) -> f32) -> Dataset {
         Dataset {
-            x: Array2::from_shape_fn((n, 2 * 4), |(i, j)| f(i, j / 4, j % 4)),
+            x: Array2::from_shape_fn((n, 2 * 4), |(i, j)| f(i, j / 4, j % 4)).into(),
             y: vec![0; n],
             num_classes: 1,
             image: Some(ImageShape {

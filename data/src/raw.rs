@@ -43,7 +43,7 @@ impl RawImages {
             out.copy_from_slice(&self.pixels[r * len..(r + 1) * len]);
         })?;
         Ok(Dataset {
-            x,
+            x: x.into(),
             y: rows.iter().map(|&r| self.labels[r as usize]).collect(),
             num_classes: self.num_classes,
             image: Some(self.shape),

@@ -258,7 +258,7 @@ impl DataSpec {
                 return Err(DataError::Spec("data.features must be at least 1".into()));
             }
             Ok(crate::Dataset {
-                x: ndarray::Array2::zeros((0, n)),
+                x: ndarray::Array2::zeros((0, n)).into(),
                 y: Vec::new(),
                 num_classes: *classes,
                 image,

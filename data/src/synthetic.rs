@@ -243,13 +243,17 @@ pub fn generate_synthetic(
         DataError::Spec(format!("internal error shaping synthetic data: {e}"))
     };
     let train = Dataset {
-        x: Array2::from_shape_vec((total, f), x).map_err(shape_err)?,
+        x: Array2::from_shape_vec((total, f), x)
+            .map_err(shape_err)?
+            .into(),
         y,
         num_classes: p.classes,
         image: None,
     };
     let test = Dataset {
-        x: Array2::from_shape_vec((p.test_samples, f), tx).map_err(shape_err)?,
+        x: Array2::from_shape_vec((p.test_samples, f), tx)
+            .map_err(shape_err)?
+            .into(),
         y: ty,
         num_classes: p.classes,
         image: None,

@@ -162,14 +162,14 @@ pub fn split_tail(data: Dataset, test_fraction: f64) -> Result<(Dataset, Dataset
         )));
     }
     let test = Dataset {
-        x: data.x.slice(s![n_train.., ..]).to_owned(),
+        x: data.x.slice(s![n_train.., ..]).to_owned().into(),
         y: data.y[n_train..].to_vec(),
         num_classes: data.num_classes,
         image: data.image,
     };
     let mut train = data;
     if n_test > 0 {
-        train.x = train.x.slice(s![..n_train, ..]).to_owned();
+        train.x = train.x.slice(s![..n_train, ..]).to_owned().into();
         train.y.truncate(n_train);
     }
     Ok((train, test))
@@ -178,7 +178,7 @@ pub fn split_tail(data: Dataset, test_fraction: f64) -> Result<(Dataset, Dataset
 /// An empty data set shaped like `like` (same features, classes and image shape).
 pub fn empty_like(like: &Dataset) -> Dataset {
     Dataset {
-        x: Array2::zeros((0, like.features())),
+        x: Array2::zeros((0, like.features())).into(),
         y: Vec::new(),
         num_classes: like.num_classes,
         image: like.image,
@@ -191,7 +191,7 @@ mod tests {
 
     fn toy(n: usize) -> Dataset {
         Dataset {
-            x: Array2::from_shape_fn((n, 2), |(i, j)| (i * 2 + j) as f32),
+            x: Array2::from_shape_fn((n, 2), |(i, j)| (i * 2 + j) as f32).into(),
             y: (0..n as u32).map(|i| i % 3).collect(),
             num_classes: 3,
             image: None,

@@ -190,7 +190,7 @@ mod tests {
         let x = Array2::from_shape_fn((n, f), |_| next());
         let y = (0..n).map(|i| (i * 7 % k) as u32).collect();
         Dataset {
-            x,
+            x: x.into(),
             y,
             num_classes: k,
             image: None,

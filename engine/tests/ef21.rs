@@ -43,7 +43,7 @@ fn synthetic(n: usize, per: usize, d: usize, hetero: bool, seed: u64) -> Arc<Fed
         y.push(u32::from(z > 0.0));
     }
     let train = Dataset {
-        x,
+        x: x.into(),
         y,
         num_classes: 2,
         image: None,

@@ -83,7 +83,9 @@ pub(crate) fn two_clients(strategy: &mut dyn Strategy, rounds: u64) -> f32 {
     let model = Quadratic::new(1);
     let data: Vec<Dataset> = (0..2)
         .map(|i| Dataset {
-            x: Array2::from_shape_vec((1, 2), vec![a[i], b[i]]).unwrap(),
+            x: Array2::from_shape_vec((1, 2), vec![a[i], b[i]])
+                .unwrap()
+                .into(),
             y: vec![0],
             num_classes: 2,
             image: None,
@@ -152,7 +154,7 @@ pub(crate) fn one_update(
     let mut row = vec![1.0f32];
     row.extend(std::iter::repeat_n(1.0f32, d));
     let data = Dataset {
-        x: Array2::from_shape_vec((1, d + 1), row).unwrap(),
+        x: Array2::from_shape_vec((1, d + 1), row).unwrap().into(),
         y: vec![0],
         num_classes: 2,
         image: None,

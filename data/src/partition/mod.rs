@@ -493,7 +493,8 @@ mod tests {
         let train = Dataset {
             x: ndarray::Array2::from_shape_fn((norms.len(), 2), |(i, j)| {
                 if j == 0 { norms[i].sqrt() } else { 0.0 }
-            }),
+            })
+            .into(),
             y: vec![0; norms.len()],
             num_classes: 1,
             image: None,
@@ -730,7 +731,7 @@ mod registry_tests {
     fn train() -> &'static Dataset {
         let n = 40;
         Box::leak(Box::new(Dataset {
-            x: ndarray::Array2::from_shape_fn((n, 3), |(i, j)| (i * 3 + j) as f32 * 0.1),
+            x: ndarray::Array2::from_shape_fn((n, 3), |(i, j)| (i * 3 + j) as f32 * 0.1).into(),
             y: (0..n as u32).map(|i| i % 4).collect(),
             num_classes: 4,
             image: None,

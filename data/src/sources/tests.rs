@@ -118,6 +118,49 @@ fn assert_hosted_matches(data: &DataSpec, spec: &PartitionSpec, clients: usize, 
 }
 
 #[test]
+fn decoded_data_is_mapped_from_the_cache_and_decoded_again_when_the_source_changes() {
+    let tmp = tempfile::tempdir().unwrap();
+    cifar10_dir(tmp.path(), 4);
+    let data = cifar10(tmp.path(), Normalize::PerChannel);
+    let iid = PartitionSpec::new(IidConfig {});
+    let first = load_federated(&data, &iid, 4, 2).unwrap();
+    assert!(!first.train.x.is_view(), "decoded the first time");
+    let cached: Vec<_> = std::fs::read_dir(tmp.path().join(".fedsim-cache"))
+        .unwrap()
+        .collect();
+    assert_eq!(cached.len(), 1, "one cache file next to the source");
+    let second = load_federated(&data, &iid, 4, 2).unwrap();
+    assert!(
+        second.train.x.is_view() && second.test.x.is_view(),
+        "mapped the second time"
+    );
+    assert_eq!(second.train.x, first.train.x);
+    assert_eq!(second.test.x, first.test.x);
+    assert_eq!(
+        (&second.train.y, &second.test.y),
+        (&first.train.y, &first.test.y)
+    );
+    assert_eq!(second.normalization, first.normalization);
+    assert_eq!(second.partition, first.partition);
+    // Another setting is another cache entry.
+    let plain = load_federated(&cifar10(tmp.path(), Normalize::None), &iid, 4, 2).unwrap();
+    assert!(!plain.train.x.is_view());
+    // A changed source is decoded again, never served stale.
+    cifar10_dir(tmp.path(), 5);
+    let third = load_federated(&data, &iid, 4, 2).unwrap();
+    assert!(!third.train.x.is_view());
+    assert_eq!(third.train.len(), 25);
+    // A damaged cache file is decoded again and rewritten.
+    for entry in std::fs::read_dir(tmp.path().join(".fedsim-cache")).unwrap() {
+        std::fs::write(entry.unwrap().path(), b"damaged").unwrap();
+    }
+    let fourth = load_federated(&data, &iid, 4, 2).unwrap();
+    assert!(!fourth.train.x.is_view());
+    assert_eq!(fourth.train.x, third.train.x);
+    assert!(load_federated(&data, &iid, 4, 2).unwrap().train.x.is_view());
+}
+
+#[test]
 fn cifar10_load_normalise_and_host() {
     let tmp = tempfile::tempdir().unwrap();
     cifar10_dir(tmp.path(), 20);
