@@ -38,4 +38,15 @@ done
 { python3 bench/fedeval_table.py cifar10; echo; python3 bench/fedeval_rare.py cifar10; } \
   > docs/fedeval_cifar10.md.partial
 mv docs/fedeval_cifar10.md.partial docs/fedeval_cifar10.md
+mkdir -p docs/img
+runs=(); labels=()
+for name in $methods; do
+  runs+=("runs/fedeval/cifar10/$name/seed1"); labels+=(--label "$name")
+done
+$bin plot "${runs[@]}" "${labels[@]}" --per-client \
+  --title "CIFAR-10 cnn_cifar, class-tied Bernoulli: per-client accuracy after $rounds rounds (seed 1)" \
+  -o docs/img/fedeval_cifar10_cdf.svg
+$bin plot "${runs[@]}" "${labels[@]}" --metric fed_p10_accuracy \
+  --title "CIFAR-10 cnn_cifar, class-tied Bernoulli: 10th-percentile client accuracy (seed 1)" \
+  -o docs/img/fedeval_cifar10_p10.svg
 cat docs/fedeval_cifar10.md
