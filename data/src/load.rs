@@ -132,7 +132,8 @@ fn load_unsplit(
 /// See [`crate::load_hosted`]: with a scheme that needs the labels only and no normalisation, the
 /// labels are read and partitioned exactly as [`load_federated`] does, then only the hosted clients'
 /// rows are converted (MNIST and Fashion-MNIST: decoded, [`crate::idx::read_idx_images_rows`]; CIFAR and
-/// SVHN: converted from the bytes; image folders: decoded from their files); the test files are not read.
+/// SVHN: converted from the bytes; image folders: decoded from their files; any of them decoded before:
+/// copied from the mapped decoded-data cache); the test files are not read.
 /// Other cases load the whole data set, then copy the hosted rows out.
 pub(crate) fn load_hosted(
     data: &DataSpec,
@@ -153,6 +154,22 @@ pub(crate) fn load_hosted(
     let valid = spec.validate()?;
     if spec.capabilities().needs_features {
         return whole();
+    }
+    // A data set decoded before is mapped from the decoded-data cache; only the hosted rows are copied.
+    if let Some((path, key)) = crate::cache::locate(data)
+        && let Some((train, _, _)) = crate::cache::load(&path, &key)
+    {
+        check_clients(clients, num_clients)?;
+        let partition = valid.build(PartitionInput::from_labels(
+            &train.y,
+            train.num_classes,
+            num_clients,
+            derive_seed(seed, "partition"),
+        ))?;
+        let (partition, local_test) = split_if_asked(partition, &train.y, spec, seed)?;
+        return HostedPartitions::build(&partition, local_test.as_ref(), clients, |rows| {
+            Ok(train.select(rows))
+        });
     }
     let dir = match data {
         DataSpec::Mnist { dir, .. } | DataSpec::FashionMnist { dir, .. } => dir,

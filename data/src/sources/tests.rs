@@ -145,6 +145,15 @@ fn decoded_data_is_mapped_from_the_cache_and_decoded_again_when_the_source_chang
     // Another setting is another cache entry.
     let plain = load_federated(&cifar10(tmp.path(), Normalize::None), &iid, 4, 2).unwrap();
     assert!(!plain.train.x.is_view());
+    // A client process's hosted rows come from the mapped cache, the same as from a full load.
+    let hosted =
+        crate::load_hosted(&cifar10(tmp.path(), Normalize::None), &iid, 4, 2, &[1, 3]).unwrap();
+    let want = plain.hosted(&[1, 3]).unwrap();
+    assert_eq!(
+        (&hosted.train.x, &hosted.train.y),
+        (&want.train.x, &want.train.y)
+    );
+    assert_eq!(hosted.client(3), want.client(3));
     // A changed source is decoded again, never served stale.
     cifar10_dir(tmp.path(), 5);
     let third = load_federated(&data, &iid, 4, 2).unwrap();
