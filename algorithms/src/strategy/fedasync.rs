@@ -127,12 +127,12 @@ impl Strategy for FedAsync {
     }
 
     fn accept(&mut self, reporter: Reporter, mut update: Payload) -> Result<(), StrategyError> {
-        let model = update
-            .take_dense(dense::MODEL, self.dim)
-            .map_err(|msg| StrategyError::InvalidUpdate {
+        let model = update.take_dense(dense::MODEL, self.dim).map_err(|msg| {
+            StrategyError::InvalidUpdate {
                 client: reporter.id,
                 msg,
-            })?;
+            }
+        })?;
         let alpha = f64::from(self.config.alpha) * self.config.staleness.weight(reporter.staleness);
         self.pending = Some((model, alpha));
         Ok(())
