@@ -160,8 +160,15 @@ fn decoded_data_is_mapped_from_the_cache_and_decoded_again_when_the_source_chang
     assert!(!third.train.x.is_view());
     assert_eq!(third.train.len(), 25);
     // A damaged cache file is decoded again and rewritten.
-    for entry in std::fs::read_dir(tmp.path().join(".fedsim-cache")).unwrap() {
-        std::fs::write(entry.unwrap().path(), b"damaged").unwrap();
+    // (Replaced by rename, as the cache itself does: earlier loads still map the old file.)
+    let files: Vec<_> = std::fs::read_dir(tmp.path().join(".fedsim-cache"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    for path in files {
+        let damaged = path.with_extension("damaged");
+        std::fs::write(&damaged, b"damaged").unwrap();
+        std::fs::rename(&damaged, &path).unwrap();
     }
     let fourth = load_federated(&data, &iid, 4, 2).unwrap();
     assert!(!fourth.train.x.is_view());
