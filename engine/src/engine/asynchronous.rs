@@ -188,16 +188,22 @@ impl AsyncRun {
 /// rejection to pay (the caller then filters the whole list).
 fn pick_idle(
     available: &[ClientId],
+    num_clients: usize,
     flights: &BTreeMap<ClientId, Flight>,
     free: usize,
     seed: u64,
     batch: u64,
 ) -> Option<Vec<ClientId>> {
     use rand::RngExt;
-    let busy = flights
-        .keys()
-        .filter(|c| available.binary_search(c).is_ok())
-        .count();
+    // Every flight's client is available when nobody is missing (the simulator; a full deployment).
+    let busy = if available.len() == num_clients {
+        flights.len()
+    } else {
+        flights
+            .keys()
+            .filter(|c| available.binary_search(c).is_ok())
+            .count()
+    };
     let idle = available.len() - busy;
     if idle < 2 * free.max(1) {
         return None;
@@ -313,7 +319,14 @@ impl Engine {
         let mut chosen = if self.participation.model().selects_every_available()
             && !self.participation.filters_availability()
         {
-            pick_idle(available, &run.flights, free, self.scenario.seed, batch)
+            pick_idle(
+                available,
+                self.scenario.clients,
+                &run.flights,
+                free,
+                self.scenario.seed,
+                batch,
+            )
         } else {
             None
         }
