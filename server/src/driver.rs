@@ -88,13 +88,14 @@ pub async fn drive(
     let _ = std::fs::remove_dir_all(&shared.spool); // leftovers of a crashed run
     if engine.is_asynchronous() {
         drive_asynchronous(&mut engine, &shared, &mut results, &scenario).await?;
-    }
-    while !engine.is_done() {
-        if shared.registry().available().is_empty() {
-            wait_for_clients(&shared, 1, scenario.deploy.wait_timeout_s).await?;
+    } else {
+        while !engine.is_done() {
+            if shared.registry().available().is_empty() {
+                wait_for_clients(&shared, 1, scenario.deploy.wait_timeout_s).await?;
+            }
+            run_round(&mut engine, &shared, &mut results, &scenario).await?;
+            save_checkpoint(&opts.out, &shared.run_id, &hash, &engine).await;
         }
-        run_round(&mut engine, &shared, &mut results, &scenario).await?;
-        save_checkpoint(&opts.out, &shared.run_id, &hash, &engine).await;
     }
     let _ = std::fs::remove_dir_all(&shared.spool);
     let summary = tokio::task::block_in_place(|| engine.finish())?;
