@@ -210,7 +210,7 @@ pub async fn run(opts: ClientOptions) -> Result<(), ClientError> {
     tracing::info!(target: STATUS, "connecting to the coordinator at {}", opts.server);
     // The first join returns the run's scenario; with it the local data is loaded, and the process
     // joins again declaring its clients' sample counts (the coordinator checks results against them).
-    let (_, _, first_session, toml) = join(
+    let (probe, probe_run, first_session, toml) = join(
         &opts,
         &opts.ids.iter().map(|&c| (c, 0, 0)).collect::<Vec<_>>(),
         "",
@@ -219,14 +219,59 @@ pub async fn run(opts: ClientOptions) -> Result<(), ClientError> {
     .await?;
     let mut scenario = Scenario::parse(&toml, &[])?;
     scenario.data_root = opts.data_root.clone();
-    let data = data::LocalData::load(&opts.data, opts.test_data.as_deref(), &scenario, &opts.ids)?;
+    // The first join already counts our clients as connected: keep that session alive while the data
+    // loads (on a machine under load that can outlast the heartbeat timeout, and a coordinator that
+    // saw the clients go silent would plan round 1 without them).
+    let keepalive = {
+        let mut client = probe.clone();
+        let req = HeartbeatRequest {
+            run_id: probe_run,
+            session: first_session.clone(),
+        };
+        let period = Duration::from_secs_f64((scenario.deploy.heartbeat_timeout_s / 4.0).max(0.05));
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(period).await;
+                let _ = client.heartbeat(req.clone()).await;
+            }
+        })
+    };
+    let loaded = {
+        let (source, test, scenario, ids) = (
+            opts.data.clone(),
+            opts.test_data.clone(),
+            scenario.clone(),
+            opts.ids.clone(),
+        );
+        tokio::task::spawn_blocking(move || {
+            data::LocalData::load(&source, test.as_deref(), &scenario, &ids)
+        })
+        .await
+    };
+    let data = match loaded {
+        Ok(result) => result,
+        Err(e) => {
+            keepalive.abort();
+            return Err(ClientError::Refused(format!(
+                "loading the local data failed: {e}"
+            )));
+        }
+    };
+    let data = match data {
+        Ok(d) => d,
+        Err(e) => {
+            keepalive.abort();
+            return Err(e);
+        }
+    };
     let model = data.build_model(&scenario)?;
     let strategy = scenario
         .build_strategy()
         .map_err(fedsim_engine::EngineError::from)?;
     let sizes = declared_sizes(&opts.ids, &data);
-    let (client, run_id, session, _) =
-        join(&opts, &sizes, &scenario.hash(), &first_session).await?;
+    let joined = join(&opts, &sizes, &scenario.hash(), &first_session).await;
+    keepalive.abort();
+    let (client, run_id, session, _) = joined?;
     tracing::info!(
         target: STATUS,
         "joined the coordinator at {} (run {run_id}) with {} client(s)",
