@@ -42,39 +42,7 @@ for v in "${variants[@]}"; do
     echo "done $name seed$seed"
   done
 done
-python3 - > docs/virtual_clock_mnist.md.partial <<'PY'
-import json, statistics
-from pathlib import Path
-root = Path("runs/virtual_clock")
-print("| variant | seeds | rounds (server updates) to 97% | virtual s to 97% | mean virtual s per round | client updates to 97% | final test acc |")
-print("|---|---|---|---|---|---|---|")
-for v in ["all", "deadline_3s", "overselect_13_keep_10", "fedbuff_c20_k10", "fedbuff_c50_k10",
-          "fedbuff_c100_k10", "fedasync_c10"]:
-    sums = [json.loads((d / "summary.json").read_text()) for d in sorted((root / v).glob("seed*"))]
-    def f(xs, d=1):
-        n = len(xs)
-        xs = [x for x in xs if x is not None]
-        if not xs:
-            return "not reached"
-        m = statistics.mean(xs)
-        out = f"{m:.{d}f}" if len(xs) == 1 else f"{m:.{d}f} ± {statistics.stdev(xs):.{d}f}"
-        # Seeds that never reached the target are left out of the mean, and said so.
-        return out if len(xs) == n else f"{out} ({len(xs)} of {n} seeds)"
-    r = [s["rounds_to_target"].get("0.97") for s in sums]
-    t = [s.get("virtual_time_to_target", {}).get("0.97") for s in sums]
-    per = [s["virtual_time_s"] / s["rounds"] for s in sums]
-    acc = [100 * s["final_test_accuracy"] for s in sums]
-    # Client updates applied until the target: the participants of every round up to it.
-    ups = []
-    for d, s in zip(sorted((root / v).glob("seed*")), sums):
-        reached = s["rounds_to_target"].get("0.97")
-        if reached is None:
-            ups.append(None)
-            continue
-        rows = [json.loads(l) for l in (d / "metrics.jsonl").read_text().splitlines()]
-        ups.append(sum(r["participants"] for r in rows if r["round"] <= reached))
-    print(f"| {v} | {len(sums)} | {f(r)} | {f(t)} | {f(per, 2)} | {f(ups, 0)} | {f(acc, 2)} |")
-PY
+python3 bench/virtual_clock_table.py runs/virtual_clock 0.97 all deadline_3s overselect_13_keep_10 fedbuff_c20_k10 fedbuff_c50_k10 fedbuff_c100_k10 fedasync_c10 > docs/virtual_clock_mnist.md.partial
 mv docs/virtual_clock_mnist.md.partial docs/virtual_clock_mnist.md
 mkdir -p docs/img
 $bin plot runs/virtual_clock/{all,deadline_3s,overselect_13_keep_10,fedbuff_c20_k10,fedasync_c10}/seed1 \

@@ -248,22 +248,13 @@ pub async fn run(opts: ClientOptions) -> Result<(), ClientError> {
         })
         .await
     };
-    let data = match loaded {
-        Ok(result) => result,
-        Err(e) => {
-            keepalive.abort();
-            return Err(ClientError::Refused(format!(
-                "loading the local data failed: {e}"
-            )));
-        }
-    };
-    let data = match data {
-        Ok(d) => d,
-        Err(e) => {
-            keepalive.abort();
-            return Err(e);
-        }
-    };
+    let data = loaded
+        .map_err(|e| ClientError::Refused(format!("loading the local data failed: {e}")))
+        .and_then(|result| result);
+    if data.is_err() {
+        keepalive.abort();
+    }
+    let data = data?;
     let model = data.build_model(&scenario)?;
     let strategy = scenario
         .build_strategy()

@@ -44,9 +44,19 @@ struct Header {
     normalization: Option<ChannelStats>,
 }
 
-/// The cache file of a data specification (sources under their final paths), with its key; `None`
-/// for data sets that are not cached (not an image data set, or a source that is a folder tree).
-pub(crate) fn locate(spec: &DataSpec) -> Option<(PathBuf, String)> {
+/// Where a data set's cache file may live, and its key.
+#[derive(Debug, Clone)]
+pub(crate) struct Entry {
+    key: String,
+    /// Candidate paths, preferred first: next to the source (unless its folder is read-only), then
+    /// under the user's cache directory.
+    places: Vec<PathBuf>,
+}
+
+/// The cache entry of a data specification (sources under their final paths); `None` for data sets
+/// that are not cached (not an image data set, or a source that is a folder tree). Only reads
+/// metadata: nothing is created until [`Entry::store`].
+pub(crate) fn locate(spec: &DataSpec) -> Option<Entry> {
     let (kind, files) = match spec {
         DataSpec::Mnist { dir, .. } | DataSpec::FashionMnist { dir, .. } => ("idx", list(dir)?),
         DataSpec::Cifar10 { dir, .. } | DataSpec::Cifar100 { dir, .. } => ("cifar", list(dir)?),
@@ -72,16 +82,40 @@ pub(crate) fn locate(spec: &DataSpec) -> Option<(PathBuf, String)> {
         key.push_str(&format!("{} {} {mtime}\n", f.display(), meta.len()));
     }
     let name = format!("{kind}-{:016x}.bin", fnv1a(key.as_bytes()));
-    let source_dir = files.first()?.parent()?.to_path_buf();
-    let next_to = source_dir.join(".fedsim-cache");
-    let dir = if writable(&source_dir, &next_to) {
-        next_to
-    } else {
-        crate::root::user_cache_dir()?
-            .join("fedsim")
-            .join("decoded")
-    };
-    Some((dir.join(name), key))
+    let source_dir = files.first()?.parent()?;
+    // Permission bits are honoured even for a user, such as root, whom the system would let write
+    // anyway: a shared read-only copy of the data stays untouched.
+    let read_only = std::fs::metadata(source_dir).map_or(true, |m| m.permissions().readonly());
+    let places = (!read_only)
+        .then(|| source_dir.join(".fedsim-cache").join(&name))
+        .into_iter()
+        .chain(crate::root::user_cache_dir().map(|d| d.join("fedsim").join("decoded").join(&name)))
+        .collect();
+    Some(Entry { key, places })
+}
+
+impl Entry {
+    /// The cached data set, from the first place that holds a whole one with this key.
+    pub(crate) fn load(&self) -> Option<(Dataset, Dataset, Option<ChannelStats>)> {
+        self.places.iter().find_map(|p| load(p, &self.key))
+    }
+
+    /// Writes the data set to the first place that can be written.
+    pub(crate) fn store(
+        &self,
+        train: &Dataset,
+        test: &Dataset,
+        normalization: Option<&ChannelStats>,
+    ) -> std::io::Result<()> {
+        let mut last = std::io::Error::other("no place for the decoded-data cache");
+        for place in &self.places {
+            match store(place, &self.key, train, test, normalization) {
+                Ok(()) => return Ok(()),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
 }
 
 /// The regular files directly in `dir` (sorted), or `dir` itself when it is a file.
@@ -99,21 +133,6 @@ fn list(dir: &Path) -> Option<Vec<PathBuf>> {
     (!files.is_empty()).then_some(files)
 }
 
-/// Whether the cache folder `dir` inside `source_dir` can be used: the source folder is not marked
-/// read-only (its permission bits are honoured even by a user, such as root, whom the system would let
-/// write anyway: a shared read-only copy of the data stays untouched), and `dir` exists or can be
-/// created, and can be written.
-fn writable(source_dir: &Path, dir: &Path) -> bool {
-    let read_only = std::fs::metadata(source_dir).map_or(true, |m| m.permissions().readonly());
-    if read_only || std::fs::create_dir_all(dir).is_err() {
-        return false;
-    }
-    let probe = dir.join(format!(".probe-{}", std::process::id()));
-    let ok = std::fs::write(&probe, b"").is_ok();
-    let _ = std::fs::remove_file(&probe);
-    ok
-}
-
 /// 64-bit FNV-1a: names the cache file (the full key is checked inside).
 fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
@@ -126,7 +145,7 @@ fn padded(n: usize) -> usize {
 }
 
 /// Writes the decoded data set to `path` (atomically).
-pub(crate) fn store(
+fn store(
     path: &Path,
     key: &str,
     train: &Dataset,
@@ -179,56 +198,74 @@ pub(crate) fn store(
     std::fs::rename(&tmp, path)
 }
 
+/// Where one data set's arrays lie in a cache file.
+struct Layout {
+    x: std::ops::Range<usize>,
+    y: Vec<u32>,
+}
+
+/// Checks a data set's arrays starting at `*at` (labels below `num_classes`) and moves past them.
+fn layout(bytes: &[u8], at: &mut usize, part: &Part) -> Option<Layout> {
+    let start = padded(*at);
+    let x = start..start.checked_add(part.rows.checked_mul(part.cols)?.checked_mul(4)?)?;
+    let y_start = padded(x.end);
+    let yb = bytes.get(y_start..y_start.checked_add(part.rows.checked_mul(4)?)?)?;
+    bytes.get(x.clone())?;
+    let y: Vec<u32> = yb
+        .chunks_exact(4)
+        .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    if y.iter().any(|&l| l as usize >= part.num_classes) {
+        return None;
+    }
+    *at = y_start + yb.len();
+    Some(Layout { x, y })
+}
+
 /// The cached data set at `path` when its key is `key` and it is whole: (train, test, normalisation).
-/// The features are views of the mapped file, which stays mapped for the rest of the process.
-pub(crate) fn load(path: &Path, key: &str) -> Option<(Dataset, Dataset, Option<ChannelStats>)> {
+/// The features are views of the mapped file, which stays mapped for the rest of the process (only a
+/// file that passed every check is kept mapped).
+fn load(path: &Path, key: &str) -> Option<(Dataset, Dataset, Option<ChannelStats>)> {
+    if !cfg!(target_endian = "little") {
+        return None;
+    }
     let file = std::fs::File::open(path).ok()?;
     // SAFETY: the file is only ever replaced by rename, never written in place, so the mapped pages
     // do not change under the views made from them.
     let map = unsafe { memmap2::Mmap::map(&file) }.ok()?;
-    let bytes: &'static [u8] = Box::leak(Box::new(map));
-    if bytes.len() < 16 || &bytes[..8] != MAGIC {
+    if map.len() < 16 || &map[..8] != MAGIC {
         return None;
     }
-    let hlen = u64::from_le_bytes(bytes[8..16].try_into().ok()?) as usize;
-    let header: Header = serde_json::from_slice(bytes.get(16..16usize.checked_add(hlen)?)?).ok()?;
+    let hlen = u64::from_le_bytes(map[8..16].try_into().ok()?) as usize;
+    let header: Header = serde_json::from_slice(map.get(16..16usize.checked_add(hlen)?)?).ok()?;
     if header.key != key {
         return None;
     }
     let mut at = 16 + hlen;
-    let mut take = |part: &Part| -> Option<Dataset> {
-        at = padded(at);
-        let n = part.rows.checked_mul(part.cols)?;
-        let xb = bytes.get(at..at.checked_add(n.checked_mul(4)?)?)?;
-        at += 4 * n;
-        at = padded(at);
-        let yb = bytes.get(at..at.checked_add(part.rows.checked_mul(4)?)?)?;
-        at += 4 * part.rows;
+    let train = layout(&map, &mut at, &header.train)?;
+    let test = layout(&map, &mut at, &header.test)?;
+    let bytes: &'static [u8] = Box::leak(Box::new(map));
+    let view = |l: Layout, part: &Part| -> Option<Dataset> {
         // The map is page-aligned and every array starts at a multiple of 64 bytes.
         // SAFETY: every bit pattern is a valid f32, and `align_to` only reinterprets the aligned middle.
-        let (pre, xs, _) = unsafe { xb.align_to::<f32>() };
-        if !pre.is_empty() || !cfg!(target_endian = "little") {
+        let (pre, xs, _) = unsafe { bytes[l.x].align_to::<f32>() };
+        if !pre.is_empty() {
             return None;
         }
-        let view: ArrayView2<'static, f32> =
+        let x: ArrayView2<'static, f32> =
             ArrayView2::from_shape((part.rows, part.cols), xs).ok()?;
-        let y: Vec<u32> = yb
-            .chunks_exact(4)
-            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect();
-        if y.iter().any(|&l| l as usize >= part.num_classes) {
-            return None;
-        }
         Some(Dataset {
-            x: CowArray::<f32, Ix2>::from(view),
-            y,
+            x: CowArray::<f32, Ix2>::from(x),
+            y: l.y,
             num_classes: part.num_classes,
             image: part.image,
         })
     };
-    let train = take(&header.train)?;
-    let test = take(&header.test)?;
-    Some((train, test, header.normalization))
+    Some((
+        view(train, &header.train)?,
+        view(test, &header.test)?,
+        header.normalization,
+    ))
 }
 
 #[cfg(test)]

@@ -86,27 +86,25 @@ fn load_unsplit(
     }
     // Image data sets decoded (and normalised) before are mapped from the decoded-data cache.
     let cache = crate::cache::locate(data);
-    let (train, test, normalization, natural) = match cache
-        .as_ref()
-        .and_then(|(path, key)| crate::cache::load(path, key))
-    {
-        Some((train, test, normalization)) => (train, test, normalization, None),
-        None => {
-            let loaded = read_files(data, seed)?;
-            let (mut train, mut test) = (loaded.train, loaded.test);
-            let normalization = match data.normalize() {
-                Normalize::None => None,
-                Normalize::PerChannel => {
-                    Some(crate::normalize::per_channel(&mut train, &mut test)?)
+    let (train, test, normalization, natural) =
+        match cache.as_ref().and_then(crate::cache::Entry::load) {
+            Some((train, test, normalization)) => (train, test, normalization, None),
+            None => {
+                let loaded = read_files(data, seed)?;
+                let (mut train, mut test) = (loaded.train, loaded.test);
+                let normalization = match data.normalize() {
+                    Normalize::None => None,
+                    Normalize::PerChannel => {
+                        Some(crate::normalize::per_channel(&mut train, &mut test)?)
+                    }
+                };
+                if let (Some(cache), None) = (&cache, &loaded.natural) {
+                    // A cache that cannot be written only costs the next run the decoding.
+                    let _ = cache.store(&train, &test, normalization.as_ref());
                 }
-            };
-            if let (Some((path, key)), None) = (&cache, &loaded.natural) {
-                // A cache that cannot be written only costs the next run the decoding.
-                let _ = crate::cache::store(path, key, &train, &test, normalization.as_ref());
+                (train, test, normalization, loaded.natural)
             }
-            (train, test, normalization, loaded.natural)
-        }
-    };
+        };
     let input = PartitionInput::new(&train, num_clients, seed_partition);
     let partition = match &natural {
         Some(natural) if natural_wanted && natural.num_clients() != num_clients => {
@@ -156,9 +154,7 @@ pub(crate) fn load_hosted(
         return whole();
     }
     // A data set decoded before is mapped from the decoded-data cache; only the hosted rows are copied.
-    if let Some((path, key)) = crate::cache::locate(data)
-        && let Some((train, _, _)) = crate::cache::load(&path, &key)
-    {
+    if let Some((train, _, _)) = crate::cache::locate(data).and_then(|c| c.load()) {
         check_clients(clients, num_clients)?;
         let partition = valid.build(PartitionInput::from_labels(
             &train.y,

@@ -629,35 +629,13 @@ impl Engine {
             ));
         };
         let t0 = Instant::now();
-        // A round whose aggregate is not finite is never committed: the model and the strategy's
-        // server state go back to what they were before it (both runtimes apply the same rule).
-        let model_before = self.global.clone();
-        let strategy_before = self.strategy.save_state();
-        self.strategy
-            .finish_round(state.round, &mut self.global, &state.reported);
-        let rejected = self.global.iter().position(|v| !v.is_finite());
-        if let Some(index) = rejected {
-            let suspects = crate::protocol::largest_norms(&state.norms, 3);
-            tracing::error!(
-                round = state.round + 1,
-                parameter = index,
-                clients = ?suspects,
-                "round rejected: the aggregate is not finite; the previous model is kept (largest updates named)"
-            );
-            self.global = model_before;
-            self.strategy.load_state(strategy_before)?;
-            state.dropped.extend(
-                state
-                    .reported
-                    .drain(..)
-                    .map(|c| (c, "round rejected".to_string())),
-            );
-        }
+        let rejected = self.commit_round(
+            state.round,
+            &mut state.reported,
+            &state.norms,
+            &mut state.dropped,
+        )?;
         state.aggregate_time += t0.elapsed();
-        for &c in &state.reported {
-            self.participation_counts[c as usize] += 1;
-        }
-        self.next_round += 1;
 
         let mut rec = RoundRecord {
             round: self.next_round,
@@ -685,17 +663,63 @@ impl Engine {
             .insert("train_samples".into(), train_samples as f64);
         self.advance_virtual_clock(&state, &mut rec);
         rec.participant_ids = std::mem::take(&mut state.reported);
-        if rejected.is_some() {
+        self.add_outcome_metrics(&mut rec, rejected, state.dropped.len());
+        rec.extra.extend(io.extra);
+
+        self.conclude(rec, state.started)
+    }
+
+    /// Lets the strategy update the global model from round `round`'s `reported` clients and counts
+    /// their participation; the round counter advances. A round whose aggregate is not finite is never
+    /// committed: the model and the strategy's server state go back to what they were before it, the
+    /// clients with the largest updates (`norms`) are named, and every reporter moves to `dropped`.
+    /// Both runtimes, and synchronous and asynchronous runs, apply this one rule. Returns whether the
+    /// round was rejected.
+    fn commit_round(
+        &mut self,
+        round: u64,
+        reported: &mut Vec<ClientId>,
+        norms: &[(ClientId, f64)],
+        dropped: &mut Vec<(ClientId, String)>,
+    ) -> Result<bool, EngineError> {
+        let model_before = self.global.clone();
+        let strategy_before = self.strategy.save_state();
+        self.strategy
+            .finish_round(round, &mut self.global, reported);
+        let rejected = self.global.iter().position(|v| !v.is_finite());
+        if let Some(index) = rejected {
+            let suspects = crate::protocol::largest_norms(norms, 3);
+            tracing::error!(
+                round = round + 1,
+                parameter = index,
+                clients = ?suspects,
+                "round rejected: the aggregate is not finite; the previous model is kept (largest updates named)"
+            );
+            self.global = model_before;
+            self.strategy.load_state(strategy_before)?;
+            dropped.extend(
+                reported
+                    .drain(..)
+                    .map(|c| (c, "round rejected".to_string())),
+            );
+        }
+        for &c in reported.iter() {
+            self.participation_counts[c as usize] += 1;
+        }
+        self.next_round += 1;
+        Ok(rejected.is_some())
+    }
+
+    /// The metrics every round's record carries about its outcome: `round_rejected`, the strategy's
+    /// own, and `dropped`.
+    fn add_outcome_metrics(&self, rec: &mut RoundRecord, rejected: bool, dropped: usize) {
+        if rejected {
             rec.extra.insert("round_rejected".into(), 1.0);
         }
         rec.extra.extend(self.strategy.round_metrics());
-        rec.extra.extend(io.extra);
-        if !state.dropped.is_empty() {
-            rec.extra
-                .insert("dropped".into(), state.dropped.len() as f64);
+        if dropped > 0 {
+            rec.extra.insert("dropped".into(), dropped as f64);
         }
-
-        self.conclude(rec, state.started)
     }
 
     /// Evaluates centrally when due, and writes the record of the server update just made (or keeps

@@ -739,18 +739,22 @@ impl Coordinator for CoordinatorService {
         let open = match &*s.phase.borrow() {
             Phase::Open(o) => o.clone(),
             // The dispatch the result names; a wrong one fails the token check below.
-            Phase::Tasks(list) => match list
+            // The dispatch (or evaluation) the result names; its token is checked below.
+            Phase::Tasks(list) => list
                 .iter()
                 .find(|o| o.round == h.round && (o.kind == TaskKind::Evaluate) == h.eval.is_some())
-            {
-                Some(o) => o.clone(),
-                None => list.first().cloned().ok_or_else(|| {
+                .cloned()
+                .ok_or_else(|| {
+                    tracing::warn!(
+                        client = h.client_id,
+                        dispatch = h.round,
+                        "result for no open task refused"
+                    );
                     Status::failed_precondition(format!(
-                        "no task is open (result for dispatch {})",
+                        "no task of dispatch {} is open (late, or never handed out)",
                         h.round
                     ))
                 })?,
-            },
             _ => {
                 return Err(Status::failed_precondition(format!(
                     "no round is open (result for round {})",

@@ -119,6 +119,9 @@ fn run(
         }
     }
     assert_eq!(e.next_round(), 12);
+    // A run in arrival order says in its summary that it is not reproducible.
+    let flag = e.summary().extra.get("reproducible").copied();
+    assert_eq!(flag, by_arrival.then_some(0.0));
     (
         e.global().iter().map(|v| v.to_bits()).collect(),
         participants,

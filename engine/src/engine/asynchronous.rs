@@ -512,16 +512,6 @@ impl Engine {
     fn apply(&mut self, client: ClientId) -> Result<Option<RoundEnd>, EngineError> {
         let t0 = Instant::now();
         let version = self.next_round;
-        let declared = {
-            let run = self.asynchronous.as_ref().expect("asynchronous");
-            match run.flights.get(&client).and_then(|f| f.result.as_ref()) {
-                Some(Finished {
-                    update: Ok((_, n)), ..
-                }) => *n,
-                _ => 0,
-            }
-        };
-        let num_samples = super::weight_samples(&self.scenario, &self.data, client, declared);
         let run = self.asynchronous.as_mut().expect("asynchronous");
         let Some(Flight {
             result: Some(done),
@@ -540,7 +530,9 @@ impl Engine {
         });
         let staleness = version - from;
         let strategy = self.strategy.as_mut();
-        let folded = done.update.and_then(|(p, _)| {
+        let (scenario, data) = (&self.scenario, &self.data);
+        let folded = done.update.and_then(|(p, declared)| {
+            let num_samples = super::weight_samples(scenario, data, client, declared);
             let norm = crate::protocol::update_norm(&p);
             let len = p.encoded_len() as u64;
             strategy
@@ -587,31 +579,7 @@ impl Engine {
         let run = self.asynchronous.as_mut().expect("asynchronous");
         let mut u = run.update.take().expect("open update");
         let round = self.next_round;
-        let model_before = self.global.clone();
-        let strategy_before = self.strategy.save_state();
-        self.strategy
-            .finish_round(round, &mut self.global, &u.reported);
-        let rejected = self.global.iter().position(|v| !v.is_finite());
-        if let Some(index) = rejected {
-            let suspects = crate::protocol::largest_norms(&u.norms, 3);
-            tracing::error!(
-                round = round + 1,
-                parameter = index,
-                clients = ?suspects,
-                "server update rejected: the aggregate is not finite; the previous model is kept (largest updates named)"
-            );
-            self.global = model_before;
-            self.strategy.load_state(strategy_before)?;
-            u.dropped.extend(
-                u.reported
-                    .drain(..)
-                    .map(|c| (c, "update rejected".to_string())),
-            );
-        }
-        for &c in &u.reported {
-            self.participation_counts[c as usize] += 1;
-        }
-        self.next_round += 1;
+        let rejected = self.commit_round(round, &mut u.reported, &u.norms, &mut u.dropped)?;
         let run = self.asynchronous.as_mut().expect("asynchronous");
         let (now, last) = (run.now_s, run.last_update_s);
         run.last_update_s = now;
@@ -634,13 +602,7 @@ impl Engine {
             extra.insert("staleness_mean".into(), mean);
             extra.insert("staleness_max".into(), max as f64);
         }
-        if rejected.is_some() {
-            extra.insert("round_rejected".into(), 1.0);
-        }
-        if !u.dropped.is_empty() {
-            extra.insert("dropped".into(), u.dropped.len() as f64);
-        }
-        rec.extra.extend(self.strategy.round_metrics());
+        self.add_outcome_metrics(&mut rec, rejected, u.dropped.len());
         rec.participant_ids = u.reported;
         self.conclude(rec, u.started)
     }
