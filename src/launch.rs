@@ -226,10 +226,13 @@ pub(crate) fn launch(plan: &LaunchPlan) -> Result<()> {
         }
     }
     if !status.success() {
-        bail!(
-            "the coordinator failed ({status}); see {}",
-            logs.join("server.log").display()
-        );
+        // After a `kill_server` fault the failing coordinator is the last resumed one.
+        let log = if server_restarts == 0 {
+            logs.join("server.log")
+        } else {
+            logs.join(format!("server-resumed-{server_restarts}.log"))
+        };
+        bail!("the coordinator failed ({status}); see {}", log.display());
     }
     Ok(())
 }
