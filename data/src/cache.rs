@@ -100,6 +100,15 @@ impl Entry {
         self.places.iter().find_map(|p| load(p, &self.key))
     }
 
+    /// The cached training set, to be read row by row, from the first place that holds a whole one
+    /// with this key.
+    pub(crate) fn train_rows(&self) -> Option<TrainRows> {
+        self.places
+            .iter()
+            .find_map(|p| open(p, &self.key))
+            .map(|opened| TrainRows { opened })
+    }
+
     /// Writes the data set to the first place that can be written.
     pub(crate) fn store(
         &self,
@@ -204,47 +213,158 @@ struct Layout {
     y: Vec<u32>,
 }
 
-/// Checks a data set's arrays starting at `*at` (labels below `num_classes`) and moves past them.
-fn layout(bytes: &[u8], at: &mut usize, part: &Part) -> Option<Layout> {
+/// A cache file that passed every check: its header and where its arrays lie.
+struct Opened {
+    path: PathBuf,
+    file: std::fs::File,
+    header: Header,
+    train: Layout,
+    test: Layout,
+}
+
+/// Reads `len` bytes at `offset`.
+fn read_at(file: &mut std::fs::File, offset: usize, len: usize) -> std::io::Result<Vec<u8>> {
+    use std::io::{Read, Seek, SeekFrom};
+    file.seek(SeekFrom::Start(offset as u64))?;
+    let mut buf = vec![0u8; len];
+    file.read_exact(&mut buf)?;
+    Ok(buf)
+}
+
+/// Checks a data set's arrays starting at `*at` against the file's length (labels read and checked
+/// below `num_classes`) and moves past them.
+fn layout(
+    file: &mut std::fs::File,
+    file_len: usize,
+    at: &mut usize,
+    part: &Part,
+) -> Option<Layout> {
     let start = padded(*at);
     let x = start..start.checked_add(part.rows.checked_mul(part.cols)?.checked_mul(4)?)?;
     let y_start = padded(x.end);
-    let yb = bytes.get(y_start..y_start.checked_add(part.rows.checked_mul(4)?)?)?;
-    bytes.get(x.clone())?;
-    let y: Vec<u32> = yb
+    let y_end = y_start.checked_add(part.rows.checked_mul(4)?)?;
+    if y_end > file_len {
+        return None;
+    }
+    let y: Vec<u32> = read_at(file, y_start, y_end - y_start)
+        .ok()?
         .chunks_exact(4)
         .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
         .collect();
     if y.iter().any(|&l| l as usize >= part.num_classes) {
         return None;
     }
-    *at = y_start + yb.len();
+    *at = y_end;
     Some(Layout { x, y })
+}
+
+/// The cache file at `path` when its key is `key` and it is whole.
+fn open(path: &Path, key: &str) -> Option<Opened> {
+    if !cfg!(target_endian = "little") {
+        return None;
+    }
+    let mut file = std::fs::File::open(path).ok()?;
+    let file_len = usize::try_from(file.metadata().ok()?.len()).ok()?;
+    if file_len < 16 {
+        return None;
+    }
+    let start = read_at(&mut file, 0, 16).ok()?;
+    if &start[..8] != MAGIC {
+        return None;
+    }
+    let hlen = usize::try_from(u64::from_le_bytes(start[8..16].try_into().ok()?)).ok()?;
+    if 16usize.checked_add(hlen)? > file_len {
+        return None;
+    }
+    let header: Header = serde_json::from_slice(&read_at(&mut file, 16, hlen).ok()?).ok()?;
+    if header.key != key {
+        return None;
+    }
+    let mut at = 16 + hlen;
+    let train = layout(&mut file, file_len, &mut at, &header.train)?;
+    let test = layout(&mut file, file_len, &mut at, &header.test)?;
+    Some(Opened {
+        path: path.to_path_buf(),
+        file,
+        header,
+        train,
+        test,
+    })
+}
+
+/// The mappings of cache files this process keeps (for the rest of the process), so that
+/// [`advise`] can tell mapped features from owned ones.
+static MAPS: std::sync::Mutex<Vec<&'static memmap2::Mmap>> = std::sync::Mutex::new(Vec::new());
+
+/// What [`advise`] does with the pages of mapped features.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Residency {
+    /// Map every page the features touch now, in one call, instead of one page fault at a time.
+    Load,
+    /// Drop the pages that lie wholly inside the features from this process's resident set: they
+    /// stay in the system's page cache and are mapped again, without reading the disk, on the next
+    /// access.
+    Release,
+}
+
+/// Applies `what` to the pages under `features` when they lie in a mapped cache file; does nothing
+/// for features held in the process's own memory (or on systems without these hints).
+pub(crate) fn advise(features: &[f32], what: Residency) {
+    let (start, len) = (features.as_ptr() as usize, std::mem::size_of_val(features));
+    let Ok(maps) = MAPS.lock() else { return };
+    let Some(map) = maps.iter().find(|m| {
+        let base = m.as_ptr() as usize;
+        start >= base && start + len <= base + m.len()
+    }) else {
+        return;
+    };
+    let page = 4096;
+    let offset = start - map.as_ptr() as usize;
+    match what {
+        Residency::Load => {
+            #[cfg(target_os = "linux")]
+            {
+                let first = offset / page * page;
+                let _ =
+                    map.advise_range(memmap2::Advice::PopulateRead, first, offset + len - first);
+            }
+        }
+        Residency::Release => {
+            // Whole pages only: a partly covered page may hold rows still in use.
+            let first = offset.div_ceil(page) * page;
+            let end = (offset + len) / page * page;
+            if end > first {
+                // SAFETY: the map is a read-only shared file mapping that lives for the rest of the
+                // process; dropping its pages only makes the next access read them again from the page
+                // cache, so every view of it keeps seeing the same bytes.
+                let _ = unsafe {
+                    map.unchecked_advise_range(
+                        memmap2::UncheckedAdvice::DontNeed,
+                        first,
+                        end - first,
+                    )
+                };
+            }
+        }
+    }
 }
 
 /// The cached data set at `path` when its key is `key` and it is whole: (train, test, normalisation).
 /// The features are views of the mapped file, which stays mapped for the rest of the process (only a
 /// file that passed every check is kept mapped).
 fn load(path: &Path, key: &str) -> Option<(Dataset, Dataset, Option<ChannelStats>)> {
-    if !cfg!(target_endian = "little") {
-        return None;
-    }
-    let file = std::fs::File::open(path).ok()?;
+    let opened = open(path, key)?;
     // SAFETY: the file is only ever replaced by rename, never written in place, so the mapped pages
     // do not change under the views made from them.
-    let map = unsafe { memmap2::Mmap::map(&file) }.ok()?;
-    if map.len() < 16 || &map[..8] != MAGIC {
+    let map = unsafe { memmap2::Mmap::map(&opened.file) }.ok()?;
+    if map.len() < opened.test.x.end || map.len() < opened.train.x.end {
         return None;
     }
-    let hlen = u64::from_le_bytes(map[8..16].try_into().ok()?) as usize;
-    let header: Header = serde_json::from_slice(map.get(16..16usize.checked_add(hlen)?)?).ok()?;
-    if header.key != key {
-        return None;
+    let map: &'static memmap2::Mmap = Box::leak(Box::new(map));
+    if let Ok(mut maps) = MAPS.lock() {
+        maps.push(map);
     }
-    let mut at = 16 + hlen;
-    let train = layout(&map, &mut at, &header.train)?;
-    let test = layout(&map, &mut at, &header.test)?;
-    let bytes: &'static [u8] = Box::leak(Box::new(map));
+    let bytes: &'static [u8] = map;
     let view = |l: Layout, part: &Part| -> Option<Dataset> {
         // The map is page-aligned and every array starts at a multiple of 64 bytes.
         // SAFETY: every bit pattern is a valid f32, and `align_to` only reinterprets the aligned middle.
@@ -261,11 +381,81 @@ fn load(path: &Path, key: &str) -> Option<(Dataset, Dataset, Option<ChannelStats
             image: part.image,
         })
     };
+    let Opened {
+        header,
+        train,
+        test,
+        ..
+    } = opened;
     Some((
         view(train, &header.train)?,
         view(test, &header.test)?,
         header.normalization,
     ))
+}
+
+/// The training set of a cache file, read row by row: what a client process that hosts a few clients
+/// needs, without mapping (and so without counting in its resident memory) the whole file.
+pub(crate) struct TrainRows {
+    opened: Opened,
+}
+
+impl TrainRows {
+    /// Every training sample's label.
+    pub(crate) fn labels(&self) -> &[u32] {
+        &self.opened.train.y
+    }
+
+    /// The cache file.
+    pub(crate) fn path(&self) -> &Path {
+        &self.opened.path
+    }
+
+    /// Number of classes.
+    pub(crate) fn num_classes(&self) -> usize {
+        self.opened.header.train.num_classes
+    }
+
+    /// The training samples `rows` (in the given order; indices below the training set's length).
+    pub(crate) fn read(&mut self, rows: &[u32]) -> std::io::Result<Dataset> {
+        let part = &self.opened.header.train;
+        let (cols, stride) = (part.cols, part.cols * 4);
+        let mut x = Vec::with_capacity(rows.len() * cols);
+        let mut y = Vec::with_capacity(rows.len());
+        // Runs of consecutive rows are read in one call.
+        let mut i = 0;
+        while i < rows.len() {
+            let first = rows[i] as usize;
+            let mut n = 1;
+            while i + n < rows.len() && rows[i + n] as usize == first + n {
+                n += 1;
+            }
+            if first + n > part.rows {
+                return Err(std::io::Error::other(format!(
+                    "row {} is past the cached training set's {} rows",
+                    first + n - 1,
+                    part.rows
+                )));
+            }
+            let offset = self.opened.train.x.start + first * stride;
+            let bytes = read_at(&mut self.opened.file, offset, n * stride)?;
+            x.extend(
+                bytes
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+            );
+            y.extend_from_slice(&self.opened.train.y[first..first + n]);
+            i += n;
+        }
+        let x = ndarray::Array2::from_shape_vec((rows.len(), cols), x)
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        Ok(Dataset {
+            x: x.into(),
+            y,
+            num_classes: part.num_classes,
+            image: part.image,
+        })
+    }
 }
 
 #[cfg(test)]
@@ -310,5 +500,87 @@ mod tests {
         assert!(load(&path, "k1").is_none(), "truncated");
         std::fs::write(&path, b"not a cache").unwrap();
         assert!(load(&path, "k1").is_none(), "garbage");
+    }
+
+    #[test]
+    fn rows_read_from_the_file_equal_the_mapped_rows_and_rows_past_the_end_are_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("c.bin");
+        let (train, test) = (data(9, 0.5), data(2, 1.0));
+        store(&path, "k", &train, &test, None).unwrap();
+        let entry = Entry {
+            key: "k".into(),
+            places: vec![tmp.path().join("missing.bin"), path.clone()],
+        };
+        let mut rows = entry.train_rows().expect("hit");
+        assert_eq!(rows.labels(), &train.y[..]);
+        assert_eq!((rows.num_classes(), rows.path()), (3, path.as_path()));
+        let pick = [0u32, 1, 2, 5, 7, 8];
+        let got = rows.read(&pick).unwrap();
+        assert!(!got.x.is_view(), "rows are copied, not mapped");
+        assert_eq!(got.x, train.select(&pick).x);
+        assert_eq!(got.y, train.select(&pick).y);
+        assert_eq!(got.image, train.image);
+        let err = rows.read(&[3, 9]).unwrap_err().to_string();
+        assert!(err.contains("row 9") && err.contains("9 rows"), "{err}");
+        let wrong = Entry {
+            key: "other".into(),
+            places: vec![path],
+        };
+        assert!(wrong.train_rows().is_none());
+    }
+
+    /// This process's resident KiB of the mapping that holds `addr` (from /proc/self/smaps).
+    fn resident_kib(addr: usize) -> usize {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+        let mut inside = false;
+        for line in smaps.lines() {
+            let first = line.split_whitespace().next().unwrap_or("");
+            if let Some((a, b)) = first.split_once('-')
+                && let (Ok(a), Ok(b)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16))
+            {
+                inside = a <= addr && addr < b;
+                continue;
+            }
+            if inside && let Some(v) = line.strip_prefix("Rss:") {
+                return v.trim().trim_end_matches("kB").trim().parse().unwrap();
+            }
+        }
+        panic!("no mapping holds {addr:#x}");
+    }
+
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn released_pages_of_mapped_features_leave_the_resident_set_and_read_back_the_same() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("c.bin");
+        // 2,048 rows of 1,024 features: 8 MiB of features.
+        let train = Dataset {
+            x: ndarray::Array2::from_shape_fn((2048, 1024), |(i, j)| (i * 7 + j) as f32).into(),
+            y: vec![0; 2048],
+            num_classes: 1,
+            image: None,
+        };
+        store(&path, "k", &train, &data(1, 0.0), None).unwrap();
+        let (mapped, _, _) = load(&path, "k").unwrap();
+        let sum = |d: &Dataset| d.x.iter().map(|&v| f64::from(v)).sum::<f64>();
+        let expected = sum(&train);
+        assert_eq!(sum(&mapped), expected, "every page touched");
+        let addr = mapped.x.as_ptr() as usize;
+        let before = resident_kib(addr);
+        assert!(
+            before >= 7 * 1024,
+            "{before} KiB resident after touching 8 MiB"
+        );
+        mapped.release_pages(0..mapped.len());
+        let after = resident_kib(addr);
+        assert!(
+            after <= 1024,
+            "{after} KiB still resident after the release"
+        );
+        assert_eq!(sum(&mapped), expected, "the same values after the release");
+        // Owned features are left alone.
+        train.release_pages(0..train.len());
+        assert_eq!(sum(&train), expected);
     }
 }

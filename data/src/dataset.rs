@@ -36,6 +36,33 @@ impl Dataset {
         self.x.view()
     }
 
+    /// Hints that the features of `rows` are about to be read: when they are mapped from the
+    /// decoded-data cache, their pages are mapped in one call rather than page fault by page fault.
+    /// Owned features are left alone.
+    pub fn load_pages(&self, rows: std::ops::Range<usize>) {
+        self.advise_pages(rows, crate::cache::Residency::Load);
+    }
+
+    /// Hints that the features of `rows` are not needed again soon. When they are mapped from the
+    /// decoded-data cache, their whole pages leave this process's resident memory (they stay in the
+    /// system's page cache and come back, without a disk read, on the next access); owned features are
+    /// left alone. For a process, such as the coordinator, that only streams through a data set to
+    /// evaluate a model.
+    pub fn release_pages(&self, rows: std::ops::Range<usize>) {
+        self.advise_pages(rows, crate::cache::Residency::Release);
+    }
+
+    fn advise_pages(&self, rows: std::ops::Range<usize>, what: crate::cache::Residency) {
+        let rows = rows.start.min(self.len())..rows.end.min(self.len());
+        if !self.x.is_view() || rows.is_empty() {
+            return;
+        }
+        if let Some(all) = self.x.as_slice() {
+            let cols = self.features();
+            crate::cache::advise(&all[rows.start * cols..rows.end * cols], what);
+        }
+    }
+
     /// Number of samples of each class.
     pub fn class_counts(&self) -> Vec<usize> {
         let mut c = vec![0; self.num_classes];

@@ -153,18 +153,22 @@ pub(crate) fn load_hosted(
     if spec.capabilities().needs_features {
         return whole();
     }
-    // A data set decoded before is mapped from the decoded-data cache; only the hosted rows are copied.
-    if let Some((train, _, _)) = crate::cache::locate(data).and_then(|c| c.load()) {
+    // A data set decoded before is read from the decoded-data cache: the labels, then only the hosted
+    // rows (read, not mapped, so the rest of the file never counts in this process's memory).
+    if let Some(mut cached) = crate::cache::locate(data).and_then(|c| c.train_rows()) {
         check_clients(clients, num_clients)?;
         let partition = valid.build(PartitionInput::from_labels(
-            &train.y,
-            train.num_classes,
+            cached.labels(),
+            cached.num_classes(),
             num_clients,
             derive_seed(seed, "partition"),
         ))?;
-        let (partition, local_test) = split_if_asked(partition, &train.y, spec, seed)?;
+        let (partition, local_test) = split_if_asked(partition, cached.labels(), spec, seed)?;
         return HostedPartitions::build(&partition, local_test.as_ref(), clients, |rows| {
-            Ok(train.select(rows))
+            let path = cached.path().to_path_buf();
+            cached
+                .read(rows)
+                .map_err(|source| DataError::Io { path, source })
         });
     }
     let dir = match data {

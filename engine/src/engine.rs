@@ -103,6 +103,8 @@ pub struct Engine {
     summary: Summary,
     writer: Option<RunWriter>,
     train_eval_indices: Option<Vec<u32>>,
+    /// Whether central evaluation lets go of mapped data pages as it goes ([`Engine::stream_evaluation_data`]).
+    stream_eval: bool,
     update_tensors: Vec<String>,
     participation_counts: Vec<u32>,
     verdicts: Vec<Verdict>,
@@ -256,6 +258,7 @@ impl Engine {
             summary,
             writer: None,
             train_eval_indices,
+            stream_eval: false,
             update_tensors,
             verdicts: Vec::new(),
             started: Instant::now(),
@@ -264,6 +267,14 @@ impl Engine {
             evaluation: None,
             asynchronous,
         })
+    }
+
+    /// Central evaluation streams through the test and training sets: features mapped from the
+    /// decoded-data cache leave the process's resident memory chunk by chunk once evaluated
+    /// ([`crate::eval::evaluate_streaming`]). For the coordinator, which never trains and so only
+    /// reads its data sets when it evaluates; results are unchanged.
+    pub fn stream_evaluation_data(&mut self) {
+        self.stream_eval = true;
     }
 
     /// Writes results into `dir` (created if needed).

@@ -83,6 +83,21 @@ pub fn evaluate(
     indices: Option<&[u32]>,
     chunk: usize,
 ) -> EvalStats {
+    evaluate_streaming(model, params, data, indices, chunk, false)
+}
+
+/// [`evaluate`], and with `release_pages` every chunk's features leave the process's resident memory
+/// once evaluated when they are mapped from the decoded-data cache ([`Dataset::release_pages`]): a
+/// process that only evaluates on a data set, such as the coordinator, then holds a few chunks of it at
+/// a time instead of all of it. The result is the same either way.
+pub fn evaluate_streaming(
+    model: &dyn Model,
+    params: &[f32],
+    data: &Dataset,
+    indices: Option<&[u32]>,
+    chunk: usize,
+    release_pages: bool,
+) -> EvalStats {
     let n = indices.map_or(data.len(), <[u32]>::len);
     let chunk = chunk.max(1);
     let starts: Vec<usize> = (0..n).step_by(chunk).collect();
@@ -101,8 +116,14 @@ pub fn evaluate(
                 let mut stats = EvalStats::new(data.num_classes);
                 match indices {
                     None => {
+                        if release_pages {
+                            data.load_pages(s..e);
+                        }
                         let x = data.x.slice(ndarray::s![s..e, ..]);
                         model.evaluate(params, x, &data.y[s..e], scratch, &mut stats);
+                        if release_pages {
+                            data.release_pages(s..e);
+                        }
                     }
                     Some(ix) => {
                         if xbuf.dim() != (e - s, data.features()) {
@@ -114,6 +135,11 @@ pub fn evaluate(
                             ybuf.push(data.y[i as usize]);
                         }
                         model.evaluate(params, xbuf.view(), ybuf, scratch, &mut stats);
+                        if release_pages {
+                            // Sorted indices: the rows read lie between the first and the last.
+                            let (lo, hi) = (ix[s] as usize, ix[e - 1] as usize);
+                            data.release_pages(lo.min(hi)..lo.max(hi) + 1);
+                        }
                     }
                 }
                 stats

@@ -46,6 +46,8 @@ pub async fn drive(
         .await
         .map_err(|e| ServerError::Transport(e.to_string()))??;
     let mut engine = Engine::new(scenario.clone(), Arc::new(data), "grpc")?;
+    // The coordinator does not train: its data sets are only read to evaluate.
+    engine.stream_evaluation_data();
     shared.set_update_tensors(engine.update_tensors().len());
     let by_arrival =
         scenario.round.quorum > 0 && scenario.round.quorum_order == QuorumOrder::Arrival;

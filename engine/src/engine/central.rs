@@ -14,12 +14,13 @@ impl Engine {
     /// asked the training loss and the full gradient's norm.
     pub(super) fn evaluate_into(&self, rec: &mut RoundRecord) {
         let chunk = self.scenario.eval.batch_size;
-        let test = crate::eval::evaluate(
+        let test = crate::eval::evaluate_streaming(
             self.model.as_ref(),
             &self.global,
             &self.data.test,
             None,
             chunk,
+            self.stream_eval,
         );
         if test.count > 0 {
             rec.test_accuracy = Some(test.accuracy());
@@ -36,12 +37,13 @@ impl Engine {
         }
         if self.scenario.eval.train_loss {
             let ix = self.train_eval_indices.as_deref();
-            let train = crate::eval::evaluate(
+            let train = crate::eval::evaluate_streaming(
                 self.model.as_ref(),
                 &self.global,
                 &self.data.train,
                 ix,
                 chunk,
+                self.stream_eval,
             );
             if train.count > 0 {
                 rec.train_loss = Some(train.mean_loss());

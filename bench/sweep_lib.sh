@@ -1,0 +1,31 @@
+# Shared by the experiment sweeps (sourced): bench/fedspeed_cifar10.sh, bench/frl_cifar10.sh.
+
+# timed_run OUT BIN ARGS...: runs `BIN ARGS...`, then writes OUT/machine.txt (CPU model, load average
+# at the start and end, wall time, the binary) so that tables can state the conditions of each run.
+timed_run() {
+  local out=$1 bin=$2 cpu load0 t0 t1
+  shift 2
+  cpu=$(lscpu | sed -n 's/^Model name:[[:space:]]*//p' | head -1)
+  load0=$(uptime); t0=$(date +%s.%N)
+  "$bin" "$@"
+  t1=$(date +%s.%N)
+  printf 'cpu: %s\nstart: %s\nend: %s\nwall_s: %s\nbin: %s\n' "$cpu" "$load0" "$(uptime)" \
+    "$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')" "$bin" > "$out/machine.txt"
+  echo "$(date -u +%T) done $out"
+}
+
+# run_steps STEP...: calls the sourcing script's functions `runs`, `table` and `plots` in the order
+# asked (`all`, the default, is all three).
+run_steps() {
+  local steps=("$@") st
+  [ ${#steps[@]} -eq 0 ] && steps=(all)
+  for st in "${steps[@]}"; do
+    case $st in
+      runs) runs ;;
+      table) table ;;
+      plots) plots ;;
+      all) runs; table; plots ;;
+      *) echo "unknown step $st (runs, table, plots or all)" >&2; exit 2 ;;
+    esac
+  done
+}
