@@ -510,7 +510,15 @@ async fn client_loop(rt: Arc<Runtime>, id: ClientId) -> Result<(), ClientError> 
             }) => {
                 // The new client state is committed only when the coordinator confirms that the update
                 // was folded into the round; a refused, late or lost update leaves the state as it was.
-                match train(&rt, id, round, task, max_steps).await {
+                let started = Instant::now();
+                let trained = train(&rt, id, round, task, max_steps).await;
+                tracing::debug!(
+                    client = id,
+                    round,
+                    secs = started.elapsed().as_secs_f64(),
+                    "trained"
+                );
+                match trained {
                     Ok((update, new_state)) => {
                         if let Some(deadline) =
                             deadline.filter(|_| is_late(&rt.scenario, round, id))
@@ -526,7 +534,16 @@ async fn client_loop(rt: Arc<Runtime>, id: ClientId) -> Result<(), ClientError> 
                             )
                             .await;
                         }
-                        if submit(&rt, id, round, &token, Ok(update)).await? {
+                        let started = Instant::now();
+                        let folded = submit(&rt, id, round, &token, Ok(update)).await?;
+                        tracing::debug!(
+                            client = id,
+                            round,
+                            secs = started.elapsed().as_secs_f64(),
+                            folded,
+                            "submitted"
+                        );
+                        if folded {
                             commit_state(&rt, id, new_state);
                         }
                     }

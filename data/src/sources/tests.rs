@@ -149,7 +149,10 @@ fn decoded_data_is_mapped_from_the_cache_and_decoded_again_when_the_source_chang
     // counts in the process's memory), the same as from a full load.
     let hosted =
         crate::load_hosted(&cifar10(tmp.path(), Normalize::None), &iid, 4, 2, &[1, 3]).unwrap();
-    assert!(!hosted.train.x.is_view(), "hosted rows are read, not mapped");
+    assert!(
+        !hosted.train.x.is_view(),
+        "hosted rows are read, not mapped"
+    );
     let want = plain.hosted(&[1, 3]).unwrap();
     assert_eq!(
         (&hosted.train.x, &hosted.train.y),
