@@ -127,12 +127,13 @@ fn load_unsplit(
     })
 }
 
-/// See [`crate::load_hosted`]: with a scheme that needs the labels only and no normalisation, the
-/// labels are read and partitioned exactly as [`load_federated`] does, then only the hosted clients'
-/// rows are converted (MNIST and Fashion-MNIST: decoded, [`crate::idx::read_idx_images_rows`]; CIFAR and
-/// SVHN: converted from the bytes; image folders: decoded from their files; any of them decoded before:
-/// copied from the mapped decoded-data cache); the test files are not read.
-/// Other cases load the whole data set, then copy the hosted rows out.
+/// See [`crate::load_hosted`]: with a scheme that needs the labels only, a data set decoded before is
+/// read from the decoded-data cache (labels, then only the hosted clients' rows, normalised or not as
+/// cached). Otherwise, without normalisation, the labels are read and partitioned exactly as
+/// [`load_federated`] does, then only the hosted clients' rows are converted (MNIST and Fashion-MNIST:
+/// decoded, [`crate::idx::read_idx_images_rows`]; CIFAR and SVHN: converted from the bytes; image
+/// folders: decoded from their files); the test files are not read. Other cases load the whole data
+/// set, then copy the hosted rows out.
 pub(crate) fn load_hosted(
     data: &DataSpec,
     spec: &PartitionSpec,
@@ -141,12 +142,8 @@ pub(crate) fn load_hosted(
     clients: &[usize],
 ) -> Result<HostedPartitions, DataError> {
     let whole = || load_federated(data, spec, num_clients, seed)?.hosted(clients);
-    if num_clients == 0
-        || spec.capabilities().uses_natural_split
-        || data.normalize() != Normalize::None
-    {
-        // The errors of `load_federated`, before any file is read; normalisation needs every training
-        // row's statistics.
+    if num_clients == 0 || spec.capabilities().uses_natural_split {
+        // The errors of `load_federated`, before any file is read.
         return whole();
     }
     let valid = spec.validate()?;
@@ -170,6 +167,10 @@ pub(crate) fn load_hosted(
                 .read(rows)
                 .map_err(|source| DataError::Io { path, source })
         });
+    }
+    if data.normalize() != Normalize::None {
+        // Normalisation needs every training row's statistics (a cached data set holds them).
+        return whole();
     }
     let dir = match data {
         DataSpec::Mnist { dir, .. } | DataSpec::FashionMnist { dir, .. } => dir,

@@ -364,9 +364,10 @@ pub fn load_federated(
 
 /// The share of the clients `clients` (partition indices; any order, repeats ignored) of
 /// [`load_federated`]`(data, partition, num_clients, seed)`: the same partition, but only those clients'
-/// training samples are kept (no test set). MNIST and Fashion-MNIST, with a scheme that splits from the
-/// labels alone, are read without decoding the other images into memory; other data sets are loaded
-/// whole, then copied out and dropped.
+/// training samples are kept (no test set). With a scheme that splits from the labels alone, an image
+/// data set in the decoded-data cache is read row by row from it, and MNIST, Fashion-MNIST, CIFAR, SVHN
+/// and image folders without normalisation are read without decoding the other images into memory;
+/// other data sets are loaded whole, then copied out and dropped.
 pub fn load_hosted(
     data: &DataSpec,
     partition: &PartitionSpec,

@@ -142,6 +142,18 @@ fn decoded_data_is_mapped_from_the_cache_and_decoded_again_when_the_source_chang
     );
     assert_eq!(second.normalization, first.normalization);
     assert_eq!(second.partition, first.partition);
+    // A client process reads its normalised rows from the cache too (not the whole set).
+    let hosted = crate::load_hosted(&data, &iid, 4, 2, &[0, 2]).unwrap();
+    assert!(
+        !hosted.train.x.is_view(),
+        "hosted rows are read, not mapped"
+    );
+    let want = first.hosted(&[0, 2]).unwrap();
+    assert_eq!(
+        (&hosted.train.x, &hosted.train.y),
+        (&want.train.x, &want.train.y)
+    );
+    assert_eq!(hosted.client(2), want.client(2));
     // Another setting is another cache entry.
     let plain = load_federated(&cifar10(tmp.path(), Normalize::None), &iid, 4, 2).unwrap();
     assert!(!plain.train.x.is_view());
