@@ -716,3 +716,111 @@ async fn a_hung_client_does_not_hold_the_quorum() {
         assert!(!log.contains("panicked"), "{log}");
     }
 }
+
+/// A client that opens its task download and reads none of it loses that download after
+/// `deploy.send_timeout_s`: the coordinator logs it and frees the slot, and the same client's next
+/// request is served the whole task. (Until then a second request is refused: one download per client.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::await_holding_lock)]
+async fn an_unread_download_is_abandoned_after_the_send_timeout() {
+    let _serial = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let path = dir.join("scenario.toml");
+    // An 8 MB task: more than HTTP/2 flow control and the send buffers let through unread.
+    std::fs::write(
+        &path,
+        r#"name = "unread"
+rounds = 1
+clients = 1
+
+[data]
+kind = "synthetic"
+features = 1000
+classes = 4
+samples_per_client = 40
+test_samples = 20
+
+[partition]
+scheme = "natural"
+
+[model]
+kind = "mlp"
+hidden = [2000]
+
+[participation]
+kind = "full"
+
+[deploy]
+min_clients = 1
+heartbeat_timeout_s = 4
+send_timeout_s = 2
+"#,
+    )
+    .unwrap();
+    let (mut server, addr) = start_server(dir, s(&path), None);
+    let mut c = connect(&addr).await;
+    let me = c
+        .join(join_request(&[0], ""))
+        .await
+        .expect("join")
+        .into_inner();
+    let (run, sess) = (me.run_id.clone(), me.session.clone());
+    let hb = keep_alive(&c, &run, &sess);
+    let request = || FetchTaskRequest {
+        run_id: run.clone(),
+        session: sess.clone(),
+        client_id: 0,
+        after_round: -1,
+    };
+    // Opened, never read.
+    let unread = c.fetch_task(request()).await.expect("first download");
+    let opened = Instant::now();
+    expect(
+        "a second download while the first is held",
+        c.fetch_task(request()).await.map(|_| ()),
+        Code::ResourceExhausted,
+    );
+    // The slot frees after the send timeout (2 s); poll until a request is served.
+    let served = loop {
+        assert!(
+            opened.elapsed() < Duration::from_secs(30),
+            "the unread download was never abandoned"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        match c.fetch_task(request()).await {
+            Ok(stream) => break stream,
+            Err(s) if s.code() == Code::ResourceExhausted => continue,
+            Err(s) => panic!("unexpected {s:?}"),
+        }
+    };
+    let waited = opened.elapsed();
+    assert!(
+        waited >= Duration::from_millis(1500),
+        "freed after {waited:?}, before the 2 s send timeout"
+    );
+    // The new download carries the whole task.
+    let mut stream = served.into_inner();
+    let Some(v1::task_chunk::Part::Header(h)) =
+        stream.message().await.expect("header").and_then(|m| m.part)
+    else {
+        panic!("task stream without a header");
+    };
+    assert_eq!(h.kind, v1::task_header::Kind::Train as i32);
+    let mut got = 0u64;
+    while let Some(m) = stream.message().await.expect("chunk") {
+        if let Some(v1::task_chunk::Part::Data(d)) = m.part {
+            got += d.len() as u64;
+        }
+    }
+    assert!(h.payload_len > 8_000_000, "{}", h.payload_len);
+    assert_eq!(got, h.payload_len);
+    drop(unread);
+    hb.abort();
+    server.kill();
+    let log = server.output();
+    assert!(
+        log.contains("task answer abandoned: the client stopped reading"),
+        "{log}"
+    );
+}

@@ -140,6 +140,10 @@ pub struct DeployConfig {
     /// every `heartbeat_timeout_s / 4`).
     #[serde(default = "default_idle_connection")]
     pub idle_connection_s: f64,
+    /// A task download the client takes nothing of for this many seconds is abandoned and its
+    /// download slot freed (the client may ask again).
+    #[serde(default = "default_send_timeout")]
+    pub send_timeout_s: f64,
     /// Faults the launcher injects.
     #[serde(default)]
     pub faults: Vec<FaultSpec>,
@@ -184,6 +188,9 @@ fn default_request_timeout() -> f64 {
 fn default_idle_connection() -> f64 {
     120.0
 }
+fn default_send_timeout() -> f64 {
+    30.0
+}
 
 impl Default for DeployConfig {
     fn default() -> Self {
@@ -197,6 +204,7 @@ impl Default for DeployConfig {
             max_connections: default_max_connections(),
             request_timeout_s: default_request_timeout(),
             idle_connection_s: default_idle_connection(),
+            send_timeout_s: default_send_timeout(),
             faults: Vec::new(),
             order: ApplyOrder::Virtual,
         }
@@ -470,6 +478,7 @@ impl Scenario {
             ("deploy.heartbeat_timeout_s", d.heartbeat_timeout_s),
             ("deploy.request_timeout_s", d.request_timeout_s),
             ("deploy.idle_connection_s", d.idle_connection_s),
+            ("deploy.send_timeout_s", d.send_timeout_s),
         ] {
             if !(v.is_finite() && v > 0.0) {
                 return Err(ConfigError::new(

@@ -39,9 +39,6 @@ pub const MAX_GRPC_MESSAGE: usize = wire::CHUNK_BYTES + (64 << 10);
 /// Largest message the coordinator sends (task chunks, the scenario in a `JoinResponse`).
 const MAX_SENT_MESSAGE: usize = 8 << 20;
 
-/// Longest the coordinator waits for a client to take the next chunk of a task download.
-const SEND_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// Longest the service waits for the next chunk of a result stream before giving up on it.
 const MIN_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -212,6 +209,9 @@ pub struct Shared {
     credentials: Option<Credentials>,
     max_payload: usize,
     idle_timeout: Duration,
+    /// Longest the coordinator waits for a client to take the next chunk of a task download
+    /// (`deploy.send_timeout_s`).
+    send_timeout: Duration,
     /// Memory for received updates (see [`crate::budget`]).
     pub budget: Arc<MemoryBudget>,
     /// Directory of spool files.
@@ -255,6 +255,7 @@ impl Shared {
             idle_timeout: MIN_IDLE_TIMEOUT.max(Duration::from_secs_f64(
                 scenario.deploy.heartbeat_timeout_s * 3.0,
             )),
+            send_timeout: Duration::from_secs_f64(scenario.deploy.send_timeout_s),
             budget: MemoryBudget::new(update_memory),
             spool: out.join(SPOOL_DIR),
             downloads: tokio::sync::Semaphore::new(MAX_CONCURRENT_DOWNLOADS),
@@ -530,15 +531,15 @@ fn header(kind: v1::task_header::Kind) -> TaskChunk {
 type TaskSender = mpsc::Sender<Result<TaskChunk, Status>>;
 
 /// Sends one message of a task request's answer; false when the client went away or did not take it
-/// within [`SEND_TIMEOUT`] (the request is abandoned and its slots freed).
-async fn send_chunk(tx: &TaskSender, msg: TaskChunk, client: ClientId) -> bool {
-    match tokio::time::timeout(SEND_TIMEOUT, tx.send(Ok(msg))).await {
+/// within `timeout` (`deploy.send_timeout_s`: the request is abandoned and its slots freed).
+async fn send_chunk(tx: &TaskSender, msg: TaskChunk, client: ClientId, timeout: Duration) -> bool {
+    match tokio::time::timeout(timeout, tx.send(Ok(msg))).await {
         Ok(Ok(())) => true,
         Ok(Err(_)) => false,
         Err(_) => {
             tracing::warn!(
                 client,
-                secs = SEND_TIMEOUT.as_secs(),
+                secs = timeout.as_secs_f64(),
                 "task answer abandoned: the client stopped reading"
             );
             false
@@ -654,7 +655,13 @@ impl Coordinator for CoordinatorService {
                 let phase = rx.borrow_and_update().clone();
                 let task = match phase {
                     Phase::Done => {
-                        send_chunk(&tx, header(v1::task_header::Kind::Done), client).await;
+                        send_chunk(
+                            &tx,
+                            header(v1::task_header::Kind::Done),
+                            client,
+                            s.send_timeout,
+                        )
+                        .await;
                         return;
                     }
                     Phase::Open(o) => o.hands_task_to(client).then_some(o),
@@ -685,7 +692,7 @@ impl Coordinator for CoordinatorService {
                             part: Some(task_chunk::Part::Header(h)),
                         };
                         let mut sent = wire::grpc_message_len(first.encoded_len());
-                        if !send_chunk(&tx, first, client).await {
+                        if !send_chunk(&tx, first, client, s.send_timeout).await {
                             return;
                         }
                         for c in wire::chunks(&o.payload) {
@@ -693,7 +700,7 @@ impl Coordinator for CoordinatorService {
                                 part: Some(task_chunk::Part::Data(c)),
                             };
                             sent += wire::grpc_message_len(msg.encoded_len());
-                            if !send_chunk(&tx, msg, client).await {
+                            if !send_chunk(&tx, msg, client, s.send_timeout).await {
                                 return;
                             }
                         }
@@ -705,7 +712,8 @@ impl Coordinator for CoordinatorService {
                     changed = tokio::time::timeout_at(until, rx.changed()) => match changed {
                         Ok(Ok(())) => continue,
                         Ok(Err(_)) | Err(_) => {
-                            send_chunk(&tx, header(v1::task_header::Kind::Wait), client).await;
+                            send_chunk(&tx, header(v1::task_header::Kind::Wait), client, s.send_timeout)
+                                .await;
                             return;
                         }
                     },
