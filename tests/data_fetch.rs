@@ -274,12 +274,24 @@ fn a_good_fetch_installs_verified_files_and_a_second_fetch_is_a_no_op() {
         assert!(!root.join("mnist").join(format!("{name}.part")).exists());
     }
     assert_eq!(server.requests().len(), 4);
+    // A decoded-data cache file next to the data set, and an empty user cache.
+    std::fs::create_dir_all(root.join("mnist/.fedsim-cache")).unwrap();
+    std::fs::write(
+        root.join("mnist/.fedsim-cache/idx-0123.bin"),
+        vec![0u8; 3 << 20],
+    )
+    .unwrap();
+    let user_cache = tmp.path().join("user-cache");
     let list = ok(&fedsim(
         &["data", "list", "--data-dir", r],
         &server.url(),
         &sums,
-        &[],
+        &[("XDG_CACHE_HOME", &user_cache)],
     ));
+    assert!(
+        list.contains(".fedsim-cache  1 file, 3.0 MiB"),
+        "the decoded-data cache is listed: {list}"
+    );
     let line = |name: &str| {
         list.lines()
             .find(|l| l.starts_with(&format!("{name} ")))

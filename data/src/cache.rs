@@ -127,6 +127,58 @@ impl Entry {
     }
 }
 
+/// A folder of decoded-data cache files and what it holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheFolder {
+    /// The folder.
+    pub path: PathBuf,
+    /// Number of cache files in it.
+    pub files: usize,
+    /// Their total size in bytes.
+    pub bytes: u64,
+}
+
+/// The folders that hold decoded-data cache files for data under `root`: the `.fedsim-cache` folders
+/// next to data sets (up to three levels below `root`) and the user cache folder
+/// (`~/.cache/fedsim/decoded`), each with its file count and size; empty folders are left out.
+/// Deleting any of them only costs the next run the decoding.
+pub fn folders(root: &Path) -> Vec<CacheFolder> {
+    let mut found = Vec::new();
+    let mut frontier = vec![(root.to_path_buf(), 0)];
+    while let Some((dir, depth)) = frontier.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.filter_map(Result::ok) {
+            let path = e.path();
+            if !e.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            if e.file_name() == ".fedsim-cache" {
+                found.push(path);
+            } else if depth < 3 {
+                frontier.push((path, depth + 1));
+            }
+        }
+    }
+    found.sort();
+    found.extend(crate::root::user_cache_dir().map(|d| d.join("fedsim").join("decoded")));
+    found
+        .into_iter()
+        .filter_map(|path| {
+            let (mut files, mut bytes) = (0, 0);
+            for e in std::fs::read_dir(&path).ok()?.filter_map(Result::ok) {
+                let Ok(meta) = e.metadata() else { continue };
+                if meta.is_file() && e.path().extension().is_some_and(|x| x == "bin") {
+                    files += 1;
+                    bytes += meta.len();
+                }
+            }
+            (files > 0).then_some(CacheFolder { path, files, bytes })
+        })
+        .collect()
+}
+
 /// The regular files directly in `dir` (sorted), or `dir` itself when it is a file.
 fn list(dir: &Path) -> Option<Vec<PathBuf>> {
     if dir.is_file() {

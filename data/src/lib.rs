@@ -36,6 +36,7 @@ pub mod svhn;
 pub mod synthetic;
 mod util;
 
+pub use cache::{CacheFolder, folders as decoded_cache_folders};
 pub use cifar::{CifarKind, read_cifar_dir};
 pub use csv::{read_csv, read_csv_pair};
 pub use dataset::{Dataset, FederatedData, Partition};

@@ -252,5 +252,24 @@ pub(crate) fn list(root: &DataRoot) -> Result<String> {
             let _ = writeln!(out, "{:width$}  {:<7}  ({d})", "", "");
         }
     }
+    let caches = fedsim_data::decoded_cache_folders(root.path());
+    if caches.is_empty() {
+        out.push_str("decoded-data cache: empty\n");
+    } else {
+        out.push_str(
+            "decoded-data cache (image data sets decoded once and mapped by later runs; delete a \
+             folder to reclaim its space, the next run decodes again):\n",
+        );
+        for c in caches {
+            let _ = writeln!(
+                out,
+                "  {}  {} file{}, {:.1} MiB",
+                c.path.display(),
+                c.files,
+                if c.files == 1 { "" } else { "s" },
+                c.bytes as f64 / f64::from(1 << 20)
+            );
+        }
+    }
     Ok(out)
 }
