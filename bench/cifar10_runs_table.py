@@ -11,6 +11,8 @@ import statistics
 import sys
 from pathlib import Path
 
+import run_info
+
 args = sys.argv[1:]
 targets, cap = [], None
 if "--targets" in args:
@@ -31,11 +33,7 @@ def load(run):
         rows = [r for r in rows if r["round"] <= cap]
     evals = [r for r in rows if r.get("test_accuracy") is not None]
     plain = [r["time_round_s"] for r in rows if r.get("test_accuracy") is None]
-    machine = {}
-    if (run / "machine.txt").exists():
-        for line in (run / "machine.txt").read_text().splitlines():
-            k, _, v = line.partition(": ")
-            machine[k] = v
+    machine = run_info.machine(run)
     last_round = rows[-1]["round"] if rows else 0
     hit = lambda t: next((r["round"] for r in evals if r["test_accuracy"] >= t), None)  # noqa: E731
     tail = evals[-LAST:]

@@ -9,6 +9,8 @@ import statistics
 import sys
 from pathlib import Path
 
+import run_info
+
 root = Path(sys.argv[1] if len(sys.argv) > 1 else "runs/fedau_cifar10")
 patterns = ["bernoulli", "markov", "cyclic"]
 order = ["fedau", "fedau_k50", "avg_participating", "avg_all", "known_prob", "mifa", "fedvarp"]
@@ -20,11 +22,7 @@ def load(run):
     s = json.loads((run / "summary.json").read_text())
     evals = [r for r in rows if r.get("test_accuracy") is not None]
     plain = [r["time_round_s"] for r in rows if r.get("test_accuracy") is None]
-    machine = {}
-    if (run / "machine.txt").exists():
-        for line in (run / "machine.txt").read_text().splitlines():
-            k, _, v = line.partition(": ")
-            machine[k] = v
+    machine = run_info.machine(run)
     tail = evals[-LAST:]
     return {
         "rounds": s["rounds"],

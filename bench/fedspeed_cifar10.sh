@@ -13,13 +13,11 @@
 # docs/img/fedspeed_cifar10_*.svg.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export FEDSIM_DATA="${FEDSIM_DATA:-../shared/data}"
 rounds=${ROUNDS:-200}
 seeds=${SEEDS:-"1 2"}
 methods=${METHODS:-"fedspeed fedavg feddyn scaffold"}
 cfg=configs/fedspeed/cifar10_resnet8_dir01_fedspeed.toml
 root=${RUNS_ROOT:-runs/fedspeed_cifar10}
-if [ -n "${BIN:-}" ]; then bin=$BIN; else cargo build --release -q --bin fedsim; bin=./target/release/fedsim; fi
 source bench/sweep_lib.sh
 
 strategy_of() {

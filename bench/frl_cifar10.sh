@@ -13,13 +13,11 @@
 # gets machine.txt). Table: docs/frl_cifar10.md (via a .partial file); plots: docs/img/frl_cifar10_*.svg.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export FEDSIM_DATA="${FEDSIM_DATA:-../shared/data}"
 rounds=${ROUNDS:-100}
 seeds=${SEEDS:-"1"}
 methods=${METHODS:-"frl fedavg trmean mkrum"}
 levels=${LEVELS:-"0 0.2"}
 root=${RUNS_ROOT:-runs/frl_cifar10}
-if [ -n "${BIN:-}" ]; then bin=$BIN; else cargo build --release -q --bin fedsim; bin=./target/release/fedsim; fi
 source bench/sweep_lib.sh
 pct() { python3 -c "print(int(round($1 * 100)))"; }
 

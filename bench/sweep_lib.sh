@@ -1,4 +1,14 @@
-# Shared by the experiment sweeps (sourced): bench/fedspeed_cifar10.sh, bench/frl_cifar10.sh.
+# Shared by the experiment sweeps (sourced from the repository root): bench/fedspeed_cifar10.sh,
+# bench/frl_cifar10.sh. Sets the data root (the development copy unless FEDSIM_DATA names another)
+# and `bin`: BIN, a prebuilt binary (so a rebuild during a long sweep cannot change it), else a fresh
+# release build.
+export FEDSIM_DATA="${FEDSIM_DATA:-../shared/data}"
+if [ -n "${BIN:-}" ]; then
+  bin=$BIN
+else
+  cargo build --release -q --bin fedsim
+  bin=./target/release/fedsim
+fi
 
 # timed_run OUT BIN ARGS...: runs `BIN ARGS...`, then writes OUT/machine.txt (CPU model, load average
 # at the start and end, wall time, the binary) so that tables can state the conditions of each run.

@@ -48,8 +48,8 @@ fn free_port() -> Result<u16> {
 /// otherwise each keep tens of MiB they do not use (`bench/grpc/launch_memory.sh`: total PSS 2.30x the
 /// simulator's without them, 2.11x with them). Freed memory goes back to the system after mimalloc's
 /// default delay: returning it at once (`MIMALLOC_PURGE_DELAY=0`) made every task's buffers fault in
-/// again and cost ≈ 10 ms of each round's training phase (0.066 → 0.055 s on `mnist_2nn_iid`) for
-/// ≈ 30 MiB over 12 processes.
+/// again and cost ≈ 10 ms of each round's training phase (0.066 → 0.047–0.055 s on `mnist_2nn_iid`)
+/// for ≈ 70 MiB summed over 12 processes (`docs/BENCHMARKS.md`).
 const ALLOCATOR_ENV: [(&str, &str); 2] = [
     ("MIMALLOC_ALLOW_THP", "0"),
     ("MIMALLOC_ARENA_EAGER_COMMIT", "0"),

@@ -221,22 +221,24 @@ pub async fn run(opts: ClientOptions) -> Result<(), ClientError> {
     scenario.data_root = opts.data_root.clone();
     // The first join already counts our clients as connected: keep that session alive while the data
     // loads (on a machine under load that can outlast the heartbeat timeout, and a coordinator that
-    // saw the clients go silent would plan round 1 without them).
-    let keepalive = {
+    // saw the clients go silent would plan round 1 without them). A `JoinSet` aborts the heartbeat
+    // when dropped, on every way out of this function.
+    let mut keepalive = tokio::task::JoinSet::new();
+    {
         let mut client = probe.clone();
         let req = HeartbeatRequest {
             run_id: probe_run,
             session: first_session.clone(),
         };
         let period = Duration::from_secs_f64((scenario.deploy.heartbeat_timeout_s / 4.0).max(0.05));
-        tokio::spawn(async move {
+        keepalive.spawn(async move {
             loop {
                 tokio::time::sleep(period).await;
                 let _ = client.heartbeat(req.clone()).await;
             }
-        })
-    };
-    let loaded = {
+        });
+    }
+    let data = {
         let (source, test, scenario, ids) = (
             opts.data.clone(),
             opts.test_data.clone(),
@@ -247,22 +249,17 @@ pub async fn run(opts: ClientOptions) -> Result<(), ClientError> {
             data::LocalData::load(&source, test.as_deref(), &scenario, &ids)
         })
         .await
+        .map_err(|e| ClientError::Refused(format!("loading the local data failed: {e}")))??
     };
-    let data = loaded
-        .map_err(|e| ClientError::Refused(format!("loading the local data failed: {e}")))
-        .and_then(|result| result);
-    if data.is_err() {
-        keepalive.abort();
-    }
-    let data = data?;
     let model = data.build_model(&scenario)?;
     let strategy = scenario
         .build_strategy()
         .map_err(fedsim_engine::EngineError::from)?;
     let sizes = declared_sizes(&opts.ids, &data);
-    let joined = join(&opts, &sizes, &scenario.hash(), &first_session).await;
-    keepalive.abort();
-    let (client, run_id, session, _) = joined?;
+    let (client, run_id, session, _) =
+        join(&opts, &sizes, &scenario.hash(), &first_session).await?;
+    // The second join's session replaces the probe's.
+    drop(keepalive);
     tracing::info!(
         target: STATUS,
         "joined the coordinator at {} (run {run_id}) with {} client(s)",

@@ -139,9 +139,12 @@ pub fn evaluate_streaming(
                         }
                         model.evaluate(params, xbuf.view(), ybuf, scratch, &mut stats);
                         if release_pages {
-                            // Sorted indices: the rows read lie between the first and the last.
-                            let (lo, hi) = (ix[s] as usize, ix[e - 1] as usize);
-                            data.release_pages(lo.min(hi)..lo.max(hi) + 1);
+                            // The rows read lie between the chunk's smallest and largest index.
+                            let rows = ix[s..e].iter().map(|&i| i as usize);
+                            let (lo, hi) = (rows.clone().min(), rows.max());
+                            if let (Some(lo), Some(hi)) = (lo, hi) {
+                                data.release_pages(lo..hi + 1);
+                            }
                         }
                     }
                 }

@@ -746,7 +746,6 @@ impl Coordinator for CoordinatorService {
         s.check_owner(&h.session, h.client_id)?;
         let open = match &*s.phase.borrow() {
             Phase::Open(o) => o.clone(),
-            // The dispatch the result names; a wrong one fails the token check below.
             // The dispatch (or evaluation) the result names; its token is checked below.
             Phase::Tasks(list) => list
                 .iter()
