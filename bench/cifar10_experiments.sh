@@ -5,14 +5,14 @@
 # FedAU baselines, then Markov and cyclic participation. Every script skips runs whose summary.json
 # exists, so the queue can be stopped at any time and started again; tables and plots are rewritten
 # at the end (each via a .partial file).
-# Usage: bench/cifar10_experiments.sh   (environment: BIN, a prebuilt binary; default: build one)
+# Usage: bench/cifar10_experiments.sh   (environment: FEDSIM_BIN, a prebuilt binary; default: build one)
 # On 2 cores (AMD EPYC Zen 4): about 10-20 min per FedAU run (2,000 rounds), 10-15 min per FRL run
 # (100 rounds), 10-40 min per FedSpeed run (200 rounds); about 12 hours in all.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export FEDSIM_DATA="${FEDSIM_DATA:-../shared/data}"
-if [ -z "${BIN:-}" ]; then cargo build --release -q --bin fedsim; BIN=./target/release/fedsim; fi
-export BIN FEDSIM_BIN=$BIN
+source bench/sweep_lib.sh
+export FEDSIM_BIN=$bin
 PATTERNS=bernoulli METHODS="fedau avg_participating known_prob" bench/fedau_cifar10.sh 2000 1 2
 ROUNDS=100 SEEDS=1 bench/frl_cifar10.sh runs
 ROUNDS=200 SEEDS=1 bench/fedspeed_cifar10.sh runs

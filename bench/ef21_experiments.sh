@@ -5,7 +5,7 @@
 # Runs go to runs/ef21/<dataset>/<method>_m<multiplier>/ (skipped when already complete, and when another
 # worker holds the run's lock directory, so two workers can share the list); tables to
 # bench/results/ef21/*.csv and *.md; plots to docs/img/ef21/*.svg.
-# Environment: BIN (fedsim binary, default target/release/fedsim), THREADS (worker threads per run, default 1),
+# Environment: FEDSIM_BIN (a prebuilt fedsim binary; default: a fresh release build), THREADS (worker threads per run, default 1),
 # ROUNDS_PHISHING (20000), ROUNDS_A9A (30000), ROUNDS_BIG (5000: rounds for multipliers >= BIG_MULT = 16 on
 # a9a, except the runs at 16 kept from the first pass at 30000 rounds; at these steps both methods either reach
 # the tolerance early or stall/oscillate at a level far above it, and a run needing more than EF21's best 6280
@@ -17,9 +17,6 @@
 # per round) use the dataset's round count on phishing and ROUNDS_PP_A9A (15000) on a9a.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# Data: the development copy unless FEDSIM_DATA names another data root (scenarios name their data
-# relative to it: dir = "mnist", path = "libsvm/a9a.txt.gz").
-export FEDSIM_DATA="${FEDSIM_DATA:-../shared/data}"
 threads=${THREADS:-1}
 mults_phishing=${MULTS:-"1 2 4 8 16 32 64 128 256 512 1024 2048 4096"}
 mults_a9a=${MULTS_A9A:-"1 2 4 8 16 32 64 128 256 512 1024 2048 4096"}
@@ -33,8 +30,7 @@ w8a_mults=${W8A_MULTS:-16}
 ef_extra=${EF_EXTRA_MULTS:-"0.25 0.5"}
 tol=${TOL:-1e-7}
 runs=runs/ef21
-bin=${BIN:-./target/release/fedsim}
-[ -x "$bin" ] || cargo build --release -q
+source bench/sweep_lib.sh
 
 # run NAME CONFIG [--set ...]: one simulation unless its summary exists.
 run() {

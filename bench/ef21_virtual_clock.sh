@@ -9,8 +9,7 @@
 # docs/ef21_virtual_clock.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export FEDSIM_DATA="${FEDSIM_DATA:-../shared/data}"
-if [ -n "${FEDSIM_BIN:-}" ]; then bin=$FEDSIM_BIN; else cargo build --release -q; bin=./target/release/fedsim; fi
+source bench/sweep_lib.sh
 for ds in phishing a9a; do
   case $ds in
     phishing) m21=16; r21=600; rgd=40 ;;

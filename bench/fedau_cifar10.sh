@@ -10,27 +10,18 @@
 #   e.g. FEDSIM_BIN=/path/fedsim PATTERNS=bernoulli METHODS=fedau SEEDS=1 ROUNDS=1000 bench/fedau_cifar10.sh
 # Runs go one at a time (each uses all cores) into runs/fedau_cifar10/<pattern>/<method>/seed<k>/; a run
 # whose summary.json exists is skipped (an interrupted one is redone from scratch with --force). Each
-# run directory also gets machine.txt (CPU model, load at start and end, wall time). The table goes to
+# run directory also gets machine.txt (CPU model, load at start and end, wall time). RUNS_ROOT moves the
+# run directories elsewhere; FEDSIM_BIN names a prebuilt binary (bench/sweep_lib.sh). The table goes to
 # docs/fedau_cifar10.md (written to a .partial file, then moved), plots to docs/img/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:-${ROUNDS:-10000}}
 if [ $# -gt 1 ]; then seeds="${*:2}"; else seeds=${SEEDS:-1 2 3 4 5}; fi
-# Data: the development copy unless FEDSIM_DATA names another data root (the scenarios name their
-# data relative to it: path = "cifar10/cifar10_jpeg.tar.gz").
-export FEDSIM_DATA="${FEDSIM_DATA:-../shared/data}"
-# FEDSIM_BIN: a prebuilt binary to use (so a rebuild during a long sweep cannot change it).
-if [ -n "${FEDSIM_BIN:-}" ]; then
-  bin=$FEDSIM_BIN
-else
-  cargo build --release -q --bin fedsim
-  bin=./target/release/fedsim
-fi
+source bench/sweep_lib.sh
 source bench/fedau_strategies.sh
 patterns=${PATTERNS:-bernoulli markov cyclic}
 methods=" ${METHODS:-fedau fedau_k50 avg_participating avg_all known_prob mifa fedvarp} "
-root=runs/fedau_cifar10
-cpu=$(lscpu | sed -n 's/^Model name:[[:space:]]*//p' | head -1)
+root=${RUNS_ROOT:-runs/fedau_cifar10}
 for pattern in $patterns; do
   for s in "${strategies[@]}"; do
     IFS='|' read -r name strat lr <<< "$s"
@@ -39,19 +30,12 @@ for pattern in $patterns; do
       out=$root/$pattern/$name/seed$seed
       [ -f "$out/summary.json" ] && continue
       mkdir -p "$out"
-      start_load=$(uptime); t0=$(date +%s.%N)
-      $bin sim "configs/fedau/cifar10_cnn_${pattern}.toml" -q --force --out "$out" --seed "$seed" \
-        --set rounds="$rounds" --set "strategy=$strat" --set train.lr="$lr"
-      t1=$(date +%s.%N); end_load=$(uptime)
-      wall=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')
-      # written after the run (--force clears the directory's run files, not this one, but keep it last)
-      printf 'cpu: %s\nstart: %s\nend: %s\nwall_s: %s\nbin: %s\n' \
-        "$cpu" "$start_load" "$end_load" "$wall" "$bin" > "$out/machine.txt"
-      echo "done $pattern $name seed$seed (${wall}s; load at end:${end_load##*load average:})"
+      timed_run "$out" "$bin" sim "configs/fedau/cifar10_cnn_${pattern}.toml" -q --force --out "$out" \
+        --seed "$seed" --set rounds="$rounds" --set "strategy=$strat" --set train.lr="$lr"
     done
   done
 done
-python3 bench/fedau_cifar10_table.py > docs/fedau_cifar10.md.partial
+python3 bench/fedau_cifar10_table.py "$root" > docs/fedau_cifar10.md.partial
 mv docs/fedau_cifar10.md.partial docs/fedau_cifar10.md  # never a truncated table
 mkdir -p docs/img
 for pattern in $patterns; do

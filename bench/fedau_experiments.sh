@@ -12,16 +12,7 @@ rounds=${3:-3000}
 data=${4:-}
 sets=()
 if [ -n "$data" ]; then sets+=(--set data.dir="$data"); fi
-# Data: the development copy unless FEDSIM_DATA names another data root (scenarios name their data
-# relative to it: dir = "mnist", path = "libsvm/a9a.txt.gz").
-export FEDSIM_DATA="${FEDSIM_DATA:-../shared/data}"
-# FEDSIM_BIN: a prebuilt binary to use (so a rebuild during the hours-long sweep cannot change it).
-if [ -n "${FEDSIM_BIN:-}" ]; then
-  bin=$FEDSIM_BIN
-else
-  cargo build --release -q
-  bin=./target/release/fedsim
-fi
+source bench/sweep_lib.sh
 source bench/fedau_strategies.sh
 # PATTERNS / METHODS (space-separated) restrict the sweep, e.g. METHODS="fedau avg_participating".
 patterns=${PATTERNS:-bernoulli markov cyclic}

@@ -13,13 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 seeds=${1:-1}
 rounds=${2:-1000}
-export FEDSIM_DATA="${FEDSIM_DATA:-../shared/data}"
-if [ -n "${FEDSIM_BIN:-}" ]; then
-  bin=$FEDSIM_BIN
-else
-  cargo build --release -q
-  bin=./target/release/fedsim
-fi
+source bench/sweep_lib.sh
 source bench/fedau_strategies.sh
 methods=" ${METHODS:-fedau avg_participating} "
 for s in "${strategies[@]}"; do

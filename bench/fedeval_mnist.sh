@@ -13,13 +13,7 @@ cd "$(dirname "$0")/.."
 model=${1:-logreg}
 seeds=${2:-3}
 rounds=${3:-3000}
-export FEDSIM_DATA="${FEDSIM_DATA:-../shared/data}"
-if [ -n "${FEDSIM_BIN:-}" ]; then
-  bin=$FEDSIM_BIN
-else
-  cargo build --release -q
-  bin=./target/release/fedsim
-fi
+source bench/sweep_lib.sh
 source bench/fedau_strategies.sh
 methods=" ${METHODS:-fedau avg_participating known_prob} "
 for s in "${strategies[@]}"; do

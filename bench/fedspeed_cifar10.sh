@@ -5,7 +5,7 @@
 # crop + flip). Methods: FedSpeed, FedAvg, FedDyn (FedSpeed with ρ = 0), SCAFFOLD (option II).
 #
 # Usage: bench/fedspeed_cifar10.sh [runs|table|plots|all]...   (default: all)
-# Environment: RUNS_ROOT (runs/fedspeed_cifar10), ROUNDS (200), SEEDS ("1 2"), METHODS ("fedspeed fedavg feddyn scaffold"), BIN (a prebuilt
+# Environment: RUNS_ROOT (runs/fedspeed_cifar10), ROUNDS (200), SEEDS ("1 2"), METHODS ("fedspeed fedavg feddyn scaffold"), FEDSIM_BIN (a prebuilt
 # binary, so that a rebuild during a long sweep cannot change it; default: build target/release/fedsim).
 # Runs go one at a time (each on all cores) into runs/fedspeed_cifar10/<method>/seed<k>/, skipping those
 # whose summary.json exists (an interrupted run is redone from scratch); each gets machine.txt (CPU,

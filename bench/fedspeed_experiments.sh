@@ -11,15 +11,12 @@
 #            bench/fedspeed_experiments.sh runs &  bench/fedspeed_experiments.sh runs &
 #   table  bench/results/fedspeed.csv and bench/results/fedspeed.md (rounds to 97 %, final/best accuracy)
 #   plots  docs/img/fedspeed/*.svg with `fedsim plot`
-# Environment: BIN (fedsim binary, default target/release/fedsim), THREADS (per run, default 1), ROUNDS (300),
+# Environment: FEDSIM_BIN (a prebuilt fedsim binary; default: a fresh release build), THREADS (per run, default 1), ROUNDS (300),
 #   EVAL_EVERY (2), SEEDS ("1 2 3"), ORDER (job list "method:seed ...", default: every method with seed 1,
 #   then FedSpeed and FedAvg with the other seeds, then the other methods with the other seeds).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# Data: the development copy unless FEDSIM_DATA names another data root (scenarios name their data
-# relative to it: dir = "mnist", path = "libsvm/a9a.txt.gz").
-export FEDSIM_DATA="${FEDSIM_DATA:-../shared/data}"
-bin=${BIN:-./target/release/fedsim}
+source bench/sweep_lib.sh
 threads=${THREADS:-1}
 rounds=${ROUNDS:-300}
 every=${EVAL_EVERY:-2}

@@ -7,7 +7,7 @@
 # Multi-Krum (oracle f).
 #
 # Usage: bench/frl_cifar10.sh [runs|table|plots|all]...   (default: all)
-# Environment: RUNS_ROOT (runs/frl_cifar10), ROUNDS (100), SEEDS ("1"), METHODS ("frl fedavg trmean mkrum"), LEVELS ("0 0.2"), BIN (a
+# Environment: RUNS_ROOT (runs/frl_cifar10), ROUNDS (100), SEEDS ("1"), METHODS ("frl fedavg trmean mkrum"), LEVELS ("0 0.2"), FEDSIM_BIN (a
 # prebuilt binary; default: build target/release/fedsim).
 # Runs go one at a time into runs/frl_cifar10/<method>_f<pct>/seed<k>/ (skipped when complete; each
 # gets machine.txt). Table: docs/frl_cifar10.md (via a .partial file); plots: docs/img/frl_cifar10_*.svg.

@@ -11,22 +11,18 @@
 #
 # Usage: bench/frl_experiments.sh [runs|table|plots|all]...   (default: all)
 # Environment: ROUNDS (default 500), SEEDS (default "1"), THREADS (worker threads per run, default 2),
-# METHODS (default "frl fedavg trmean mkrum frlabs trmeanfull mkrumfull"), BIN (default
-# ./target/release/fedsim, built when missing).
+# METHODS (default "frl fedavg trmean mkrum frlabs trmeanfull mkrumfull"), FEDSIM_BIN (a prebuilt
+# fedsim binary; default: a fresh release build).
 # Runs go to runs/frl/<method>_f<pct>_s<seed>/ (skipped when complete); the table to
 # bench/results/frl/table.md; plots to docs/img/frl/*.svg.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# Data: the development copy unless FEDSIM_DATA names another data root (scenarios name their data
-# relative to it: dir = "mnist", path = "libsvm/a9a.txt.gz").
-export FEDSIM_DATA="${FEDSIM_DATA:-../shared/data}"
 rounds=${ROUNDS:-500}
 seeds=${SEEDS:-"1"}
 threads=${THREADS:-2}
 methods=${METHODS:-"frl fedavg trmean mkrum frlabs trmeanfull mkrumfull"}
 runs=runs/frl
-bin=${BIN:-./target/release/fedsim}
-[ -x "$bin" ] || cargo build --release -q
+source bench/sweep_lib.sh
 
 run() {
   local out=$runs/$1 cfg=$2

@@ -9,8 +9,7 @@ cd "$(dirname "$0")/.."
 rounds=${1:-200}
 shift || true
 counts=("${@:-10000 100000 1000000}")
-# FEDSIM_BIN: a prebuilt binary to use instead of building one.
-if [ -n "${FEDSIM_BIN:-}" ]; then bin=$FEDSIM_BIN; else cargo build --release -q; bin=./target/release/fedsim; fi
+source bench/sweep_lib.sh
 printf "%-10s %-8s %-18s %-14s %-10s\n" clients rounds "median round (ms)" "peak RSS (MiB)" "data (MiB)"
 for n in ${counts[@]}; do
   p=$(python3 -c "print(100/$n)")

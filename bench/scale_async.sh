@@ -12,8 +12,7 @@ rounds=${1:-1000}
 shift || true
 counts=("${@:-10000 100000}")
 concurrency=(${CONCURRENCY:-100 1000})
-# FEDSIM_BIN: a prebuilt binary to use instead of building one.
-if [ -n "${FEDSIM_BIN:-}" ]; then bin=$FEDSIM_BIN; else cargo build --release -q; bin=./target/release/fedsim; fi
+source bench/sweep_lib.sh
 printf "%-10s %-12s %-8s %-16s %-16s %-14s %-10s\n" clients concurrency updates "updates/s" "client upd/s" "peak RSS (MiB)" "data (MiB)"
 for n in ${counts[@]}; do
   for c in ${concurrency[@]}; do

@@ -1,10 +1,10 @@
-# Shared by the experiment sweeps (sourced from the repository root): bench/fedspeed_cifar10.sh,
-# bench/frl_cifar10.sh. Sets the data root (the development copy unless FEDSIM_DATA names another)
-# and `bin`: BIN, a prebuilt binary (so a rebuild during a long sweep cannot change it), else a fresh
-# release build.
+# Shared by the bench scripts (sourced from the repository root). Sets the data root (the development
+# copy unless FEDSIM_DATA names another; scenarios name their data relative to it, e.g. dir = "mnist")
+# and `bin`: FEDSIM_BIN, a prebuilt binary (so a rebuild during a long sweep cannot change it), else a
+# fresh release build.
 export FEDSIM_DATA="${FEDSIM_DATA:-../shared/data}"
-if [ -n "${BIN:-}" ]; then
-  bin=$BIN
+if [ -n "${FEDSIM_BIN:-}" ]; then
+  bin=$FEDSIM_BIN
 else
   cargo build --release -q --bin fedsim
   bin=./target/release/fedsim

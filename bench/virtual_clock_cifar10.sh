@@ -13,8 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 seeds=${1:-1}
 rounds=${2:-1500}
-export FEDSIM_DATA="${FEDSIM_DATA:-../shared/data}"
-if [ -n "${FEDSIM_BIN:-}" ]; then bin=$FEDSIM_BIN; else cargo build --release -q; bin=./target/release/fedsim; fi
+source bench/sweep_lib.sh
 system='system={speed={dist="lognormal", sigma=1}, samples_per_s=100, download_bps={dist="lognormal", median=1e6, sigma=1}, upload_bps={dist="lognormal", median=1e6, sigma=1}, latency_s=0.05'
 fedavg='strategy={kind="fedavg"}'
 variants=(

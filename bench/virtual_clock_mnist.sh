@@ -15,13 +15,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 seeds=${1:-3}
 rounds=${2:-400}
-export FEDSIM_DATA="${FEDSIM_DATA:-../shared/data}"
-if [ -n "${FEDSIM_BIN:-}" ]; then
-  bin=$FEDSIM_BIN
-else
-  cargo build --release -q
-  bin=./target/release/fedsim
-fi
+source bench/sweep_lib.sh
 system='system={speed={dist="lognormal", sigma=1}, samples_per_s=1000, download_bps={dist="lognormal", median=1e6, sigma=1}, upload_bps={dist="lognormal", median=1e6, sigma=1}, latency_s=0.05'
 variants=(
   "all|${system}}|participation.fraction=0.1|round.quorum=0|rounds=$rounds|eval.every=1"
