@@ -528,21 +528,29 @@ fn header(kind: v1::task_header::Kind) -> TaskChunk {
     }
 }
 
-type TaskSender = mpsc::Sender<Result<TaskChunk, Status>>;
+/// The sending half of one task request's answer stream, with the client it serves and how long a
+/// message may wait for the client to take it (`deploy.send_timeout_s`).
+struct TaskAnswer {
+    tx: mpsc::Sender<Result<TaskChunk, Status>>,
+    client: ClientId,
+    timeout: Duration,
+}
 
-/// Sends one message of a task request's answer; false when the client went away or did not take it
-/// within `timeout` (`deploy.send_timeout_s`: the request is abandoned and its slots freed).
-async fn send_chunk(tx: &TaskSender, msg: TaskChunk, client: ClientId, timeout: Duration) -> bool {
-    match tokio::time::timeout(timeout, tx.send(Ok(msg))).await {
-        Ok(Ok(())) => true,
-        Ok(Err(_)) => false,
-        Err(_) => {
-            tracing::warn!(
-                client,
-                secs = timeout.as_secs_f64(),
-                "task answer abandoned: the client stopped reading"
-            );
-            false
+impl TaskAnswer {
+    /// Sends one message; false when the client went away or did not take it within the timeout
+    /// (the request is abandoned and its slots freed).
+    async fn send(&self, msg: TaskChunk) -> bool {
+        match tokio::time::timeout(self.timeout, self.tx.send(Ok(msg))).await {
+            Ok(Ok(())) => true,
+            Ok(Err(_)) => false,
+            Err(_) => {
+                tracing::warn!(
+                    client = self.client,
+                    secs = self.timeout.as_secs_f64(),
+                    "task answer abandoned: the client stopped reading"
+                );
+                false
+            }
         }
     }
 }
@@ -648,6 +656,11 @@ impl Coordinator for CoordinatorService {
         })?;
         let mut rx = s.phase.subscribe();
         let (tx, out) = mpsc::channel(4);
+        let answer = TaskAnswer {
+            tx,
+            client,
+            timeout: s.send_timeout,
+        };
         tokio::spawn(async move {
             let _guard = guard;
             let until = tokio::time::Instant::now() + LONG_POLL;
@@ -655,13 +668,7 @@ impl Coordinator for CoordinatorService {
                 let phase = rx.borrow_and_update().clone();
                 let task = match phase {
                     Phase::Done => {
-                        send_chunk(
-                            &tx,
-                            header(v1::task_header::Kind::Done),
-                            client,
-                            s.send_timeout,
-                        )
-                        .await;
+                        answer.send(header(v1::task_header::Kind::Done)).await;
                         return;
                     }
                     Phase::Open(o) => o.hands_task_to(client).then_some(o),
@@ -692,7 +699,7 @@ impl Coordinator for CoordinatorService {
                             part: Some(task_chunk::Part::Header(h)),
                         };
                         let mut sent = wire::grpc_message_len(first.encoded_len());
-                        if !send_chunk(&tx, first, client, s.send_timeout).await {
+                        if !answer.send(first).await {
                             return;
                         }
                         for c in wire::chunks(&o.payload) {
@@ -700,7 +707,7 @@ impl Coordinator for CoordinatorService {
                                 part: Some(task_chunk::Part::Data(c)),
                             };
                             sent += wire::grpc_message_len(msg.encoded_len());
-                            if !send_chunk(&tx, msg, client, s.send_timeout).await {
+                            if !answer.send(msg).await {
                                 return;
                             }
                         }
@@ -712,13 +719,12 @@ impl Coordinator for CoordinatorService {
                     changed = tokio::time::timeout_at(until, rx.changed()) => match changed {
                         Ok(Ok(())) => continue,
                         Ok(Err(_)) | Err(_) => {
-                            send_chunk(&tx, header(v1::task_header::Kind::Wait), client, s.send_timeout)
-                                .await;
+                            answer.send(header(v1::task_header::Kind::Wait)).await;
                             return;
                         }
                     },
                     // The caller went away: free its slot now, not at the end of the long poll.
-                    () = tx.closed() => return,
+                    () = answer.tx.closed() => return,
                 }
             }
         });
