@@ -10,7 +10,6 @@
 # (100 rounds), 10-40 min per FedSpeed run (200 rounds); about 12 hours in all.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export FEDSIM_DATA="${FEDSIM_DATA:-../shared/data}"
 source bench/sweep_lib.sh
 export FEDSIM_BIN=$bin
 PATTERNS=bernoulli METHODS="fedau avg_participating known_prob" bench/fedau_cifar10.sh 2000 1 2
