@@ -519,6 +519,47 @@ fn coordinator_killed_and_resumed_ends_with_the_same_model() {
     }
 }
 
+/// An asynchronous run (FedBuff on synthetic data, clients of different speeds so that tasks finish
+/// out of start order, with federated evaluation) whose coordinator is SIGKILLed once it has made five
+/// server updates (`round` of a fault counts server updates, the rows of `metrics.jsonl`) and
+/// restarted with `--resume`: the tasks in flight at the checkpoint are handed out again, and the run
+/// ends with the simulator's model, participants and accuracies. Enough server updates that the run
+/// cannot end before the launcher sees the fifth.
+#[test]
+fn asynchronous_coordinator_killed_and_resumed_ends_with_the_same_model() {
+    let _serial = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut sets = vec![
+        "rounds=40",
+        "eval.every=5",
+        "partition.local_test_fraction=0.2",
+        "eval.federated={every=5}",
+        "strategy={kind=\"fedbuff\", concurrency=12, buffer_size=4}",
+        "system={speed={dist=\"lognormal\", sigma=1}, samples_per_s=2000, upload_bps={dist=\"uniform\", low=5e4, high=2e5}, latency_s=0.05, jitter=0.3}",
+    ];
+    let (a, b) = (tmp.path().join("sim"), tmp.path().join("grpc"));
+    sim(
+        "configs/quickstart.toml",
+        &sets,
+        &a,
+        &tmp.path().join("sim.log"),
+    );
+    sets.push("deploy.faults=[{round=6, kill_server=true}]");
+    let log = launch(
+        "configs/quickstart.toml",
+        &sets,
+        4,
+        &[],
+        &b,
+        &tmp.path().join("launch.log"),
+    );
+    assert!(log.contains("fault: killed the coordinator"), "{log}");
+    let resumed = std::fs::read_to_string(b.join("logs/server-resumed-1.log")).unwrap();
+    assert!(resumed.contains("resuming from checkpoint"), "{resumed}");
+    assert!(resumed.contains("in_flight=Some("), "{resumed}");
+    assert_same_run(&a, &b, "asynchronous coordinator crash and resume");
+}
+
 /// TLS on loopback with per-client tokens and mutual TLS: wrong tokens and missing client
 /// certificates are refused (clear status on the client, a line in the server log); the honest
 /// clients finish a run identical to the simulator's.

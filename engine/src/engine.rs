@@ -37,7 +37,7 @@ mod central;
 mod clock;
 mod federated;
 
-pub use asynchronous::AsyncStep;
+pub use asynchronous::{AsyncSnapshot, AsyncStep, FlightSnapshot};
 
 pub use crate::local::{run_client, run_evaluation};
 pub use crate::protocol::{
@@ -72,7 +72,8 @@ struct RoundState {
     idle_s: f64,
 }
 
-/// Everything needed to continue a run after a crash: the state between two rounds.
+/// Everything needed to continue a run after a crash: the state between two rounds (between two
+/// server updates in an asynchronous run).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Snapshot {
     /// Rounds completed.
@@ -87,6 +88,8 @@ pub struct Snapshot {
     pub summary_json: String,
     /// Per-client participation counts.
     pub participation_counts: Vec<u32>,
+    /// An asynchronous run's clock, counters and tasks in flight (`None` for rounds).
+    pub asynchronous: Option<AsyncSnapshot>,
 }
 
 /// Runs federated rounds: owns the global model, the strategy's server half, the participation model
@@ -767,10 +770,12 @@ impl Engine {
         Ok(RoundEnd::Recorded(Box::new(self.record(rec)?)))
     }
 
-    /// The state between rounds, for a checkpoint.
+    /// The state between rounds, for a checkpoint. In an asynchronous run it is taken between server
+    /// updates (after [`AsyncStep::Ended`] and its federated evaluation, before the next
+    /// [`Engine::step`]) and holds the tasks in flight; [`Engine::restore`] hands them out again.
     ///
     /// # Panics
-    /// If a round is open.
+    /// If a round is open, or an asynchronous server update is being buffered.
     pub fn snapshot(&self) -> Snapshot {
         assert!(
             self.current.is_none() && self.awaiting_record.is_none(),
@@ -783,10 +788,17 @@ impl Engine {
             participation_state: self.participation.model().save_state(),
             summary_json: serde_json::to_string(&self.summary).unwrap_or_default(),
             participation_counts: self.participation_counts.clone(),
+            asynchronous: self.async_snapshot(),
         }
     }
 
-    /// Continues from a snapshot taken by [`Engine::snapshot`] for the same scenario.
+    /// Continues from a snapshot taken by [`Engine::snapshot`] for the same scenario. An asynchronous
+    /// run's first [`Engine::step`]s then start the snapshot's tasks in flight again (one
+    /// [`AsyncStep::Start`] per dispatch, with its old dispatch number and task) before anything new.
+    ///
+    /// # Errors
+    /// [`EngineError::Checkpoint`] when the snapshot does not fit the scenario (nothing is changed
+    /// then), or the strategy's or participation model's state is refused.
     pub fn restore(&mut self, snap: Snapshot) -> Result<(), EngineError> {
         let bad = EngineError::Checkpoint;
         if snap.global.len() != self.global.len() {
@@ -809,6 +821,9 @@ impl Engine {
                 snap.next_round, self.scenario.rounds
             )));
         }
+        let asynchronous = self
+            .restored_async(snap.asynchronous, snap.next_round)
+            .map_err(bad)?;
         self.strategy.load_state(snap.strategy_state)?;
         self.participation
             .model_mut()
@@ -818,6 +833,9 @@ impl Engine {
         self.global = snap.global;
         self.next_round = snap.next_round;
         self.participation_counts = snap.participation_counts;
+        if asynchronous.is_some() {
+            self.asynchronous = asynchronous;
+        }
         // Wall time continues from where the checkpointed run was.
         let elapsed = Duration::from_secs_f64(self.summary.total_wall_s.max(0.0));
         self.started = Instant::now()

@@ -64,14 +64,14 @@ pub async fn drive(
             "updates are applied as they arrive (deploy.order = \"arrival\"; not reproducible)"
         );
     }
-    if opts.resume && engine.is_asynchronous() {
-        return Err(ServerError::Core(fedsim_engine::EngineError::Checkpoint(
-            "asynchronous runs (fedbuff, fedasync) keep no checkpoints yet: tasks in flight are not saved; start the run again without --resume".into(),
-        )));
-    }
     if opts.resume {
         let snap = checkpoint::load(&opts.out, &hash)?;
-        tracing::info!(round = snap.next_round, "resuming from checkpoint");
+        let in_flight = snap.asynchronous.as_ref().map(|a| a.flights.len());
+        tracing::info!(
+            round = snap.next_round,
+            ?in_flight,
+            "resuming from checkpoint"
+        );
         engine.restore(snap)?;
         engine.resume_writing_to(&opts.out)?;
     } else {
@@ -88,15 +88,20 @@ pub async fn drive(
     .await?;
 
     let _ = std::fs::remove_dir_all(&shared.spool); // leftovers of a crashed run
+    let checkpoints = Checkpoints {
+        out: &opts.out,
+        run_id: &shared.run_id,
+        hash: &hash,
+    };
     if engine.is_asynchronous() {
-        drive_asynchronous(&mut engine, &shared, &mut results, &scenario).await?;
+        drive_asynchronous(&mut engine, &shared, &mut results, &scenario, &checkpoints).await?;
     } else {
         while !engine.is_done() {
             if shared.registry().available().is_empty() {
                 wait_for_clients(&shared, 1, scenario.deploy.wait_timeout_s).await?;
             }
             run_round(&mut engine, &shared, &mut results, &scenario).await?;
-            save_checkpoint(&opts.out, &shared.run_id, &hash, &engine).await;
+            save_checkpoint(&checkpoints, &engine).await;
         }
     }
     let _ = std::fs::remove_dir_all(&shared.spool);
@@ -112,14 +117,22 @@ pub async fn drive(
 /// Attempts at writing a round's checkpoint before the run goes on without it.
 const CHECKPOINT_ATTEMPTS: u32 = 4;
 
-/// Writes the checkpoint after a round, retrying with backoff. A checkpoint that cannot be written
-/// (disk full, out of file descriptors) never ends the run: the previous checkpoint stays intact (it
-/// is replaced atomically) and a `--resume` would repeat the rounds since then.
-async fn save_checkpoint(out: &std::path::Path, run_id: &str, hash: &str, engine: &Engine) {
+/// Where and for which run checkpoints are written.
+struct Checkpoints<'a> {
+    out: &'a std::path::Path,
+    run_id: &'a str,
+    hash: &'a str,
+}
+
+/// Writes the checkpoint after a round (after a server update in an asynchronous run), retrying with
+/// backoff. A checkpoint that cannot be written (disk full, out of file descriptors) never ends the
+/// run: the previous checkpoint stays intact (it is replaced atomically) and a `--resume` would repeat
+/// the rounds since then.
+async fn save_checkpoint(to: &Checkpoints<'_>, engine: &Engine) {
     let snap = engine.snapshot();
     let mut wait = Duration::from_millis(100);
     for attempt in 1..=CHECKPOINT_ATTEMPTS {
-        match checkpoint::save(out, run_id, hash, &snap) {
+        match checkpoint::save(to.out, to.run_id, to.hash, &snap) {
             Ok(()) => return,
             Err(e) if attempt < CHECKPOINT_ATTEMPTS => {
                 tracing::warn!(error = %e, attempt, retry_in_ms = wait.as_millis() as u64, "cannot write the checkpoint; retrying");
@@ -381,12 +394,16 @@ async fn run_round(
 /// commit, and a client waiting for its update to be applied could not evaluate in the meantime. A
 /// client that disconnects, or does not report within `round.deadline_s` of its dispatch, ends its task
 /// without an update. A due federated evaluation is one more open task set next to the training ones.
-/// No checkpoints are written (tasks in flight are not saved).
+/// A checkpoint is written after every server update (and its federated evaluation), with the tasks in
+/// flight; after `--resume` the engine starts those tasks again first, and they are published as open
+/// task sets like new dispatches (results of the killed coordinator's tasks carry its round tokens and
+/// are refused, so the clients fetch the tasks again).
 async fn drive_asynchronous(
     engine: &mut Engine,
     shared: &Shared,
     results: &mut mpsc::Receiver<Submission>,
     scenario: &Scenario,
+    checkpoints: &Checkpoints<'_>,
 ) -> Result<(), ServerError> {
     let mut open: Vec<Arc<OpenRound>> = Vec::new();
     let mut tick = tokio::time::interval(TICK);
@@ -450,6 +467,7 @@ async fn drive_asynchronous(
                     virtual_time_s = ?rec.extra.get("virtual_time_s"),
                     "server update"
                 );
+                save_checkpoint(checkpoints, engine).await;
                 continue;
             }
             AsyncStep::Done => break,

@@ -20,8 +20,16 @@
 //! intervals leave some clients reachable, the participation model's draw for that dispatch (keyed by
 //! a dispatch counter) says which of them are available, and the free slots are filled uniformly at
 //! random among those not already training.
+//!
+//! Checkpoints are taken between server updates ([`Engine::snapshot`] after an [`AsyncStep::Ended`]):
+//! the clock, the dispatch counters, the tasks in flight and the task (broadcast) of every model
+//! version they train from ([`AsyncSnapshot`]). Results submitted but not yet applied are not saved:
+//! a task's result depends only on the seed, the client, its dispatch number (the key of its training
+//! randomness) and its task, so the restored engine hands those tasks out again
+//! ([`AsyncStep::Start`] with their old dispatch numbers, before anything new) and their results are
+//! the same.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -41,7 +49,8 @@ const MAX_IDLE_DISPATCHES: u32 = 10_000;
 #[derive(Debug)]
 pub enum AsyncStep {
     /// Start these clients from `broadcast` (`round` is the dispatch number: the key of their training
-    /// randomness, and what their results must carry).
+    /// randomness, and what their results must carry). After [`Engine::restore`] the first ones start
+    /// the snapshot's tasks in flight again, with their old dispatch numbers.
     Start(RoundTask),
     /// The next update cannot be applied before more outcomes are submitted.
     Wait,
@@ -70,7 +79,77 @@ struct Flight {
     ready_s: f64,
     /// When the client goes offline (`[system] online`): a task not finished by then never reports.
     offline_s: f64,
+    /// The task it was handed, kept so that a checkpoint can hand it out again.
+    task: Arc<Payload>,
     result: Option<Finished>,
+}
+
+impl Flight {
+    /// Whether the client was known at dispatch to go offline before its work is done: it was never
+    /// handed the task, and its slot frees at `offline_s` without an update.
+    fn offline_at_dispatch(&self) -> bool {
+        self.offline_s < self.ready_s
+    }
+
+    /// The result of a task whose client goes offline before its work is done.
+    fn offline_result(&self, arrival: u64) -> Finished {
+        Finished {
+            update: Err(format!(
+                "went offline at virtual time {:.3} s",
+                self.offline_s
+            )),
+            finish_s: self.offline_s,
+            arrival,
+        }
+    }
+}
+
+/// A task in flight at a checkpoint (see [`AsyncSnapshot`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FlightSnapshot {
+    /// The client training.
+    pub client: ClientId,
+    /// Dispatch order (the tie-break of equal finish times).
+    pub seq: u64,
+    /// The dispatch it belongs to (the key of its training randomness).
+    pub batch: u64,
+    /// The model version it trains from.
+    pub version: u64,
+    /// Virtual time it started.
+    pub start_s: f64,
+    /// Its samples of local work.
+    pub samples: u64,
+    /// Encoded size of its task.
+    pub down: u64,
+    /// Earliest virtual time it can finish.
+    pub ready_s: f64,
+    /// When the client goes offline (infinite when always online).
+    pub offline_s: f64,
+}
+
+/// The state of an asynchronous run between two server updates, part of a [`super::Snapshot`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct AsyncSnapshot {
+    /// Virtual clock.
+    pub now_s: f64,
+    /// Virtual time of the last server update.
+    pub last_update_s: f64,
+    /// Number of the next dispatch.
+    pub next_batch: u64,
+    /// Dispatch order of the next task.
+    pub next_seq: u64,
+    /// Results taken so far (the order of `deploy.order = "arrival"`).
+    pub arrivals: u64,
+    /// Dispatch attempts in a row that found nobody to start.
+    pub idle: u32,
+    /// Whether slots freed since the last dispatch attempt.
+    pub dispatch_due: bool,
+    /// Tasks in flight, ascending by client. Those already finished but not applied are saved as
+    /// unfinished: they run again after a restore.
+    pub flights: Vec<FlightSnapshot>,
+    /// The task (broadcast) of every model version a flight trains from, each version once,
+    /// ascending by version.
+    pub broadcasts: Vec<(u64, Arc<Payload>)>,
 }
 
 #[derive(Debug)]
@@ -132,6 +211,8 @@ pub(super) struct AsyncRun {
     idle: u32,
     broadcast: Option<(u64, Arc<Payload>)>,
     update: Option<OpenUpdate>,
+    /// Tasks of a restored checkpoint still to be handed out again, before any new dispatch.
+    resumed: VecDeque<RoundTask>,
 }
 
 impl AsyncRun {
@@ -150,7 +231,164 @@ impl AsyncRun {
             idle: 0,
             broadcast: None,
             update: None,
+            resumed: VecDeque::new(),
         }
+    }
+
+    /// The state between server updates, for a checkpoint.
+    ///
+    /// # Panics
+    /// While a server update is being buffered (between a dispatch or an applied result and the next
+    /// [`AsyncStep::Ended`]): the strategy's partial aggregate is not part of its saved state.
+    fn snapshot(&self) -> AsyncSnapshot {
+        assert!(
+            self.update.is_none(),
+            "snapshot of an asynchronous run while a server update is open: take it after AsyncStep::Ended"
+        );
+        let mut broadcasts = BTreeMap::new();
+        let flights = self
+            .flights
+            .iter()
+            .map(|(&client, f)| {
+                broadcasts
+                    .entry(f.version)
+                    .or_insert_with(|| f.task.clone());
+                FlightSnapshot {
+                    client,
+                    seq: f.seq,
+                    batch: f.batch,
+                    version: f.version,
+                    start_s: f.start_s,
+                    samples: f.samples as u64,
+                    down: f.down,
+                    ready_s: f.ready_s,
+                    offline_s: f.offline_s,
+                }
+            })
+            .collect();
+        AsyncSnapshot {
+            now_s: self.now_s,
+            last_update_s: self.last_update_s,
+            next_batch: self.next_batch,
+            next_seq: self.next_seq,
+            arrivals: self.arrivals,
+            idle: self.idle,
+            dispatch_due: self.dispatch_due,
+            flights,
+            broadcasts: broadcasts.into_iter().collect(),
+        }
+    }
+
+    /// This run's configuration with the state of `snap`, taken at server update `next_round` of a run
+    /// of `num_clients` clients; the tasks in flight are queued to be handed out again. Checks `snap`
+    /// (a checkpoint file is external input) and says what is wrong with it.
+    fn restored(
+        &self,
+        snap: AsyncSnapshot,
+        next_round: u64,
+        num_clients: usize,
+    ) -> Result<Self, String> {
+        let times_ok = [snap.now_s, snap.last_update_s]
+            .iter()
+            .all(|t| t.is_finite() && *t >= 0.0);
+        if !times_ok || snap.last_update_s > snap.now_s {
+            return Err(format!(
+                "asynchronous clock {} s (last update at {} s) is not a valid virtual time",
+                snap.now_s, snap.last_update_s
+            ));
+        }
+        if snap.flights.len() > self.concurrency {
+            return Err(format!(
+                "{} tasks in flight, the strategy runs at most {}",
+                snap.flights.len(),
+                self.concurrency
+            ));
+        }
+        let broadcasts: BTreeMap<u64, Arc<Payload>> = snap.broadcasts.into_iter().collect();
+        let mut flights = BTreeMap::new();
+        // Restored tasks by dispatch: (model version, clients ascending).
+        let mut batches: BTreeMap<u64, (u64, Vec<ClientId>)> = BTreeMap::new();
+        for (i, f) in snap.flights.into_iter().enumerate() {
+            let what = format!("task in flight of client {}", f.client);
+            if f.client as usize >= num_clients {
+                return Err(format!("{what}: the scenario has {num_clients} clients"));
+            }
+            if f.batch >= snap.next_batch || f.seq >= snap.next_seq || f.version > next_round {
+                return Err(format!(
+                    "{what}: dispatch {}, order {} or model version {} beyond the run's counters",
+                    f.batch, f.seq, f.version
+                ));
+            }
+            let times = [f.start_s, f.ready_s];
+            if times.iter().any(|t| !t.is_finite() || *t < 0.0) || f.offline_s.is_nan() {
+                return Err(format!("{what}: invalid virtual times"));
+            }
+            let samples =
+                usize::try_from(f.samples).map_err(|_| format!("{what}: {} samples", f.samples))?;
+            let Some(task) = broadcasts.get(&f.version) else {
+                return Err(format!(
+                    "{what}: no task saved for model version {}",
+                    f.version
+                ));
+            };
+            let mut flight = Flight {
+                seq: f.seq,
+                batch: f.batch,
+                version: f.version,
+                start_s: f.start_s,
+                samples,
+                down: f.down,
+                ready_s: f.ready_s,
+                offline_s: f.offline_s,
+                task: task.clone(),
+                result: None,
+            };
+            if flight.offline_at_dispatch() {
+                // Decided at dispatch, as then; never handed out.
+                flight.result = Some(flight.offline_result(i as u64));
+            } else {
+                let (version, clients) = batches
+                    .entry(f.batch)
+                    .or_insert_with(|| (f.version, Vec::new()));
+                if *version != f.version {
+                    return Err(format!(
+                        "{what}: dispatch {} trains from two model versions",
+                        f.batch
+                    ));
+                }
+                clients.push(f.client);
+            }
+            if flights.insert(f.client, flight).is_some() {
+                return Err(format!("client {} has two tasks in flight", f.client));
+            }
+        }
+        let mut resumed = VecDeque::new();
+        for (batch, (version, mut selected)) in batches {
+            selected.sort_unstable();
+            resumed.push_back(RoundTask {
+                round: batch,
+                selected,
+                max_steps: BTreeMap::new(),
+                broadcast: broadcasts[&version].clone(),
+            });
+        }
+        Ok(Self {
+            concurrency: self.concurrency,
+            buffer_size: self.buffer_size,
+            by_arrival: self.by_arrival,
+            now_s: snap.now_s,
+            last_update_s: snap.last_update_s,
+            flights,
+            next_batch: snap.next_batch,
+            next_seq: snap.next_seq,
+            arrivals: snap.arrivals,
+            dispatch_due: snap.dispatch_due,
+            idle: snap.idle,
+            // A dispatch at this model version reuses its task, as in the run that was saved.
+            broadcast: broadcasts.get(&next_round).map(|b| (next_round, b.clone())),
+            update: None,
+            resumed,
+        })
     }
 
     /// The client whose update comes next, if it can be applied now.
@@ -225,6 +463,34 @@ fn ordered(t: f64) -> u64 {
 }
 
 impl Engine {
+    /// The asynchronous part of a snapshot (`None` for rounds).
+    pub(super) fn async_snapshot(&self) -> Option<AsyncSnapshot> {
+        self.asynchronous.as_ref().map(AsyncRun::snapshot)
+    }
+
+    /// The asynchronous run `snap` describes, with this engine's configuration, for
+    /// [`Engine::restore`] at server update `next_round`; an error says why `snap` does not fit.
+    pub(super) fn restored_async(
+        &self,
+        snap: Option<AsyncSnapshot>,
+        next_round: u64,
+    ) -> Result<Option<AsyncRun>, String> {
+        match (&self.asynchronous, snap) {
+            (None, None) => Ok(None),
+            (Some(run), Some(snap)) => run
+                .restored(snap, next_round, self.scenario.clients)
+                .map(Some),
+            (Some(_), None) => Err(
+                "the checkpoint holds no asynchronous state, but the strategy is asynchronous"
+                    .into(),
+            ),
+            (None, Some(_)) => Err(
+                "the checkpoint holds an asynchronous run's state, but the strategy runs in rounds"
+                    .into(),
+            ),
+        }
+    }
+
     /// Whether the strategy runs asynchronously (FedBuff, FedAsync): drive the run with
     /// [`Engine::step`] instead of rounds.
     pub fn is_asynchronous(&self) -> bool {
@@ -271,6 +537,10 @@ impl Engine {
                     "step called on a synchronous run".into(),
                 ));
             };
+            // Tasks in flight at a restored checkpoint go out again first, under their old dispatch.
+            if let Some(task) = run.resumed.pop_front() {
+                return Ok(AsyncStep::Start(task));
+            }
             if run.dispatch_due {
                 run.dispatch_due = false;
                 if let Some(task) = self.dispatch(available)
@@ -381,33 +651,26 @@ impl Engine {
                     .participation
                     .finish_s(batch, c, samples, down, 0)
                     .unwrap_or(samples as f64);
-            let offline_s = self.participation.offline_at(c, now);
+            let mut flight = Flight {
+                seq: run.next_seq,
+                batch,
+                version,
+                start_s: now,
+                samples,
+                down,
+                ready_s,
+                offline_s: self.participation.offline_at(c, now),
+                task: broadcast.clone(),
+                result: None,
+            };
             // A client that goes offline before its work is done never reports: its slot frees then.
-            let result = if offline_s < ready_s {
+            if flight.offline_at_dispatch() {
+                flight.result = Some(flight.offline_result(run.arrivals));
                 run.arrivals += 1;
-                Some(Finished {
-                    update: Err(format!("went offline at virtual time {offline_s:.3} s")),
-                    finish_s: offline_s,
-                    arrival: run.arrivals - 1,
-                })
             } else {
                 to_run.push(c);
-                None
-            };
-            run.flights.insert(
-                c,
-                Flight {
-                    seq: run.next_seq,
-                    batch,
-                    version,
-                    start_s: now,
-                    samples,
-                    down,
-                    ready_s,
-                    offline_s,
-                    result,
-                },
-            );
+            }
+            run.flights.insert(c, flight);
             run.next_seq += 1;
         }
         if let Some(u) = run.update.as_mut() {
