@@ -1,9 +1,18 @@
-"""Summarises runs/fedau_cifar10/<pattern>/<method>/seed<k>/ (bench/fedau_cifar10.sh) into Markdown:
-one row per run (final and last-5-evaluation test accuracy, worst-class accuracy, train loss, rounds,
-wall time, seconds per training round and per evaluation), then mean ± std over seeds per pattern and
-method. Seconds per round is the median of time_round_s over the rounds without an evaluation; seconds
-per evaluation is the median of time_eval_s over the evaluated rounds (the full training set for the
-train loss plus the test set)."""
+"""Summarises runs/fedau_cifar10/<pattern>/<method>/seed<k>/ (bench/fedau_cifar10.sh) into Markdown.
+
+Default output (docs/fedau_cifar10.md): one row per run (final and last-5-evaluation test accuracy,
+worst-class accuracy, train loss, rounds, wall time, seconds per training round and per evaluation,
+peak resident memory), mean ± std over seeds per pattern and method, and a head-to-head count per seed:
+at how many of the evaluations each method's test accuracy is above average-participating's (the
+baseline FedAU is meant to beat) and its train loss below. Seconds per round is the median of
+time_round_s over the rounds without an evaluation; seconds per evaluation is the median of
+time_eval_s over the evaluated rounds (the full training set for the train loss plus the test set).
+
+`--experiments PATTERN` prints only the mean table of one pattern in docs/EXPERIMENTS.md's form
+(display names, train loss to 3 decimals), so that table is generated rather than copied by hand.
+
+Usage: python3 bench/fedau_cifar10_table.py [RUNS_ROOT] [--experiments PATTERN]
+"""
 import json
 import statistics
 import sys
@@ -11,9 +20,18 @@ from pathlib import Path
 
 import run_info
 
-root = Path(sys.argv[1] if len(sys.argv) > 1 else "runs/fedau_cifar10")
-patterns = ["bernoulli", "markov", "cyclic"]
-order = ["fedau", "fedau_k50", "avg_participating", "avg_all", "known_prob", "mifa", "fedvarp"]
+PATTERNS = ["bernoulli", "markov", "cyclic"]
+ORDER = ["fedau", "fedau_k50", "avg_participating", "avg_all", "known_prob", "mifa", "fedvarp"]
+DISPLAY = {
+    "fedau": "FedAU (K = ∞)",
+    "fedau_k50": "FedAU (K = 50)",
+    "avg_participating": "average-participating",
+    "avg_all": "average-all",
+    "known_prob": "known-probability",
+    "mifa": "MIFA",
+    "fedvarp": "FedVarp",
+}
+BASELINE = "avg_participating"
 LAST = 5
 
 
@@ -34,47 +52,105 @@ def load(run):
         "wall": float(machine["wall_s"]) if "wall_s" in machine else s["total_wall_s"],
         "s_round": statistics.median(plain) if plain else float("nan"),
         "s_eval": statistics.median(r["time_eval_s"] for r in evals) if evals else float("nan"),
-        "evals": len(evals),
+        "rss": s.get("peak_rss_mib", float("nan")),
+        # round -> (test accuracy, train loss), for the head-to-head counts
+        "curve": {r["round"]: (r["test_accuracy"], r.get("train_loss")) for r in evals},
     }
 
 
-def fmt(xs, pct):
+def fmt(xs, pct, digits=4):
     m = statistics.mean(xs)
+    scale, d = (100, 2) if pct else (1, digits)
     if len(xs) == 1:
-        return f"{100 * m:.2f}" if pct else f"{m:.4f}"
-    s = statistics.stdev(xs)
-    return f"{100 * m:.2f} ± {100 * s:.2f}" if pct else f"{m:.4f} ± {s:.4f}"
+        return f"{scale * m:.{d}f}"
+    return f"{scale * m:.{d}f} ± {scale * statistics.stdev(xs):.{d}f}"
 
 
-runs = {}
-for pattern in patterns:
-    for name in order:
-        for run in sorted((root / pattern / name).glob("seed*"), key=lambda p: int(p.name[4:])):
-            if (run / "summary.json").exists():
-                runs.setdefault((pattern, name), []).append((run.name, load(run)))
+def collect(root):
+    runs = {}
+    for pattern in PATTERNS:
+        for name in ORDER:
+            for run in sorted((root / pattern / name).glob("seed*"), key=lambda p: int(p.name[4:])):
+                if (run / "summary.json").exists():
+                    runs.setdefault((pattern, name), []).append((run.name, load(run)))
+    return runs
 
-print("Per run (accuracies in %; last 5 = mean over the last 5 evaluations):\n")
-print(
-    "| pattern | method | seed | rounds | final test acc | test acc, last 5 | final worst-class acc "
-    "| worst-class, last 5 | final train loss | wall time (s) | s / round | s / eval |"
-)
-print("|---|---|---|---|---|---|---|---|---|---|---|---|")
-for (pattern, name), rs in runs.items():
-    for seed, r in rs:
+
+def experiments_table(runs, pattern):
+    print("| method | seeds | final test acc | test acc, last 5 | final worst-class acc | worst-class, last 5 "
+          "| final train loss |")
+    print("|---|---|---|---|---|---|---|")
+    for name in ORDER:
+        rs = runs.get((pattern, name))
+        if not rs:
+            continue
+        col = lambda k: [r[k] for _, r in rs]  # noqa: E731
         print(
-            f"| {pattern} | {name} | {seed[4:]} | {r['rounds']} | {100 * r['acc']:.2f} | {100 * r['acc_l']:.2f} "
-            f"| {100 * r['worst']:.2f} | {100 * r['worst_l']:.2f} | {r['loss']:.4f} | {r['wall']:.0f} "
-            f"| {r['s_round']:.3f} | {r['s_eval']:.2f} |"
+            f"| {DISPLAY[name]} | {len(rs)} | {fmt(col('acc'), True)} | {fmt(col('acc_l'), True)} "
+            f"| {fmt(col('worst'), True)} | {fmt(col('worst_l'), True)} | {fmt(col('loss'), False, 3)} |"
         )
-print("\nMean ± std over seeds (std only where there are 2 or more):\n")
-print(
-    "| pattern | method | seeds | final test acc (%) | test acc, last 5 (%) | final worst-class acc (%) "
-    "| worst-class, last 5 (%) | final train loss |"
-)
-print("|---|---|---|---|---|---|---|---|")
-for (pattern, name), rs in runs.items():
-    col = lambda k: [r[k] for _, r in rs]  # noqa: E731
+
+
+def head_to_head(runs):
+    print(f"\nHead to head with {BASELINE} (same pattern and seed): evaluations at which the method's test "
+          "accuracy is higher / its train loss lower, out of the evaluations both runs made:\n")
+    print("| pattern | method | seed | test acc higher | train loss lower | evaluations |")
+    print("|---|---|---|---|---|---|")
+    for (pattern, name), rs in runs.items():
+        if name == BASELINE:
+            continue
+        base = dict(runs.get((pattern, BASELINE), []))
+        for seed, r in rs:
+            if seed not in base:
+                continue
+            common = sorted(set(r["curve"]) & set(base[seed]["curve"]))
+            acc = sum(r["curve"][k][0] > base[seed]["curve"][k][0] for k in common)
+            with_loss = [k for k in common if r["curve"][k][1] is not None and base[seed]["curve"][k][1] is not None]
+            loss = sum(r["curve"][k][1] < base[seed]["curve"][k][1] for k in with_loss)
+            print(f"| {pattern} | {name} | {seed[4:]} | {acc} | {loss} | {len(common)} |")
+
+
+def main(argv):
+    args = list(argv)
+    pattern = None
+    if "--experiments" in args:
+        i = args.index("--experiments")
+        if i + 1 >= len(args) or args[i + 1] not in PATTERNS:
+            sys.exit(f"--experiments needs one of {', '.join(PATTERNS)}")
+        pattern = args[i + 1]
+        del args[i : i + 2]
+    root = Path(args[0] if args else "runs/fedau_cifar10")
+    runs = collect(root)
+    if pattern:
+        experiments_table(runs, pattern)
+        return
+    print("Per run (accuracies in %; last 5 = mean over the last 5 evaluations):\n")
     print(
-        f"| {pattern} | {name} | {len(rs)} | {fmt(col('acc'), True)} | {fmt(col('acc_l'), True)} "
-        f"| {fmt(col('worst'), True)} | {fmt(col('worst_l'), True)} | {fmt(col('loss'), False)} |"
+        "| pattern | method | seed | rounds | final test acc | test acc, last 5 | final worst-class acc "
+        "| worst-class, last 5 | final train loss | wall time (s) | s / round | s / eval | peak RSS (MiB) |"
     )
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for (pattern_, name), rs in runs.items():
+        for seed, r in rs:
+            print(
+                f"| {pattern_} | {name} | {seed[4:]} | {r['rounds']} | {100 * r['acc']:.2f} | {100 * r['acc_l']:.2f} "
+                f"| {100 * r['worst']:.2f} | {100 * r['worst_l']:.2f} | {r['loss']:.4f} | {r['wall']:.0f} "
+                f"| {r['s_round']:.3f} | {r['s_eval']:.2f} | {r['rss']:.0f} |"
+            )
+    print("\nMean ± std over seeds (std only where there are 2 or more):\n")
+    print(
+        "| pattern | method | seeds | final test acc (%) | test acc, last 5 (%) | final worst-class acc (%) "
+        "| worst-class, last 5 (%) | final train loss |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for (pattern_, name), rs in runs.items():
+        col = lambda k: [r[k] for _, r in rs]  # noqa: E731
+        print(
+            f"| {pattern_} | {name} | {len(rs)} | {fmt(col('acc'), True)} | {fmt(col('acc_l'), True)} "
+            f"| {fmt(col('worst'), True)} | {fmt(col('worst_l'), True)} | {fmt(col('loss'), False)} |"
+        )
+    head_to_head(runs)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
