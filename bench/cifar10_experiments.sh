@@ -12,11 +12,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/sweep_lib.sh
 export FEDSIM_BIN=$bin
-PATTERNS=bernoulli METHODS="fedau avg_participating known_prob" bench/fedau_cifar10.sh 2000 1 2
+ROUNDS=2000 SEEDS="1 2" PATTERNS=bernoulli METHODS="fedau avg_participating known_prob" bench/fedau_cifar10.sh runs
 ROUNDS=100 SEEDS=1 bench/frl_cifar10.sh runs
 ROUNDS=200 SEEDS=1 bench/fedspeed_cifar10.sh runs
 ROUNDS=200 SEEDS=2 bench/fedspeed_cifar10.sh runs
-PATTERNS=bernoulli METHODS="avg_all mifa fedvarp fedau_k50" bench/fedau_cifar10.sh 2000 1 2
-PATTERNS="markov cyclic" METHODS="fedau avg_participating known_prob" bench/fedau_cifar10.sh 2000 1 2
+ROUNDS=2000 SEEDS="1 2" PATTERNS=bernoulli METHODS="avg_all mifa fedvarp fedau_k50" bench/fedau_cifar10.sh runs
+ROUNDS=2000 SEEDS="1 2" PATTERNS="markov cyclic" METHODS="fedau avg_participating known_prob" bench/fedau_cifar10.sh runs
+ROUNDS=2000 SEEDS="1 2" bench/fedau_cifar10.sh table plots
 ROUNDS=100 SEEDS=1 bench/frl_cifar10.sh table plots
 ROUNDS=200 SEEDS="1 2" bench/fedspeed_cifar10.sh table plots
