@@ -8,8 +8,7 @@
 # Environment: ROUNDS (2000; the paper runs 10000), SEEDS ("1 2"), PATTERNS ("bernoulli markov cyclic"),
 # METHODS (all seven strategies of bench/fedau_strategies.sh), RUNS_ROOT (runs/fedau_cifar10),
 # FEDSIM_BIN (a prebuilt binary; default: build target/release/fedsim; bench/sweep_lib.sh), THREADS
-# (worker threads per run, default all cores: two sweeps over disjoint PATTERNS or METHODS with
-# THREADS=1 each keep both cores busy through the runs' serial parts; the results do not depend on it).
+# (worker threads per run, `fedsim sim --threads`; default all cores; the results do not depend on it).
 #   e.g. FEDSIM_BIN=/path/fedsim PATTERNS=bernoulli METHODS=fedau SEEDS=1 ROUNDS=1000 bench/fedau_cifar10.sh runs
 # Runs go one at a time (each uses all cores) into RUNS_ROOT/<pattern>/<method>/seed<k>/; a run whose
 # summary.json exists is skipped (an interrupted one is redone from scratch with --force). Each run
