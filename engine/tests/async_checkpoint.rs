@@ -6,8 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use fedsim_algorithms::ClientState;
-use fedsim_engine::engine::{AsyncStep, Snapshot, run_client};
+use fedsim_engine::engine::{AsyncStep, Snapshot};
 use fedsim_engine::{ClientOutcome, Engine, Scenario};
 use fedsim_nn::Scratch;
 use fedsim_types::{ClientId, Payload};
@@ -62,23 +61,12 @@ fn engine() -> Engine {
 type Started = BTreeMap<(u64, ClientId), Arc<Payload>>;
 
 fn train(engine: &Engine, batch: u64, c: ClientId, task: &Payload) -> ClientOutcome {
-    let s = engine.scenario();
-    let data = engine.client_data(c);
-    let payload = run_client(
-        engine.strategy(),
-        engine.model(),
-        data,
-        &s.train,
-        s.seed,
-        batch,
-        c,
-        &mut ClientState::default(),
-        task,
-        None,
-        &mut Scratch::default(),
-    )
-    .expect("local update");
-    ClientOutcome::update(payload, data.len() as u64)
+    let outcome = engine.train_async_task(batch, c, task, &mut Scratch::default());
+    assert!(
+        !matches!(outcome, ClientOutcome::Dropped(_)),
+        "local update failed: {outcome:?}"
+    );
+    outcome
 }
 
 /// Steps `engine` until it has made `updates` server updates (or is done). When it waits, only the

@@ -247,7 +247,6 @@ pub fn run_asynchronous(
     available: &[ClientId],
     observe: &mut dyn FnMut(&RoundRecord) -> Result<(), SimError>,
 ) -> Result<(), SimError> {
-    let (seed, train) = (engine.scenario().seed, engine.scenario().train.clone());
     let mut queued: Vec<(u64, ClientId, Arc<Payload>)> = Vec::new();
     loop {
         match engine.step(available)? {
@@ -265,21 +264,14 @@ pub fn run_asynchronous(
                 let t = Instant::now();
                 let results: Vec<(u64, ClientId, ClientOutcome)> = {
                     let engine_ref = &*engine;
-                    let (strategy, model, train) = (engine.strategy(), engine.model(), &train);
                     queued
                         .par_drain(..)
-                        .map_init(Scratch::default, |scratch, (batch, c, broadcast)| {
-                            // Asynchronous strategies keep no client state.
-                            let mut state = ClientState::default();
-                            let data = engine_ref.client_data(c);
-                            let outcome = match run_client(
-                                strategy, model, data, train, seed, batch, c, &mut state,
-                                &broadcast, None, scratch,
-                            ) {
-                                Ok(payload) => ClientOutcome::update(payload, data.len() as u64),
-                                Err(e) => ClientOutcome::Dropped(e.to_string()),
-                            };
-                            (batch, c, outcome)
+                        .map_init(Scratch::default, |scratch, (batch, c, task)| {
+                            (
+                                batch,
+                                c,
+                                engine_ref.train_async_task(batch, c, &task, scratch),
+                            )
                         })
                         .collect()
                 };

@@ -4,8 +4,7 @@
 
 use std::sync::Arc;
 
-use fedsim_algorithms::ClientState;
-use fedsim_engine::engine::{AsyncStep, RoundEnd, run_client};
+use fedsim_engine::engine::{AsyncStep, RoundEnd};
 use fedsim_engine::{ClientOutcome, Engine, Scenario};
 use fedsim_nn::Scratch;
 use fedsim_types::{ClientId, Payload};
@@ -53,24 +52,12 @@ fn engine(strategy: &str) -> Engine {
 
 /// Trains one started task.
 fn train(engine: &Engine, batch: u64, c: ClientId, broadcast: &Payload) -> ClientOutcome {
-    let s = engine.scenario();
-    let data = engine.client_data(c);
-    let mut state = ClientState::default();
-    let payload = run_client(
-        engine.strategy(),
-        engine.model(),
-        data,
-        &s.train,
-        s.seed,
-        batch,
-        c,
-        &mut state,
-        broadcast,
-        None,
-        &mut Scratch::default(),
-    )
-    .expect("local update");
-    ClientOutcome::update(payload, data.len() as u64)
+    let outcome = engine.train_async_task(batch, c, broadcast, &mut Scratch::default());
+    assert!(
+        !matches!(outcome, ClientOutcome::Dropped(_)),
+        "local update failed: {outcome:?}"
+    );
+    outcome
 }
 
 /// Runs to the end. With `shuffle_seed`, results are held back and submitted a random few at a time

@@ -8,9 +8,8 @@
 
 use std::sync::Arc;
 
-use fedsim_algorithms::ClientState;
 use fedsim_algorithms::strategy::registry;
-use fedsim_engine::engine::{AsyncStep, RoundEnd, run_client};
+use fedsim_engine::engine::{AsyncStep, RoundEnd};
 use fedsim_engine::{ClientOutcome, Engine, Scenario};
 use fedsim_nn::Scratch;
 use fedsim_sim::{ClientStates, run_asynchronous, run_federated_evaluation, run_round};
@@ -119,24 +118,7 @@ fn drive_async(engine: &mut Engine, all: &[ClientId], until: u64) {
 
 /// Trains one started task of an asynchronous run (no client state).
 fn train(engine: &Engine, batch: u64, c: ClientId, broadcast: &Payload) -> ClientOutcome {
-    let s = engine.scenario();
-    let data = engine.client_data(c);
-    match run_client(
-        engine.strategy(),
-        engine.model(),
-        data,
-        &s.train,
-        s.seed,
-        batch,
-        c,
-        &mut ClientState::default(),
-        broadcast,
-        None,
-        &mut Scratch::default(),
-    ) {
-        Ok(payload) => ClientOutcome::update(payload, data.len() as u64),
-        Err(e) => ClientOutcome::Dropped(e.to_string()),
-    }
+    engine.train_async_task(batch, c, broadcast, &mut Scratch::default())
 }
 
 #[test]

@@ -491,6 +491,36 @@ impl Engine {
         }
     }
 
+    /// Trains client `client`'s task of dispatch `batch` from `task` in this process, as a runtime
+    /// does for an [`AsyncStep::Start`]: asynchronous strategies keep no client state, and a failed
+    /// local update becomes a dropped outcome.
+    pub fn train_async_task(
+        &self,
+        batch: u64,
+        client: ClientId,
+        task: &Payload,
+        scratch: &mut fedsim_nn::Scratch,
+    ) -> ClientOutcome {
+        let s = &self.scenario;
+        let data = self.client_data(client);
+        match crate::local::run_client(
+            self.strategy(),
+            self.model(),
+            data,
+            &s.train,
+            s.seed,
+            batch,
+            client,
+            &mut crate::ClientState::default(),
+            task,
+            None,
+            scratch,
+        ) {
+            Ok(payload) => ClientOutcome::update(payload, data.len() as u64),
+            Err(e) => ClientOutcome::Dropped(e.to_string()),
+        }
+    }
+
     /// Whether the strategy runs asynchronously (FedBuff, FedAsync): drive the run with
     /// [`Engine::step`] instead of rounds.
     pub fn is_asynchronous(&self) -> bool {
